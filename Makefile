@@ -1,0 +1,32 @@
+# Two commands: `make run` and `make test`. Everything else is set up on the way.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= conf/site.toml
+STAMP := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
+
+.PHONY: run test venv train-deps bench clean
+
+$(STAMP): setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(TRAIN_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[train,test]'
+	touch $@
+
+venv: $(STAMP)
+
+train-deps: $(TRAIN_STAMP)
+
+run: $(TRAIN_STAMP)
+	$(BIN)/python supervisor.py --config $(CONFIG)
+
+test: $(TRAIN_STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) data

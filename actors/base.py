@@ -1,0 +1,201 @@
+"""What every gateway actor shares: envelope decoding, peers, crash reporting.
+
+Pykka has no supervision: an exception in a ``tell`` handler stops the actor for
+good. Each actor therefore reports its failure to the supervisor, which starts a
+*new* instance of the same class; that instance rebuilds its state from the store
+(its persisted offset and state), so nothing committed is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pykka
+
+from core import messages
+from core.config import Config
+from core.types import StoredReading
+from storage.store import Store
+
+CrashReport = Callable[[str, BaseException | None], None]
+
+
+class InjectedCrash(RuntimeError):
+    """Raised by the test-only crash hook; never raised in production."""
+
+
+class Peers:
+    """The current reference of each actor role.
+
+    Senders look a peer up on every send, so a restarted peer is reached without
+    the sender knowing. A message to a dead or missing peer is dropped: the peer's
+    replacement catches up from the store.
+    """
+
+    def __init__(self) -> None:
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, role: str, ref: pykka.ActorRef[Any] | None) -> None:
+        with self._lock:
+            if ref is None:
+                self._refs.pop(role, None)
+            else:
+                self._refs[role] = ref
+
+    def get(self, role: str) -> pykka.ActorRef[Any] | None:
+        with self._lock:
+            return self._refs.get(role)
+
+    def tell(self, role: str, message: Any) -> bool:
+        """Send ``message`` (a messages dataclass) to ``role``; False if not delivered."""
+        ref = self.get(role)
+        if ref is None:
+            return False
+        try:
+            ref.tell(messages.encode(message))
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+
+@dataclass
+class RuntimeStats:
+    """Process-wide counters the supervisor keeps and actors report."""
+
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    restarts: dict[str, int] = field(default_factory=dict)
+    storage_error: str | None = None
+
+    def total_restarts(self) -> int:
+        return sum(self.restarts.values())
+
+
+@dataclass
+class ActorContext:
+    """Everything an actor is built from; a restarted actor gets the same context."""
+
+    config: Config
+    store: Store
+    peers: Peers
+    stats: RuntimeStats
+    report_crash: CrashReport
+    test_hooks: bool = False
+
+
+class GatewayActor(pykka.ThreadingActor):
+    """Base of every gateway actor: decodes envelopes and dispatches ``on_<type>``.
+
+    A malformed envelope is logged and dropped; the actor stays alive.
+    """
+
+    role: ClassVar[str] = "actor"
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__()
+        self.context = context
+        self.config = context.config
+        self.store = context.store
+        self.peers = context.peers
+        self.log = logging.getLogger(f"actors.{self.role}")
+        self.dropped_messages = 0
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            decoded = messages.decode(message)
+        except messages.MessageError as exc:
+            self.dropped_messages += 1
+            self.log.warning("dropped malformed message: %s", exc)
+            return None
+        if isinstance(decoded, messages.Ping):
+            return "pong"
+        if isinstance(decoded, messages.Crash):
+            return self._injected_crash(decoded)
+        handler = getattr(self, f"on_{decoded.TYPE}", None)
+        if handler is None:
+            self.log.debug("ignored %s", decoded.TYPE)
+            return None
+        return handler(decoded)
+
+    def _injected_crash(self, crash: messages.Crash) -> None:
+        if not self.context.test_hooks:
+            self.log.warning("crash hook ignored: supervisor.test_hooks is off")
+            return
+        if crash.hang_s > 0:
+            self.log.warning("test hook: hanging for %.1f s", crash.hang_s)
+            time.sleep(crash.hang_s)
+            return
+        raise InjectedCrash(crash.reason)
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._release_safely()
+        self.context.report_crash(self.role, exception_value)
+
+    def on_stop(self) -> None:
+        self._release_safely()
+
+    def _release_safely(self) -> None:
+        try:
+            self.release()
+        except Exception:
+            self.log.exception("error while releasing resources")
+
+    def release(self) -> None:
+        """Close what the actor owns (ports, threads). Called on stop and on failure."""
+
+    def tell_self(self, message: Any) -> None:
+        """Queue ``message`` behind what is already in this actor's inbox."""
+        try:
+            self.actor_ref.tell(messages.encode(message))
+        except pykka.ActorDeadError:
+            pass
+
+
+class JournalConsumer(GatewayActor):
+    """An actor that consumes the store's arrival journal exactly once.
+
+    Messages carry committed readings for speed, but the journal is the truth:
+    a gap between the offset and a message (readings committed while this actor
+    was being restarted) is filled from the store, and anything at or below the
+    offset is skipped. The subclass commits its offset with its work.
+    """
+
+    consumer: ClassVar[str] = "consumer"
+    catch_up_chunk: ClassVar[int] = 2000
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self.offset = 0
+
+    def on_start(self) -> None:
+        self.offset = self.store.offset(self.consumer)
+        self.log.info("resuming after arrival %d", self.offset)
+        self.tell_self(messages.Resume())
+
+    def on_readings(self, message: messages.ReadingsCommitted) -> None:
+        batch = [s for s in message.stored() if s.arrival > self.offset]
+        if batch and batch[0].arrival != self.offset + 1:
+            self.on_resume(messages.Resume())
+            batch = [s for s in batch if s.arrival > self.offset]
+            if batch and batch[0].arrival != self.offset + 1:
+                return  # still behind: the queued Resume will get there
+        if batch:
+            self.process(batch)
+
+    def on_resume(self, _: messages.Resume) -> None:
+        batch = self.store.journal(self.offset, self.catch_up_chunk)
+        if batch:
+            self.process(batch)
+        if len(batch) == self.catch_up_chunk:
+            # Yield to pings and ticks between chunks of a long catch-up.
+            self.tell_self(messages.Resume())
+
+    def process(self, batch: list[StoredReading]) -> None:
+        """Handle readings ``offset+1 ..`` in arrival order and commit the new offset."""
+        raise NotImplementedError

@@ -1,0 +1,246 @@
+"""Detector: runs the detection methods on committed readings, in arrival order.
+
+Thin wiring around :class:`core.monitor.SiteMonitor`: it reads its offset and
+state from the store, evaluates each reading once, and commits detections,
+outbound frames, the new offset and the monitor state in one transaction. It
+owns the criteria (built from initial data, then from the store on schedule)
+and keeps the current forecast per sensor for PREDICT.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.base import ActorContext, JournalConsumer
+from core import criteria as criteria_logic
+from core.criteria import PhysicalRange, SensorCriteria
+from core.detection import Expectation, SystemLimits
+from core.forecast import Forecast
+from core.messages import (
+    CriteriaChanged, ForecastIssued, HourClosed, NightClosed, OutboxAppended,
+    Tick,
+)
+from core.monitor import DetectionSettings, Outcome, SiteMonitor
+from core.types import EpochSeconds, SensorId, StoredReading
+
+CONSUMER = "detector"
+DAY_S = 86400
+
+
+def detection_settings(config: Any) -> DetectionSettings:
+    s = config.system
+    return DetectionSettings(
+        limits=SystemLimits(
+            flow_min=s.flow_min, flow_max=s.flow_max,
+            pressure_min=s.pressure_min, pressure_max=s.pressure_max,
+            stuck_minutes=s.stuck_minutes, clock_ahead_s=s.clock_ahead_minutes * 60,
+            silence_minutes=s.silence_minutes,
+        ),
+        persist_minutes=config.detection.persist_minutes,
+        clear_minutes=config.detection.clear_minutes,
+    )
+
+
+def physical_range(config: Any) -> PhysicalRange:
+    s = config.system
+    return PhysicalRange(s.flow_min, s.flow_max, s.pressure_min, s.pressure_max)
+
+
+class Detector(JournalConsumer):
+    role = "detector"
+    consumer = CONSUMER
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self.tz = self.config.site.tz
+        self.monitor: SiteMonitor | None = None
+        self.criteria: dict[SensorId, SensorCriteria | None] = {}
+        self.forecasts: dict[SensorId, Forecast | None] = {}
+        self._initial_data: dict[SensorId, Any] | None = None
+        self._checked_day: dict[SensorId, int] = {}
+        self._first_time: dict[SensorId, int] = {}
+        self._event_at_monotonic = time.monotonic()
+
+    def on_start(self) -> None:
+        self.offset = self.store.offset(CONSUMER)
+        self.monitor = SiteMonitor(
+            detection_settings(self.config), self.tz, self.store.consumer_state(CONSUMER)
+        )
+        for sensor in self.store.sensors():
+            self._load_sensor(sensor)
+            self._apply_stored_night(sensor)
+        super().on_start()
+
+    # -- messages ------------------------------------------------------------
+
+    def on_tick(self, message: Tick) -> None:
+        assert self.monitor is not None
+        if not self.monitor.event_now:
+            return
+        virtual_now = EpochSeconds(
+            self.monitor.event_now + int(time.monotonic() - self._event_at_monotonic)
+        )
+        out = self.monitor.tick(virtual_now, self._expectation)
+        if out.frames:
+            self._commit(out)
+
+    def on_night(self, message: NightClosed) -> None:
+        self._apply_stored_night(SensorId(message.sensor))
+
+    def on_forecast(self, message: ForecastIssued) -> None:
+        self._load_forecast(SensorId(message.sensor))
+
+    def on_criteria(self, message: CriteriaChanged) -> None:
+        self._load_criteria(SensorId(message.sensor))
+
+    # -- work ---------------------------------------------------------------------
+
+    def process(self, batch: list[StoredReading]) -> None:
+        assert self.monitor is not None
+        for stored in batch:
+            if stored.reading.sensor not in self.criteria:
+                self._load_sensor(stored.reading.sensor)
+        out = self.monitor.process(
+            batch, now=EpochSeconds(int(time.time())),
+            criteria=self.criteria.get, expectation=self._expectation,
+        )
+        self._event_at_monotonic = time.monotonic()
+        self._commit(out)
+        for sensor, hour in out.hours:
+            self.peers.tell("predictor", HourClosed(sensor, hour))
+        self._check_criteria_schedule({s.reading.sensor for s in batch})
+
+    def _commit(self, out: Outcome) -> None:
+        assert self.monitor is not None
+        state = self.monitor.state()
+        offset = out.last_arrival if out.last_arrival is not None else self.offset
+
+        def write(batch: Any) -> int:
+            for sensor, t, record in out.detections:
+                batch.put_detection(sensor, t, record)
+            last_seq = 0
+            for frame in out.frames:
+                last_seq = batch.append_outbox(frame)
+            batch.set_offset(CONSUMER, offset, state)
+            return last_seq
+
+        last_seq = self.store.transact(write)
+        self.offset = offset
+        if last_seq:
+            self.peers.tell("transmitter", OutboxAppended(last_seq))
+
+    def _expectation(self, sensor: SensorId, t: EpochSeconds) -> Expectation | None:
+        forecast = self.forecasts.get(sensor)
+        if forecast is None:
+            return None
+        flow, pressure = forecast.expected_at(t)
+        if flow is None and pressure is None:
+            return None
+        crit = self.criteria.get(sensor)
+        return Expectation(
+            flow=flow, pressure=pressure,
+            flow_band=forecast.flow_band or _residual(crit, "flow"),
+            pressure_band=forecast.pressure_band or _residual(crit, "pressure"),
+        )
+
+    # -- criteria, forecasts, night verdicts -------------------------------------
+
+    def _load_sensor(self, sensor: SensorId) -> None:
+        self._load_criteria(sensor)
+        self._load_forecast(sensor)
+        if self.criteria.get(sensor) is None:
+            self._build_criteria(sensor, "first start")
+
+    def _load_criteria(self, sensor: SensorId) -> None:
+        doc = self.store.doc("criteria", f"{sensor}/current")
+        self.criteria[sensor] = SensorCriteria.from_dict(doc) if doc else None
+
+    def _load_forecast(self, sensor: SensorId) -> None:
+        doc = self.store.doc("forecast", sensor)
+        self.forecasts[sensor] = Forecast.from_record(doc) if doc else None
+
+    def _apply_stored_night(self, sensor: SensorId) -> None:
+        assert self.monitor is not None
+        verdict = self.store.doc("night_verdict", sensor)
+        if verdict and self.monitor.apply_night_verdict(
+            sensor, verdict["night"], bool(verdict["leak"]), verdict.get("cause")
+        ):
+            # Persist at once: the verdict must survive a restart before the next reading.
+            self._commit(Outcome())
+
+    def _check_criteria_schedule(self, sensors: set[SensorId]) -> None:
+        assert self.monitor is not None
+        for sensor in sensors:
+            newest = self.monitor.last_seen.get(sensor)
+            if newest is None or self._checked_day.get(sensor) == newest // DAY_S:
+                continue
+            self._checked_day[sensor] = newest // DAY_S
+            reason = criteria_logic.rebuild_reason(
+                self.criteria.get(sensor), store_days=self._store_days(sensor, newest),
+                newest=EpochSeconds(newest), min_days=self.config.criteria.min_days,
+                rebuild_days=self.config.criteria.rebuild_days,
+            )
+            if reason:
+                self._build_criteria(sensor, reason)
+
+    def _store_days(self, sensor: SensorId, newest: int) -> float:
+        first = self._first_time.get(sensor)
+        if first is None:
+            oldest = self.store.first_reading(sensor)
+            first = self._first_time[sensor] = oldest.time if oldest else newest
+        return (newest - first) / DAY_S
+
+    def _build_criteria(self, sensor: SensorId, reason: str) -> None:
+        cfg = self.config
+        newest = self.store.latest_reading(sensor)
+        current = self.criteria.get(sensor)
+        version = (current.version + 1) if current else 1
+        built = None
+        if newest is not None and self._store_days(sensor, newest.time) >= cfg.criteria.min_days:
+            arrays = self.store.reading_arrays(
+                sensor, since=newest.time - cfg.criteria.window_days * DAY_S, until=newest.time + 1
+            )
+            built = self._build_from(sensor, arrays.time, arrays.flow, arrays.pressure,
+                                     arrays.status, version, "store")
+        elif current is None:
+            history = self._initial_history().get(sensor)
+            if history is not None:
+                built = self._build_from(sensor, *history, version, "initial_data")
+        if built is None:
+            if current is None and reason == "first start":
+                self.log.warning("sensor %s: no criteria yet (no history): SYSTEM detection only", sensor)
+            return
+        self.store.transact(lambda b: (
+            b.put_doc("criteria", f"{sensor}/{built.version:06d}", built.to_dict()),
+            b.put_doc("criteria", f"{sensor}/current", built.to_dict()),
+        ))
+        self.criteria[sensor] = built
+        self.log.info("sensor %s: criteria v%d from %s (%s, %.1f days)",
+                      sensor, built.version, built.source, reason, built.days)
+
+    def _build_from(self, sensor: SensorId, t: Any, flow: Any, pressure: Any, status: Any,
+                    version: int, source: str) -> SensorCriteria | None:
+        night = self.config.night
+        return criteria_logic.build_criteria(
+            sensor, t, flow, pressure, status, tz=self.tz, version=version, source=source,
+            physical=physical_range(self.config), night_start=night.start, night_end=night.end,
+        )
+
+    def _initial_history(self) -> dict[SensorId, Any]:
+        if self._initial_data is None:
+            path = self.config.criteria.initial_data
+            self._initial_data = {}
+            if path:
+                try:
+                    self._initial_data = criteria_logic.read_initial_data(path)
+                except (OSError, criteria_logic.InitialDataError) as exc:
+                    self.log.error("initial data %s unusable: %s", path, exc)
+        return self._initial_data
+
+
+def _residual(crit: SensorCriteria | None, quantity: str) -> float | None:
+    if crit is None:
+        return None
+    q = getattr(crit, quantity)
+    return q.residual_band if q is not None else None

@@ -1,0 +1,120 @@
+"""Predictor: each hour of event time, the next 168 hours for each sensor.
+
+Uses the sensor's accepted model (an exported LSTM run in numpy: TensorFlow is
+never imported by the service) or the seasonal-naive forecast when there is
+none. The forecast and its seven ``$FCD`` lines are committed together, then
+the Detector (PREDICT) and the Transmitter are told.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from actors.base import ActorContext, GatewayActor
+from core import forecast as forecasting
+from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
+from core.types import EpochSeconds, SensorId
+
+CONSUMER = "predictor"
+HOUR_S = 3600
+NAIVE_WEEKS = 3
+
+
+def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[dict[str, Any]]:
+    """The seven ``$FCD`` lines of a forecast, in outbox form."""
+    return [
+        {"type": "FCD", "sensor": fc.sensor, "issued": fc.issued, "day": day.isoformat(),
+         "flow_mean": round(float(flow), 3), "pressure_mean": round(float(pressure), 3)}
+        for day, flow, pressure in fc.daily_means(tz)
+    ]
+
+
+class Predictor(GatewayActor):
+    role = "predictor"
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self.tz = self.config.site.tz
+        self.issued: dict[str, int] = {}
+        self.pending: dict[str, int] = {}
+        self.models: dict[SensorId, tuple[str, Any, Any] | None] = {}
+        self.last_duration_ms = 0.0
+
+    def on_start(self) -> None:
+        self.issued = dict((self.store.consumer_state(CONSUMER) or {}).get("issued", {}))
+        # Hours that closed while we were down: forecast the latest one now.
+        for sensor in self.store.sensors():
+            latest = self.store.latest_reading(sensor)
+            if latest is not None:
+                self.pending[sensor] = latest.time - latest.time % HOUR_S
+        self.tell_self(Resume())
+
+    def on_hour(self, message: HourClosed) -> None:
+        if message.hour > self.issued.get(message.sensor, 0):
+            self.pending[message.sensor] = max(message.hour, self.pending.get(message.sensor, 0))
+            self.tell_self(Resume())
+
+    def on_model(self, message: ModelChanged) -> None:
+        self.models.pop(SensorId(message.sensor), None)
+
+    def on_resume(self, _: Resume) -> None:
+        # Hours are coalesced: when replay outruns forecasting, only the newest
+        # hour of a sensor is forecast (a stale forecast helps nobody).
+        pending, self.pending = self.pending, {}
+        for sensor, hour in pending.items():
+            if hour > self.issued.get(sensor, 0):
+                self.forecast(SensorId(sensor), EpochSeconds(hour))
+
+    def forecast(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:
+        started = time.perf_counter()
+        fc = self._compute(sensor, issued)
+        frames = fcd_frames(fc, self.tz)
+        self.issued[sensor] = issued
+        state = {"issued": dict(self.issued)}
+
+        def write(b: Any) -> int:
+            b.put_doc("forecast", sensor, fc.to_record())
+            last = 0
+            for frame in frames:
+                last = b.append_outbox(frame)
+            b.set_offset(CONSUMER, 0, state)
+            return last
+
+        last_seq = self.store.transact(write)
+        self.last_duration_ms = (time.perf_counter() - started) * 1000
+        self.peers.tell("detector", ForecastIssued(sensor, issued))
+        self.peers.tell("transmitter", OutboxAppended(last_seq))
+        return fc
+
+    def _compute(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:
+        model = self._model(sensor)
+        hours = max(NAIVE_WEEKS * 168, self.config.train.lookback_hours + 168)
+        arrays = self.store.reading_arrays(sensor, since=issued - hours * HOUR_S, until=issued)
+        history = forecasting.hourly_means(arrays.time, arrays.flow, arrays.pressure)
+        if model is not None:
+            version, flow_model, pressure_model = model
+            try:
+                return forecasting.lstm_forecast(flow_model, pressure_model, sensor, history, issued)
+            except Exception:
+                self.log.exception("sensor %s: model %s failed; seasonal-naive instead", sensor, version)
+        return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
+
+    def _model(self, sensor: SensorId) -> tuple[str, Any, Any] | None:
+        doc = self.store.doc("model", sensor)
+        cached = self.models.get(sensor)
+        if doc is None:
+            return None
+        if cached is not None and cached[0] == doc["version"]:
+            return cached
+        try:
+            loaded = (doc["version"],
+                      forecasting.ExportedModel.load(Path(doc["paths"]["flow"])),
+                      forecasting.ExportedModel.load(Path(doc["paths"]["pressure"])))
+        except (OSError, KeyError, ValueError) as exc:
+            self.log.error("sensor %s: cannot load model %s: %s", sensor, doc.get("version"), exc)
+            return None
+        self.models[sensor] = loaded
+        self.log.info("sensor %s: using model %s", sensor, doc["version"])
+        return loaded

@@ -1,0 +1,163 @@
+"""Trainer: decides when to train and runs training in a separate OS process.
+
+Training is a spawned ``python -m training.run`` child (never a fork of this
+process, which holds LMDB and threads), at a lower CPU priority, reading the
+store read-only. A thread of this actor waits for it with a time limit, so the
+actor system never blocks. An accepted model is swapped in by one store write
+(its metadata and file paths); a failed, killed or timed-out training keeps the
+old model, is recorded for ``status`` and is retried later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from actors.base import ActorContext, GatewayActor
+from core.messages import ModelChanged, Tick, TrainingFinished, TrainRequest
+from core.types import SensorId
+
+DAY_S = 86400
+CHECK_EVERY_S = 10.0
+RETRY_AFTER_S = 3600.0
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def models_dir(config: Any) -> Path:
+    """Where model files live: beside the store, e.g. data/demo.models/."""
+    return Path(config.storage.path).with_suffix(".models")
+
+
+def training_command(config: Any, sensor: str) -> list[str]:
+    t = config.train
+    return [
+        sys.executable, "-m", "training.run", "--store", str(config.storage.path),
+        "--sensor", sensor, "--models", str(models_dir(config)), "--epochs", str(t.epochs),
+        "--lookback", str(t.lookback_hours), "--nice", str(t.nice),
+    ]
+
+
+def run_training(config: Any, sensor: str, *, stop: threading.Event | None = None,
+                 on_start: Any = None) -> tuple[str, str, str]:
+    """Run one training child to completion: (outcome, detail, JSON result line)."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    child = subprocess.Popen(
+        training_command(config, sensor), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=os.getcwd(), env=env, start_new_session=True,
+    )
+    if on_start is not None:
+        on_start(child)
+    deadline = time.monotonic() + config.train.timeout_s
+    while child.poll() is None:
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+            child.kill()
+            child.wait()
+            timed_out = time.monotonic() > deadline
+            return ("timeout" if timed_out else "killed",
+                    f"stopped after {config.train.timeout_s} s" if timed_out else "service stopping", "")
+        time.sleep(0.2)
+    out, err = child.communicate()
+    lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {child.returncode}"]
+        how = "killed" if child.returncode is not None and child.returncode < 0 else "failed"
+        return how, f"exit {child.returncode}: {tail[0]}", ""
+    result = json.loads(lines[-1])
+    return ("accepted" if result.get("accepted") else "rejected"), str(result.get("reason", "")), lines[-1]
+
+
+def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_line: str) -> bool:
+    """Record a training's outcome; swap the model in when accepted. True if swapped."""
+    now = time.time()
+    result = json.loads(result_line) if result_line else {}
+    record = {"sensor": sensor, "outcome": outcome, "detail": detail, "at": now,
+              "retry_after": None if outcome == "accepted" else now + RETRY_AFTER_S,
+              "metadata": result.get("metadata")}
+
+    def write(b: Any) -> None:
+        b.put_doc("training", sensor, record)
+        if outcome == "accepted":
+            b.put_doc("model", sensor, {"version": result["version"], "paths": result["paths"],
+                                        **(result.get("metadata") or {})})
+
+    store.transact(write)
+    return outcome == "accepted"
+
+
+class Trainer(GatewayActor):
+    role = "trainer"
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self._running: str | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._next_check = 0.0
+        self._queue: list[str] = []
+
+    def release(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def on_tick(self, message: Tick) -> None:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + CHECK_EVERY_S
+            for sensor in self.store.sensors():
+                if sensor not in self._queue and self._due(sensor, message.now):
+                    self._queue.append(sensor)
+        self._start_next()
+
+    def on_train(self, message: TrainRequest) -> None:
+        sensors = [message.sensor] if message.sensor else list(self.store.sensors())
+        self._queue += [s for s in sensors if s not in self._queue]
+        self._start_next()
+
+    def on_trained(self, message: TrainingFinished) -> None:
+        self._running = None
+        swapped = commit_training(self.store, message.sensor, message.outcome, message.detail,
+                                  message.result)
+        log = self.log.info if message.outcome in ("accepted", "rejected") else self.log.error
+        log("sensor %s: training %s (%s)", message.sensor, message.outcome, message.detail)
+        if swapped:
+            self.peers.tell("predictor", ModelChanged(message.sensor,
+                                                      json.loads(message.result)["version"]))
+        self._start_next()
+
+    def _due(self, sensor: SensorId, now: float) -> bool:
+        last = self.store.doc("training", sensor)
+        if last and last.get("retry_after") and now < last["retry_after"]:
+            return False
+        newest = self.store.latest_reading(sensor)
+        if newest is None:
+            return False
+        model = self.store.doc("model", sensor)
+        cfg = self.config.train
+        if model is None:
+            first = self.store.first_reading(sensor)
+            return first is not None and (newest.time - first.time) / DAY_S >= cfg.min_days
+        return (newest.time - model.get("data_until", 0)) / DAY_S >= cfg.schedule_days
+
+    def _start_next(self) -> None:
+        if self._running is not None or not self._queue or self._stopping.is_set():
+            return
+        sensor = self._queue.pop(0)
+        self._running = sensor
+        self.log.info("sensor %s: training started", sensor)
+        self._thread = threading.Thread(target=self._train, args=(sensor,),
+                                        name=f"{self.role}-child", daemon=True)
+        self._thread.start()
+
+    def _train(self, sensor: str) -> None:
+        try:
+            outcome, detail, result = run_training(self.config, sensor, stop=self._stopping)
+        except Exception as exc:  # the child could not even start
+            outcome, detail, result = "failed", f"{type(exc).__name__}: {exc}", ""
+        self.tell_self(TrainingFinished(sensor, outcome, detail, result))

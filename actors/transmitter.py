@@ -1,0 +1,225 @@
+"""Transmitter: owns the upstream port and sends the outbox in sequence order.
+
+Producers (Detector, Predictor) commit structured frames to the persistent
+outbox, where each gets its sequence number. The Transmitter encodes and writes
+them in order and records how far it has sent. With ``upstream.ack`` a frame
+stays in the outbox until its ``$ACK`` arrives and is resent, oldest first and
+rate-limited, after ``ack_timeout_s``. It also writes the ``$HLT`` health frame.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+import serial
+
+from actors.base import ActorContext, GatewayActor
+from core import frames
+from core.messages import AckReceived, OutboxAppended, Tick
+from core.types import EpochSeconds, SensorId
+from ports import PortError, open_port
+from storage.store import OutboxEntry
+
+CONSUMER = "transmitter"
+SEND_CHUNK = 500
+CLOCK_TOLERANCE_S = 300
+
+
+class StdoutPort:
+    """The ``-`` upstream: frames to standard output, so a new user sees them."""
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream = stream or sys.stdout.buffer
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(data)
+        self._stream.flush()
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        self._stream.flush()
+
+
+def frame_from_entry(entry: OutboxEntry) -> Any:
+    """Rebuild the codec's frame object from an outbox entry."""
+    f = entry.frame
+    kind = f["type"]
+    if kind == "ALR":
+        return frames.AlertFrame(entry.seq, SensorId(f["sensor"]), EpochSeconds(f["time"]),
+                                 f["flow"], f["pressure"], f["flow_flags"], f["pressure_flags"])
+    if kind == "SRV":
+        return frames.ServerReportLine(
+            entry.seq, SensorId(f["sensor"]), EpochSeconds(f["time"]), f["flow"], f["pressure"],
+            f["flow_flags"], f["pressure_flags"], f["pred_flow"], f["pred_pressure"])
+    if kind == "FCD":
+        import datetime as _dt
+        return frames.DailyForecastLine(
+            entry.seq, SensorId(f["sensor"]), EpochSeconds(f["issued"]),
+            _dt.date.fromisoformat(f["day"]), f["flow_mean"], f["pressure_mean"])
+    if kind == "HLT":
+        return frames.HealthFrame(
+            entry.seq, EpochSeconds(f["time"]), f["uptime_s"], f["outbox_depth"],
+            f["oldest_unsent_s"], f["restarts"], f["rejects"], f["store_used_pct"], f["clock"])
+    raise ValueError(f"unknown outbox frame type {kind!r}")
+
+
+class Transmitter(GatewayActor):
+    role = "transmitter"
+
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__(context)
+        self.cfg = self.config.upstream
+        self.tz = self.config.site.tz
+        self.sent = 0
+        self.port: Any = None
+        self._next_open = 0.0
+        self._backoff = 0.5
+        self._stopping = threading.Event()
+        self._ack_thread: threading.Thread | None = None
+        self._last_health = time.monotonic()
+        self._rejects_at_start = 0
+        self._resend_budget = 0.0
+        self.send_failures = 0
+
+    def on_start(self) -> None:
+        self.sent = self.store.offset(CONSUMER)
+        self._rejects_at_start = _reject_total(self.store.counters())
+        self._open()
+        self._send_pending()
+
+    def release(self) -> None:
+        self._stopping.set()
+        self._close()
+        if self._ack_thread is not None:
+            self._ack_thread.join(timeout=2.0)
+
+    # -- messages --------------------------------------------------------------
+
+    def on_outbox(self, message: OutboxAppended) -> None:
+        if message.seq > self.sent:
+            self._send_pending()
+
+    def on_ack(self, message: AckReceived) -> None:
+        self.store.transact(lambda b: b.delete_outbox(message.seq))
+
+    def on_tick(self, message: Tick) -> None:
+        if self.port is None:
+            self._open()
+        self._send_pending()
+        if self.cfg.ack:
+            self._resend_unacknowledged(message.now)
+        if time.monotonic() - self._last_health >= self.config.supervisor.health_interval_s:
+            self._last_health = time.monotonic()
+            self._queue_health(message.now)
+
+    # -- port ---------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self.port is not None or time.monotonic() < self._next_open:
+            return
+        if self.cfg.port == "-":
+            self.port = StdoutPort()
+            return
+        try:
+            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=0.2)
+        except PortError as exc:
+            self.log.warning("upstream %s unavailable (%s); retrying in %.1f s",
+                             self.cfg.port, exc, self._backoff)
+            self._next_open = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 30.0)
+            return
+        self._backoff = 0.5
+        self.log.info("sending to %s", self.cfg.port)
+        if self.cfg.ack:
+            self._ack_thread = threading.Thread(
+                target=self._read_acks, args=(self.port,), name=f"{self.role}-acks", daemon=True)
+            self._ack_thread.start()
+
+    def _close(self) -> None:
+        port, self.port = self.port, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                pass
+
+    def _write(self, data: bytes) -> bool:
+        if self.port is None:
+            return False
+        try:
+            self.port.write(data)
+            return True
+        except (serial.SerialException, OSError) as exc:
+            self.send_failures += 1
+            self.log.warning("upstream write failed: %s", exc)
+            self._close()
+            self._next_open = time.monotonic() + self._backoff
+            return False
+
+    def _read_acks(self, port: Any) -> None:
+        splitter = frames.LineSplitter()
+        while not self._stopping.is_set() and self.port is port:
+            try:
+                chunk = port.read(max(1, port.in_waiting))
+            except (serial.SerialException, OSError, TypeError, AttributeError):
+                return
+            for line in splitter.feed(chunk):
+                ack = frames.decode_ack(line, self.tz)
+                if isinstance(ack, frames.Ack):
+                    self.tell_self(AckReceived(ack.seq))
+                elif isinstance(ack, frames.Reject):
+                    self.log.warning("upstream sent an unusable line (%s): %r", ack.reason, line[:80])
+
+    # -- sending -----------------------------------------------------------------
+
+    def _send_pending(self) -> None:
+        while self.port is not None:
+            entries = self.store.outbox(after=self.sent, limit=SEND_CHUNK)
+            if not entries:
+                return
+            data = b"".join(frames.encode(frame_from_entry(e), self.tz) for e in entries)
+            if not self._write(data):
+                return
+            last = entries[-1].seq
+            self.store.transact(lambda b: b.set_offset(CONSUMER, last))
+            self.sent = last
+
+    def _resend_unacknowledged(self, now: float) -> None:
+        self._resend_budget = min(self._resend_budget + self.cfg.resend_per_s, self.cfg.resend_per_s)
+        due = [
+            e for e in self.store.outbox(after=0, limit=int(self._resend_budget) or 1)
+            if e.seq <= self.sent and now - e.created >= self.cfg.ack_timeout_s
+        ]
+        for entry in due:
+            if self._resend_budget < 1 or not self._write(frames.encode(frame_from_entry(entry), self.tz)):
+                return
+            self._resend_budget -= 1
+            self.store.transact(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
+
+    def _queue_health(self, now: float) -> None:
+        stats = self.context.stats
+        store = self.store
+        oldest = store.outbox(after=self.sent, limit=1) if not self.cfg.ack else store.outbox(limit=1)
+        latest_event = max((r.time for r in map(store.latest_reading, store.sensors()) if r), default=None)
+        clock_ok = latest_event is None or abs(now - latest_event) <= CLOCK_TOLERANCE_S
+        frame = {
+            "type": "HLT", "time": int(now), "uptime_s": int(time.monotonic() - stats.started_monotonic),
+            "outbox_depth": store.outbox_depth() if self.cfg.ack else store.journal_head() and
+            max(0, store.peek_outbox_seq() - self.sent),
+            "oldest_unsent_s": int(now - oldest[0].created) if oldest else 0,
+            "restarts": stats.total_restarts(),
+            "rejects": _reject_total(store.counters()) - self._rejects_at_start,
+            "store_used_pct": round(store.used_pct(), 1), "clock": clock_ok,
+        }
+        seq = store.transact(lambda b: b.append_outbox(frame))
+        self.on_outbox(OutboxAppended(seq))
+
+
+def _reject_total(counters: dict[str, int]) -> int:
+    return sum(v for k, v in counters.items() if k.startswith("reject."))

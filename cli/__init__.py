@@ -1,0 +1,1 @@
+"""Operator commands: read the store (read-only) while the service runs."""

@@ -1,0 +1,178 @@
+"""The Detector's logic without I/O: readings in, frames and detections out.
+
+:class:`SiteMonitor` runs the detection methods on each reading, assembles the
+10-minute server reports, raises silence alerts and notices hour crossings. Its
+whole state is plain data, persisted by the Detector actor in the same store
+transaction as its offset, so a restart resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from core import detection
+from core.criteria import SensorCriteria
+from core.detection import Expectation, SensorState, SystemLimits
+from core.server_report import ServerReportBuilder
+from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, StoredReading
+
+CriteriaLookup = Callable[[SensorId], SensorCriteria | None]
+ExpectationLookup = Callable[[SensorId, EpochSeconds], Expectation | None]
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """The knobs of detection, from the config's system and detection sections."""
+
+    limits: SystemLimits
+    persist_minutes: int = 3
+    clear_minutes: int = 5
+
+
+@dataclass
+class Outcome:
+    """What one step of the monitor produced, to be committed together."""
+
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    detections: list[tuple[SensorId, EpochSeconds, dict[str, Any]]] = field(default_factory=list)
+    hours: list[tuple[SensorId, EpochSeconds]] = field(default_factory=list)
+    last_arrival: int | None = None
+
+    def extend(self, other: Outcome) -> None:
+        self.frames += other.frames
+        self.detections += other.detections
+        self.hours += other.hours
+
+
+def alert_frame(
+    sensor: SensorId, time: EpochSeconds, flow: float | None, pressure: float | None,
+    flow_flags: int, pressure_flags: int,
+) -> dict[str, Any]:
+    """The outbox form of an ``$ALR`` frame (the sequence number comes from the outbox)."""
+    return {
+        "type": "ALR", "sensor": sensor, "time": time, "flow": flow, "pressure": pressure,
+        "flow_flags": flow_flags, "pressure_flags": pressure_flags,
+    }
+
+
+class SiteMonitor:
+    """Detection state of every sensor of the site."""
+
+    def __init__(
+        self, settings: DetectionSettings, tz: ZoneInfo, state: dict[str, Any] | None = None
+    ) -> None:
+        self.settings = settings
+        self.tz = tz
+        state = state or {}
+        self.sensors: dict[SensorId, SensorState] = {
+            SensorId(s): SensorState.from_dict(d) for s, d in state.get("sensors", {}).items()
+        }
+        self.last_seen: dict[SensorId, EpochSeconds] = {
+            SensorId(s): EpochSeconds(t) for s, t in state.get("last_seen", {}).items()
+        }
+        self.last_alerted: dict[SensorId, EpochSeconds] = {
+            SensorId(s): EpochSeconds(t) for s, t in state.get("last_alerted", {}).items()
+        }
+        self.event_now: EpochSeconds = EpochSeconds(int(state.get("event_now", 0)))
+        self.night_applied: dict[SensorId, str] = dict(state.get("night_applied", {}))
+        # sensor -> [time, flow flags, pressure flags] of its newest evaluated reading (for status)
+        self.last_flags: dict[SensorId, list[int]] = dict(state.get("last_flags", {}))
+        self.reports = ServerReportBuilder(tz, state.get("reports"))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "sensors": {s: st.to_dict() for s, st in self.sensors.items()},
+            "last_seen": dict(self.last_seen),
+            "last_alerted": dict(self.last_alerted),
+            "event_now": self.event_now,
+            "night_applied": dict(self.night_applied),
+            "last_flags": dict(self.last_flags),
+            "reports": self.reports.state(),
+        }
+
+    def process(
+        self, batch: Iterable[StoredReading], *, now: EpochSeconds,
+        criteria: CriteriaLookup, expectation: ExpectationLookup,
+    ) -> Outcome:
+        """Evaluate readings in arrival order; ``now`` is the gateway clock."""
+        out = Outcome()
+        s = self.settings
+        for stored in batch:
+            r = stored.reading
+            state = self.sensors.get(r.sensor)
+            if state is None:
+                state = self.sensors[r.sensor] = SensorState()
+            evaluation = detection.evaluate(
+                r, state, limits=s.limits, criteria=criteria(r.sensor),
+                expectation=expectation(r.sensor, r.time), now=now, tz=self.tz,
+                persist_minutes=s.persist_minutes, clear_minutes=s.clear_minutes,
+            )
+            ff, pf = evaluation.flow_flags, evaluation.pressure_flags
+            out.frames.append(alert_frame(r.sensor, r.time, r.flow, r.pressure, ff, pf))
+            if evaluation.causes:
+                out.detections.append((r.sensor, r.time, evaluation.to_record()))
+            out.last_arrival = stored.arrival
+            if r.time >= self.last_flags.get(r.sensor, [0])[0]:
+                self.last_flags[r.sensor] = [r.time, ff, pf]
+            if not _clock_ahead(evaluation):
+                self._advance(r, ff, pf, expectation, out)
+        return out
+
+    def _advance(
+        self, r: Reading, ff: int, pf: int, expectation: ExpectationLookup, out: Outcome
+    ) -> None:
+        """Event-time bookkeeping; skipped for readings stamped in the future."""
+        previous = self.last_seen.get(r.sensor)
+        if previous is None or r.time > previous:
+            self.last_seen[r.sensor] = r.time
+            if previous is not None and r.time // 3600 > previous // 3600:
+                out.hours.append((r.sensor, EpochSeconds(r.time - r.time % 3600)))
+        self.event_now = max(self.event_now, r.time)
+        for block in self.reports.add(r.sensor, r.time, r.flow, r.pressure, ff, pf,
+                                      _predicted(expectation)):
+            out.frames += [line.to_frame() for line in block]
+
+    def tick(self, virtual_now: EpochSeconds, expectation: ExpectationLookup) -> Outcome:
+        """Silence alerts and silent sensors' server reports up to ``virtual_now``.
+
+        ``virtual_now`` is event time carried forward by the wall clock since the
+        newest reading, so silence is judged the same in replay and in real time.
+        """
+        out = Outcome()
+        limits = self.settings.limits
+        for sensor, minute in detection.silence_alerts(
+            self.last_seen, self.last_alerted, virtual_now, limits.silence_minutes
+        ):
+            out.frames.append(alert_frame(sensor, minute, None, None, FLAG_SYSTEM, FLAG_SYSTEM))
+        for block in self.reports.close_silent(
+            virtual_now, limits.silence_minutes * 60, _predicted(expectation)
+        ):
+            out.frames += [line.to_frame() for line in block]
+        return out
+
+    def apply_night_verdict(
+        self, sensor: SensorId, night: str, leak: bool, cause: dict[str, Any] | None
+    ) -> bool:
+        """Carry a night's verdict on the sensor's flow flags; False if already applied."""
+        if self.night_applied.get(sensor) == night:
+            return False
+        state = self.sensors.get(sensor)
+        if state is None:
+            state = self.sensors[sensor] = SensorState()
+        detection.apply_night_verdict(state, leak, cause)
+        self.night_applied[sensor] = night
+        return True
+
+
+def _clock_ahead(evaluation: detection.Evaluation) -> bool:
+    return any(c.reason == "clock_ahead" for c in evaluation.causes)
+
+
+def _predicted(expectation: ExpectationLookup) -> Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]]:
+    def lookup(sensor: SensorId, t: EpochSeconds) -> tuple[float | None, float | None]:
+        e = expectation(sensor, t)
+        return (None, None) if e is None else (e.flow, e.pressure)
+    return lookup

@@ -1,0 +1,148 @@
+"""Assembly of the 10-minute server report ($SRV) from per-minute results.
+
+Blocks follow the readings' event time in the site's local time: minutes
+``hh:m0`` to ``hh:m9``. A block is finished when a reading of the same sensor
+falls into a later block, or when the sensor has been silent past the block's
+end for the silence grace period. A minute without a reading goes out empty and
+SYSTEM-flagged. State is plain data so the Detector persists it with its offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from core.types import FLAG_SYSTEM, EpochSeconds, SensorId
+
+BLOCK_S = 600
+# A sensor gap longer than this many blocks is reported as empty blocks only up
+# to the cap: a reading stamped far in the future must not flood the link.
+MAX_EMPTY_BLOCKS = 6
+
+Expected = Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLine:
+    """One minute of a finished block, ready to become a ``$SRV`` line."""
+
+    sensor: SensorId
+    time: EpochSeconds
+    flow: float | None
+    pressure: float | None
+    flow_flags: int
+    pressure_flags: int
+    pred_flow: float
+    pred_pressure: float
+
+    def to_frame(self) -> dict[str, Any]:
+        return {
+            "type": "SRV", "sensor": self.sensor, "time": self.time, "flow": self.flow,
+            "pressure": self.pressure, "flow_flags": self.flow_flags,
+            "pressure_flags": self.pressure_flags, "pred_flow": self.pred_flow,
+            "pred_pressure": self.pred_pressure,
+        }
+
+
+def block_start(t: int, tz: ZoneInfo) -> EpochSeconds:
+    """Start of the local 10-minute block containing ``t`` (UTC epoch seconds)."""
+    offset = datetime.fromtimestamp(t, timezone.utc).astimezone(tz).utcoffset()
+    shift = int(offset.total_seconds()) if offset is not None else 0
+    return EpochSeconds(t - ((t + shift) % BLOCK_S))
+
+
+class ServerReportBuilder:
+    """Collects each sensor's minutes and emits finished 10-minute blocks."""
+
+    def __init__(self, tz: ZoneInfo, state: dict[str, Any] | None = None) -> None:
+        self._tz = tz
+        # sensor -> {"start": block start, "minutes": {minute index: [flow, pressure, ff, pf]}}
+        self._open: dict[str, dict[str, Any]] = {}
+        if state:
+            for sensor, block in state.get("open", {}).items():
+                self._open[sensor] = {
+                    "start": int(block["start"]),
+                    "minutes": {int(k): list(v) for k, v in block["minutes"].items()},
+                }
+        self.skipped_blocks = int(state.get("skipped", 0)) if state else 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "open": {
+                s: {"start": b["start"], "minutes": {str(k): v for k, v in b["minutes"].items()}}
+                for s, b in self._open.items()
+            },
+            "skipped": self.skipped_blocks,
+        }
+
+    def add(
+        self, sensor: SensorId, time: EpochSeconds, flow: float | None, pressure: float | None,
+        flow_flags: int, pressure_flags: int, expected: Expected,
+    ) -> list[list[ReportLine]]:
+        """Record one processed reading; return the blocks it finished.
+
+        A late reading for an already finished block is not reported again.
+        """
+        start = block_start(time, self._tz)
+        block = self._open.get(sensor)
+        finished: list[list[ReportLine]] = []
+        if block is None:
+            block = self._open[sensor] = {"start": start, "minutes": {}}
+        elif start < block["start"]:
+            return finished
+        elif start > block["start"]:
+            finished = self._finish_through(sensor, start, expected)
+            block = self._open[sensor] = {"start": start, "minutes": {}}
+        index = (time - start) // 60
+        block["minutes"].setdefault(index, [flow, pressure, flow_flags, pressure_flags])
+        return finished
+
+    def close_silent(
+        self, now: EpochSeconds, grace_s: int, expected: Expected
+    ) -> list[list[ReportLine]]:
+        """Finish blocks of sensors silent for ``grace_s`` past their block's end."""
+        finished: list[list[ReportLine]] = []
+        for sensor in list(self._open):
+            block = self._open[sensor]
+            if now >= block["start"] + BLOCK_S + grace_s:
+                upto = block_start(now - grace_s, self._tz)
+                finished += self._finish_through(SensorId(sensor), upto, expected)
+                self._open[sensor] = {"start": upto, "minutes": {}}
+        return finished
+
+    def _finish_through(
+        self, sensor: SensorId, next_start: int, expected: Expected
+    ) -> list[list[ReportLine]]:
+        block = self._open[sensor]
+        blocks = [self._lines(sensor, block["start"], block["minutes"], expected)]
+        empty_start = block["start"] + BLOCK_S
+        gap = (next_start - empty_start) // BLOCK_S
+        if gap > MAX_EMPTY_BLOCKS:
+            self.skipped_blocks += gap - MAX_EMPTY_BLOCKS
+            empty_start = next_start - MAX_EMPTY_BLOCKS * BLOCK_S
+        for start in range(empty_start, next_start, BLOCK_S):
+            blocks.append(self._lines(sensor, start, {}, expected))
+        return blocks
+
+    def _lines(
+        self, sensor: SensorId, start: int, minutes: dict[int, list[Any]], expected: Expected
+    ) -> list[ReportLine]:
+        lines = []
+        for index in range(BLOCK_S // 60):
+            t = EpochSeconds(start + index * 60)
+            pred_flow = pred_pressure = 0.0
+            if index == 0:
+                ef, ep = expected(sensor, t)
+                if ef is not None and ep is not None:
+                    pred_flow, pred_pressure = round(ef, 3), round(ep, 3)
+            row = minutes.get(index)
+            if row is None:
+                lines.append(ReportLine(sensor, t, None, None, FLAG_SYSTEM, FLAG_SYSTEM,
+                                        pred_flow, pred_pressure))
+            else:
+                lines.append(ReportLine(sensor, t, row[0], row[1], int(row[2]), int(row[3]),
+                                        pred_flow, pred_pressure))
+        return lines
