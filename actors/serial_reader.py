@@ -65,6 +65,8 @@ class SerialReader(GatewayActor):
         try:
             self._connect_loop()
         except Exception as exc:
+            if self._stopping.is_set():
+                return  # the port was closed under the read: we are stopping anyway
             # A bug in the read path: let the supervisor restart the whole actor.
             self.log.exception("port thread failed")
             self.context.report_crash(self.role, exc)

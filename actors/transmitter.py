@@ -9,6 +9,7 @@ rate-limited, after ``ack_timeout_s``. It also writes the ``$HLT`` health frame.
 
 from __future__ import annotations
 
+import datetime
 import sys
 import threading
 import time
@@ -58,10 +59,9 @@ def frame_from_entry(entry: OutboxEntry) -> Any:
             entry.seq, SensorId(f["sensor"]), EpochSeconds(f["time"]), f["flow"], f["pressure"],
             f["flow_flags"], f["pressure_flags"], f["pred_flow"], f["pred_pressure"])
     if kind == "FCD":
-        import datetime as _dt
         return frames.DailyForecastLine(
             entry.seq, SensorId(f["sensor"]), EpochSeconds(f["issued"]),
-            _dt.date.fromisoformat(f["day"]), f["flow_mean"], f["pressure_mean"])
+            datetime.date.fromisoformat(f["day"]), f["flow_mean"], f["pressure_mean"])
     if kind == "HLT":
         return frames.HealthFrame(
             entry.seq, EpochSeconds(f["time"]), f["uptime_s"], f["outbox_depth"],
@@ -202,17 +202,23 @@ class Transmitter(GatewayActor):
             self._resend_budget -= 1
             self.store.transact(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
 
+    def unsent_depth(self) -> int:
+        """Frames not yet delivered: unacknowledged with ack, else not yet written."""
+        if self.cfg.ack:
+            return self.store.outbox_depth()
+        return max(0, self.store.peek_sequence() - self.sent)
+
     def _queue_health(self, now: float) -> None:
         stats = self.context.stats
         store = self.store
-        oldest = store.outbox(after=self.sent, limit=1) if not self.cfg.ack else store.outbox(limit=1)
-        latest_event = max((r.time for r in map(store.latest_reading, store.sensors()) if r), default=None)
-        clock_ok = latest_event is None or abs(now - latest_event) <= CLOCK_TOLERANCE_S
+        oldest = store.outbox(after=0 if self.cfg.ack else self.sent, limit=1)
+        latest = [r.time for r in map(store.latest_reading, store.sensors()) if r is not None]
+        clock_ok = not latest or abs(now - max(latest)) <= CLOCK_TOLERANCE_S
         frame = {
-            "type": "HLT", "time": int(now), "uptime_s": int(time.monotonic() - stats.started_monotonic),
-            "outbox_depth": store.outbox_depth() if self.cfg.ack else store.journal_head() and
-            max(0, store.peek_outbox_seq() - self.sent),
-            "oldest_unsent_s": int(now - oldest[0].created) if oldest else 0,
+            "type": "HLT", "time": int(now),
+            "uptime_s": int(time.monotonic() - stats.started_monotonic),
+            "outbox_depth": self.unsent_depth(),
+            "oldest_unsent_s": max(0, int(now - oldest[0].created)) if oldest else 0,
             "restarts": stats.total_restarts(),
             "rejects": _reject_total(store.counters()) - self._rejects_at_start,
             "store_used_pct": round(store.used_pct(), 1), "clock": clock_ok,

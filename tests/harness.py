@@ -133,7 +133,7 @@ timezone = "Asia/Seoul"
 [serial]
 port = "{serial_port}"
 reconnect_initial_s = 0.1
-reconnect_max_s = 0.5
+reconnect_max_s = 1.0
 
 [upstream]
 port = "{upstream_port}"

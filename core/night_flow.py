@@ -1,0 +1,510 @@
+"""Minimum night flow (MNF): 10-minute flow means inside the night window, per night.
+
+The night window is local wall-clock time (default 22:00-05:00 in the site's
+time zone; an operator may narrow it, e.g. 02:00-04:00). :class:`NightWindow`
+turns it into UTC bounds per night, :class:`NightFlowAggregator` folds the
+readings of every sensor into blocks and nights in event time, and
+:func:`evaluate_night` judges a closed night's MNF against the baseline of
+recent clean nights (the NIGHT detection method).
+
+Decisions an operator should know:
+
+* **Nights are named by the local date on which they start** (the night of
+  22:00 on 1 March to 05:00 on 2 March is night 1 March). A window with
+  ``start < end`` lies within one day.
+* **Boundaries are wall-clock times resolved per night with zoneinfo**, so a
+  22:00-05:00 night lasts 6 h on the Central-European spring-forward night and
+  8 h on the fall-back night. A boundary is the first instant at which the local
+  clock shows that time or jumps past it: a start or end inside a
+  spring-forward gap falls on the jump, one inside the repeated fall-back hour
+  on its first occurrence.
+* **Blocks** are aligned to local wall-clock multiples of ``block_minutes``
+  counted from the window start. A block starts whenever the clock shows (or
+  jumps past) such a multiple, so in the repeated fall-back hour the clock
+  starts new blocks again and no block ever spans non-contiguous time.
+* **Event time.** A block is closed by the first reading of that sensor at or
+  after its end (as DESIGN.md has it: a reading crossing a block boundary closes
+  the block); the night, with its last block, by the first reading at or after
+  the window end, however long the sensor was silent before. Until then they stay
+  open in the aggregator's state, which the actor persists with its offset.
+* **Measured readings.** A reading whose flow is missing, not finite or flagged
+  untrusted by its status (flow fault, power failure, RTU communication error:
+  the same bits that make detection distrust the value) is "not measured": it
+  advances time (it can close blocks and nights) but is not averaged.
+* **Incomplete blocks.** A block with fewer than ``min_readings`` measured
+  readings is stored as incomplete, with no mean: two values are not a
+  10-minute mean. The night's MNF is the lowest mean of its complete blocks, or
+  ``None`` when it has none (the NIGHT verdict then stays as it was).
+* **Late readings.** A reading older than the sensor's open block (or, with no
+  night open, older than the sensor's newest reading) belongs to a block or
+  night already closed and handed on; it is ignored and produces nothing.
+  Readings out of order *within* the open block are averaged normally.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from core.criteria import MIN_NIGHTS, MNF_K, MNF_REL_FLOOR, robust_sigma
+from core.types import (
+    STATUS_COMM_ERROR,
+    STATUS_FLOW_FAULT,
+    STATUS_POWER_FAILURE,
+    EpochSeconds,
+    Reading,
+    SensorId,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+# Status bits that make a flow value untrusted (as in core.detection).
+_FLOW_FAULT_BITS = STATUS_FLOW_FAULT | STATUS_POWER_FAILURE | STATUS_COMM_ERROR
+
+# A block is a few hours long at most, so it can hold at most a couple of
+# clock changes; this bounds the walk back over them.
+_MAX_CLOCK_CHANGES = 8
+
+_ONE_SECOND = datetime.timedelta(seconds=1)
+_ONE_DAY = datetime.timedelta(days=1)
+
+
+# -- the window ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NightWindow:
+    """The local night window and its block layout.
+
+    ``start``/``end`` are naive local wall-clock times; the window crosses
+    midnight when ``end <= start``. ``min_readings`` is how many measured
+    readings make a block complete (readings come once a minute, so it cannot
+    exceed ``block_minutes``).
+    """
+
+    start: datetime.time
+    end: datetime.time
+    tz: ZoneInfo
+    block_minutes: int = 10
+    min_readings: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not isinstance(value, datetime.time) or value.tzinfo is not None:
+                raise TypeError(f"night window {name} must be a naive datetime.time: {value!r}")
+        if self.start == self.end:
+            raise ValueError(f"night window start and end are both {self.start}")
+        if not isinstance(self.tz, ZoneInfo):
+            raise TypeError(f"night window tz must be a ZoneInfo: {self.tz!r}")
+        if not 1 <= self.block_minutes <= 24 * 60:
+            raise ValueError(f"block_minutes out of range 1..1440: {self.block_minutes}")
+        if not 1 <= self.min_readings <= self.block_minutes:
+            raise ValueError(
+                f"min_readings must be in 1..block_minutes ({self.block_minutes}): "
+                f"{self.min_readings}"
+            )
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.end <= self.start
+
+    def bounds(self, night: datetime.date) -> tuple[EpochSeconds, EpochSeconds]:
+        """UTC ``[start, end)`` of the night that starts on local date ``night``."""
+        return _bounds(self, night)
+
+    def night_of(self, t: EpochSeconds) -> datetime.date | None:
+        """The local date on which the night containing ``t`` started; None outside."""
+        today = datetime.datetime.fromtimestamp(t, self.tz).date()
+        # Only the night starting today or (for a window crossing midnight) the one
+        # that started yesterday can contain t.
+        for night in (today, today - _ONE_DAY):
+            start, end = _bounds(self, night)
+            if start <= t < end:
+                return night
+        return None
+
+    def block_start(self, t: EpochSeconds) -> EpochSeconds:
+        """UTC start of the block containing ``t``; ValueError outside the window."""
+        night = self.night_of(t)
+        if night is None:
+            raise ValueError(f"{t} is outside the night window")
+        return self._block_start(night, t)
+
+    def _block_start(self, night: datetime.date, t: int) -> EpochSeconds:
+        night_start, _ = _bounds(self, night)
+        origin = datetime.datetime.combine(night, self.start)
+        step = datetime.timedelta(minutes=self.block_minutes)
+        for _ in range(_MAX_CLOCK_CHANGES):
+            if t <= night_start:
+                break
+            local = datetime.datetime.fromtimestamp(t, self.tz)
+            wall = local.replace(tzinfo=None)
+            aligned = origin + ((wall - origin) // step) * step
+            # Where the clock showed `aligned`, if the offset did not change since.
+            candidate = t - int((wall - aligned).total_seconds())
+            offset = local.utcoffset()
+            if _utcoffset(candidate, self.tz) == offset:
+                return EpochSeconds(max(candidate, night_start))
+            # The clock changed in (candidate, t]; after the change it never showed
+            # `aligned`. The block starts at the change if the clock jumped past
+            # `aligned` there, else where it showed the last multiple before it.
+            change = _clock_change(candidate, t, offset, self.tz)
+            before = _wall(change - 1, self.tz) + _ONE_SECOND
+            if aligned > before:
+                return EpochSeconds(max(change, night_start))
+            t = change - 1
+        return night_start
+
+
+@functools.lru_cache(maxsize=256)
+def _bounds(window: NightWindow, night: datetime.date) -> tuple[EpochSeconds, EpochSeconds]:
+    # Cached: every reading asks for its night's bounds, which change once a day.
+    end_day = night + _ONE_DAY if window.crosses_midnight else night
+    return (
+        _first_instant_at(datetime.datetime.combine(night, window.start), window.tz),
+        _first_instant_at(datetime.datetime.combine(end_day, window.end), window.tz),
+    )
+
+
+def _wall(t: int, tz: ZoneInfo) -> datetime.datetime:
+    """Naive local wall-clock time of UTC epoch ``t``."""
+    return datetime.datetime.fromtimestamp(t, tz).replace(tzinfo=None)
+
+
+def _utcoffset(t: int, tz: ZoneInfo) -> datetime.timedelta | None:
+    return datetime.datetime.fromtimestamp(t, tz).utcoffset()
+
+
+def _first_instant_at(wall: datetime.datetime, tz: ZoneInfo) -> EpochSeconds:
+    """The first instant at which the local clock shows ``wall`` or jumps past it."""
+    # fold=0 is the first occurrence of a repeated wall time.
+    first = int(wall.replace(tzinfo=tz, fold=0).timestamp())
+    if _wall(first, tz) == wall:
+        return EpochSeconds(first)
+    # `wall` is skipped by a forward jump: the two folds map it to either side of
+    # the jump; find the jump (the clock is monotonic on each side).
+    other = int(wall.replace(tzinfo=tz, fold=1).timestamp())
+    lo, hi = min(first, other), max(first, other)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _wall(mid, tz) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return EpochSeconds(hi)
+
+
+def _clock_change(
+    lo: int, hi: int, offset: datetime.timedelta | None, tz: ZoneInfo
+) -> int:
+    """First instant in ``(lo, hi]`` whose UTC offset is ``offset`` (``hi`` has it)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _utcoffset(mid, tz) == offset:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+# -- what the aggregator hands on ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NightBlock:
+    """One closed block of one sensor's night.
+
+    ``readings`` counts the measured readings; ``mean`` is their mean flow (m3/h)
+    when the block is ``complete`` (at least ``min_readings`` of them), else None.
+    """
+
+    sensor: SensorId
+    night: datetime.date
+    start: EpochSeconds
+    readings: int
+    mean: float | None
+    complete: bool
+
+    def to_record(self) -> dict[str, Any]:
+        """A msgpack-able dict (``night`` as ``YYYY-MM-DD``)."""
+        return {
+            "sensor": self.sensor, "night": self.night.isoformat(), "start": self.start,
+            "readings": self.readings, "mean": self.mean, "complete": self.complete,
+        }
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> NightBlock:
+        return cls(
+            SensorId(str(d["sensor"])), datetime.date.fromisoformat(d["night"]),
+            EpochSeconds(int(d["start"])), int(d["readings"]),
+            None if d["mean"] is None else float(d["mean"]), bool(d["complete"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NightSummary:
+    """One closed night of one sensor.
+
+    ``mnf`` is the lowest complete block mean (None when no block was complete),
+    ``mnf_block_start`` that block's start; ``blocks`` counts the blocks in which
+    the sensor reported at all, ``complete_blocks`` the complete ones.
+    """
+
+    sensor: SensorId
+    night: datetime.date
+    mnf: float | None
+    mnf_block_start: EpochSeconds | None
+    blocks: int
+    complete_blocks: int
+
+    def to_record(self) -> dict[str, Any]:
+        """A msgpack-able dict (``night`` as ``YYYY-MM-DD``)."""
+        return {
+            "sensor": self.sensor, "night": self.night.isoformat(), "mnf": self.mnf,
+            "mnf_block_start": self.mnf_block_start, "blocks": self.blocks,
+            "complete_blocks": self.complete_blocks,
+        }
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> NightSummary:
+        block_start = d.get("mnf_block_start")
+        mnf = d.get("mnf")
+        return cls(
+            SensorId(str(d["sensor"])), datetime.date.fromisoformat(d["night"]),
+            None if mnf is None else float(mnf),
+            None if block_start is None else EpochSeconds(int(block_start)),
+            int(d["blocks"]), int(d["complete_blocks"]),
+        )
+
+
+# -- the aggregator -----------------------------------------------------------------
+
+
+class _OpenNight:
+    """A sensor's night in progress, with its open block (plain mutable data)."""
+
+    __slots__ = ("night", "block", "n", "total", "blocks", "complete", "mnf", "mnf_block")
+
+    def __init__(self, night: datetime.date, block: int) -> None:
+        self.night = night
+        self.block = block          # start of the open block
+        self.n = 0                  # measured readings in the open block
+        self.total = 0.0            # their sum
+        self.blocks = 0             # closed blocks so far
+        self.complete = 0           # ... of which complete
+        self.mnf: float | None = None
+        self.mnf_block: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "night": self.night.isoformat(), "block": self.block, "n": self.n,
+            "total": self.total, "blocks": self.blocks, "complete": self.complete,
+            "mnf": self.mnf, "mnf_block": self.mnf_block,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> _OpenNight:
+        o = cls(datetime.date.fromisoformat(d["night"]), int(d["block"]))
+        o.n, o.total = int(d["n"]), float(d["total"])
+        o.blocks, o.complete = int(d["blocks"]), int(d["complete"])
+        o.mnf = None if d["mnf"] is None else float(d["mnf"])
+        o.mnf_block = None if d["mnf_block"] is None else int(d["mnf_block"])
+        return o
+
+
+class NightFlowAggregator:
+    """Folds every sensor's readings into night blocks and nights, in event time.
+
+    :meth:`add` returns what a reading closed; :meth:`state` is small plain data
+    that the NightFlow actor stores with its journal offset, so that an
+    aggregator rebuilt from it continues exactly where the old one stopped. A
+    state saved under a different window is not resumed (its open nights would
+    not fit the new blocks): the open nights are dropped with a warning.
+    """
+
+    def __init__(self, window: NightWindow, state: Mapping[str, Any] | None = None) -> None:
+        self.window = window
+        self._open: dict[SensorId, _OpenNight] = {}
+        # Readings of a sensor older than this are late (see the module docstring).
+        self._until: dict[SensorId, int] = {}
+        if state:
+            self._restore(state)
+
+    def add(self, reading: Reading) -> tuple[list[NightBlock], list[NightSummary]]:
+        """Fold in one reading; return the blocks and nights it closed.
+
+        A late reading (one belonging to a block or night already closed) is
+        ignored and returns nothing.
+        """
+        sensor, t = reading.sensor, reading.time
+        until = self._until.get(sensor)
+        if until is not None and t < until:
+            return [], []
+        blocks: list[NightBlock] = []
+        nights: list[NightSummary] = []
+        night = self.window.night_of(t)
+        current = self._open.get(sensor)
+        if current is not None and current.night != night:
+            # t is at or after the end of the open night: it closes the night.
+            blocks.append(self._close_block(sensor, current))
+            nights.append(self._summary(sensor, current))
+            del self._open[sensor]
+            current = None
+        if night is None:
+            self._until[sensor] = t
+            return blocks, nights
+        block = self.window._block_start(night, t)
+        if current is None:
+            current = self._open[sensor] = _OpenNight(night, block)
+        elif block != current.block:
+            blocks.append(self._close_block(sensor, current))
+            current.block = block
+        self._until[sensor] = block
+        flow = reading.flow
+        if flow is not None and math.isfinite(flow) and not reading.status & _FLOW_FAULT_BITS:
+            current.n += 1
+            current.total += flow
+        return blocks, nights
+
+    def state(self) -> dict[str, Any]:
+        """The aggregator's state as msgpack-able plain data."""
+        sensors: dict[str, Any] = {}
+        for sensor, until in self._until.items():
+            current = self._open.get(sensor)
+            sensors[sensor] = {
+                "until": until, "open": current.to_dict() if current is not None else None,
+            }
+        return {"version": STATE_VERSION, "window": _window_key(self.window), "sensors": sensors}
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown night-flow state version: {state.get('version')!r}")
+        same_window = state.get("window") == _window_key(self.window)
+        for sensor, entry in state["sensors"].items():
+            sid = SensorId(str(sensor))
+            self._until[sid] = int(entry["until"])
+            if entry.get("open") is not None:
+                if same_window:
+                    self._open[sid] = _OpenNight.from_dict(entry["open"])
+                else:
+                    log.warning("night window changed: dropping sensor %s's open night %s",
+                                sid, entry["open"].get("night"))
+
+    def _close_block(self, sensor: SensorId, current: _OpenNight) -> NightBlock:
+        complete = current.n >= self.window.min_readings
+        mean = current.total / current.n if complete else None
+        current.blocks += 1
+        if mean is not None:
+            current.complete += 1
+            if current.mnf is None or mean < current.mnf:
+                current.mnf, current.mnf_block = mean, current.block
+        block = NightBlock(
+            sensor, current.night, EpochSeconds(current.block), current.n, mean, complete
+        )
+        current.n, current.total = 0, 0.0
+        return block
+
+    @staticmethod
+    def _summary(sensor: SensorId, current: _OpenNight) -> NightSummary:
+        return NightSummary(
+            sensor, current.night, current.mnf,
+            None if current.mnf_block is None else EpochSeconds(current.mnf_block),
+            current.blocks, current.complete,
+        )
+
+
+def _window_key(window: NightWindow) -> list[Any]:
+    return [
+        window.start.isoformat(), window.end.isoformat(), str(window.tz),
+        window.block_minutes, window.min_readings,
+    ]
+
+
+# -- the NIGHT verdict --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NightVerdict:
+    """The NIGHT method's judgement of one night.
+
+    ``threshold`` is the MNF above which the night is a leak sign
+    (baseline + allowed excess); ``nights_in_baseline`` is 0 when the baseline
+    came from the criteria.
+    """
+
+    leak: bool
+    observed: float | None
+    baseline: float | None
+    threshold: float | None
+    nights_in_baseline: int
+
+    def cause(self) -> dict[str, Any]:
+        """The detection cause (as :class:`core.detection.Cause` reads it)."""
+        return {
+            "method": "NIGHT", "quantity": "flow", "reason": "mnf",
+            "observed": self.observed, "threshold": self.threshold, "baseline": self.baseline,
+        }
+
+
+def evaluate_night(
+    mnf: float | None,
+    recent_clean_mnfs: Sequence[float],
+    *,
+    criteria_baseline: float | None,
+    criteria_allowed_excess: float | None,
+    baseline_nights: int = 14,
+    min_nights: int = MIN_NIGHTS,
+) -> NightVerdict:
+    """Judge a night's MNF against the baseline of recent clean nights.
+
+    The baseline is the median MNF of the last ``baseline_nights`` of
+    ``recent_clean_mnfs`` (oldest first) when at least ``min_nights`` exist, else
+    the criteria's MNF baseline. The allowed excess is the criteria's when given,
+    else ``max(3 * robust sigma of the recent nights, 5 % of the baseline)``. The
+    night is a leak sign when ``mnf > baseline + excess``.
+
+    ``mnf`` None (no complete block) gives no verdict: ``leak`` False and
+    ``observed`` None, and the caller keeps the previous NIGHT state. Without any
+    baseline the night is not judged a leak.
+
+    The caller must keep nights judged a leak out of ``recent_clean_mnfs``:
+    otherwise a lasting leak becomes its own baseline within a week or two and
+    clears itself.
+    """
+    if baseline_nights < 1 or min_nights < 1:
+        raise ValueError("baseline_nights and min_nights must be at least 1")
+    if mnf is None or not math.isfinite(mnf):
+        return NightVerdict(False, None, None, None, 0)
+    recent = np.array([m for m in recent_clean_mnfs if m is not None and math.isfinite(m)],
+                      dtype=float)[-baseline_nights:]
+    enough = recent.size >= min_nights
+    if enough:
+        baseline: float | None = float(np.median(recent))
+    elif criteria_baseline is not None and math.isfinite(criteria_baseline):
+        baseline = float(criteria_baseline)
+    else:
+        baseline = None
+    if baseline is None:
+        return NightVerdict(False, float(mnf), None, None, 0)
+    if criteria_allowed_excess is not None and math.isfinite(criteria_allowed_excess):
+        excess = float(criteria_allowed_excess)
+    else:
+        # A spread from one or two nights means nothing: only the relative floor then.
+        sigma = robust_sigma(recent) if enough else 0.0
+        excess = max(MNF_K * sigma, MNF_REL_FLOOR * abs(baseline))
+    threshold = baseline + excess
+    return NightVerdict(
+        bool(mnf > threshold), float(mnf), baseline, threshold,
+        int(recent.size) if enough else 0,
+    )
