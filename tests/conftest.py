@@ -46,30 +46,40 @@ def config(tmp_path) -> Config:
     return make_config(tmp_path)
 
 
-class Recorder(GatewayActor):
-    """A real actor standing in for a peer: it records every message it is told."""
+class Recording:
+    """What a :class:`Recorder` was told, shared with the test thread."""
 
-    role = "recorder"
-
-    def __init__(self, context: ActorContext) -> None:
-        super().__init__(context)
+    def __init__(self) -> None:
         self.received: list[Any] = []
         self.changed = threading.Condition()
 
-    def on_receive(self, message: Any) -> Any:
-        decoded = messages.decode(message)
-        if isinstance(decoded, messages.Ping):
-            return "pong"
+    def add(self, message: Any) -> None:
         with self.changed:
-            self.received.append(decoded)
+            self.received.append(message)
             self.changed.notify_all()
-        return None
 
     def wait_for(self, predicate, timeout: float = 10.0) -> list[Any]:
         with self.changed:
             if not self.changed.wait_for(lambda: predicate(self.received), timeout=timeout):
                 raise TimeoutError(f"recorder saw only {self.received}")
             return list(self.received)
+
+
+class Recorder(GatewayActor):
+    """A real actor standing in for a peer: it records every message it is told."""
+
+    role = "recorder"
+
+    def __init__(self, context: ActorContext, recording: Recording) -> None:
+        super().__init__(context)
+        self.recording = recording
+
+    def on_receive(self, message: Any) -> Any:
+        decoded = messages.decode(message)
+        if isinstance(decoded, messages.Ping):
+            return "pong"
+        self.recording.add(decoded)
+        return None
 
 
 class Harness:
@@ -88,12 +98,12 @@ class Harness:
         self.peers.set(cls.role, ref)
         return ref
 
-    def record(self, *roles: str) -> Recorder:
-        ref = Recorder.start(self.context)
-        recorder = ref._actor  # the same object: tests read what it recorded
+    def record(self, *roles: str) -> Recording:
+        recording = Recording()
+        ref = Recorder.start(self.context, recording)
         for role in roles:
             self.peers.set(role, ref)
-        return recorder
+        return recording
 
     @staticmethod
     def tell(ref: pykka.ActorRef[Any], message: Any) -> None:

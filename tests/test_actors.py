@@ -1,0 +1,176 @@
+"""Actor-level tests: real actors, a real store, synthetic msgpack messages in.
+
+Each test starts the actor under test with real collaborators, stands a
+recording actor in for its peers, tells it messages and asserts what it stored
+and what it told.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import msgpack
+import pytest
+
+from actors.detector import Detector
+from actors.night_flow import NightFlow
+from actors.predictor import Predictor
+from actors.serial_reader import SerialReader
+from actors.trainer import Trainer
+from actors.transmitter import Transmitter
+from core import frames, messages
+from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, Reading, SensorId
+from tests.conftest import Harness, make_config
+from tests.harness import TZ, PeerServer, wait_for
+
+T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
+S1 = SensorId("001")
+
+
+def reading(minute: int, flow: float | None = 10.0, pressure: float | None = 4.0,
+            status: int = 0, sensor: str = "001", base: int = T0) -> Reading:
+    return Reading(SensorId(sensor), EpochSeconds(base + minute * 60), flow, pressure, status)
+
+
+def commit(store, readings):
+    return messages.ReadingsCommitted.of(store.ingest(readings).stored)
+
+
+def alerts(store):
+    return [e for e in store.outbox(limit=10_000) if e.frame["type"] == "ALR"]
+
+
+def test_detector_flags_each_reading_once_and_tells_the_transmitter(harness, store):
+    transmitter = harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    harness.tell(detector, commit(store, [reading(0), reading(1, flow=None), reading(2, status=0x02)]))
+    told = transmitter.wait_for(lambda r: any(isinstance(m, messages.OutboxAppended) for m in r))
+    flags = [(e.frame["flow_flags"], e.frame["pressure_flags"]) for e in alerts(store)]
+    assert flags == [(0, 0), (FLAG_SYSTEM, 0), (0, FLAG_SYSTEM)]
+    assert max(m.seq for m in told if isinstance(m, messages.OutboxAppended)) == 3
+    assert store.offset("detector") == 3
+    assert store.detections(S1)[0]["time"] == T0 + 60
+
+
+def test_detector_restarted_resumes_from_its_offset(harness, store):
+    harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    harness.tell(detector, commit(store, [reading(m) for m in range(5)]))
+    wait_for(lambda: store.offset("detector") == 5)
+    detector.stop()
+    # Committed while the detector was down, never told to anyone:
+    store.ingest([reading(m) for m in range(5, 8)])
+    detector = harness.start(Detector)
+    wait_for(lambda: store.offset("detector") == 8)
+    # The same batch told again (a late duplicate message) changes nothing.
+    harness.tell(detector, messages.ReadingsCommitted.of(store.journal(0, 100)))
+    harness.ask(detector, messages.Ping())
+    assert [e.frame["time"] for e in alerts(store)] == [T0 + m * 60 for m in range(8)]
+
+
+def test_detector_fills_a_gap_from_the_store(harness, store):
+    harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    store.ingest([reading(m) for m in range(3)])  # committed, message lost
+    harness.tell(detector, commit(store, [reading(3)]))
+    wait_for(lambda: store.offset("detector") == 4)
+    assert len(alerts(store)) == 4
+
+
+def test_detector_carries_a_stored_night_verdict_on_flow(harness, store):
+    harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    store.transact(lambda b: b.put_doc("night_verdict", S1, {
+        "night": "2026-01-04", "leak": True,
+        "cause": {"method": "NIGHT", "quantity": "flow", "reason": "mnf"}}))
+    harness.tell(detector, messages.NightClosed(S1, "2026-01-04"))
+    harness.tell(detector, commit(store, [reading(0)]))
+    wait_for(lambda: alerts(store))
+    assert alerts(store)[0].frame["flow_flags"] & FLAG_NIGHT
+    assert alerts(store)[0].frame["pressure_flags"] == 0
+
+
+def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store, tmp_path):
+    upstream = PeerServer()
+    try:
+        harness.context.config = make_config(tmp_path, upstream={"port": upstream.url})
+        transmitter = harness.start(Transmitter)
+        seqs = store.transact(lambda b: [b.append_outbox({
+            "type": "ALR", "sensor": "001", "time": T0 + i * 60, "flow": 1.5, "pressure": None,
+            "flow_flags": 0, "pressure_flags": 1}) for i in range(3)])
+        harness.tell(transmitter, messages.OutboxAppended(seqs[-1]))
+        lines = wait_for(lambda: len(upstream.lines()) == 3 and upstream.lines())
+        decoded = [frames.decode(line, TZ) for line in lines]
+        assert [f.seq for f in decoded] == seqs
+        assert decoded[0] == frames.AlertFrame(seqs[0], S1, T0, 1.5, None, 0, 1)
+        wait_for(lambda: store.offset("transmitter") == seqs[-1])
+    finally:
+        upstream.close()
+
+
+def test_serial_reader_commits_before_telling(harness, store, tmp_path):
+    rtu = PeerServer()
+    try:
+        harness.context.config = make_config(tmp_path, serial={"port": rtu.url})
+        consumer = harness.record("detector", "night_flow")
+        harness.start(SerialReader)
+        rtu.send(frames.encode(reading(0), TZ) + b"garbage\r\n" + frames.encode(reading(1), TZ))
+        told = consumer.wait_for(lambda r: sum(len(m.rows) for m in r
+                                               if isinstance(m, messages.ReadingsCommitted)) >= 4)
+        # Every reading told had already been committed.
+        for message in told:
+            for stored in message.stored():
+                assert stored.reading in store.readings(stored.reading.sensor)
+        assert store.journal_head() == 2
+        assert store.counters()["reject.no_start"] == 1
+    finally:
+        rtu.close()
+
+
+def test_night_flow_stores_blocks_and_tells_the_detector(harness, store):
+    detector = harness.record("detector")
+    night_flow = harness.start(NightFlow)
+    start = int(datetime(2026, 1, 5, 22, 0, tzinfo=TZ).timestamp())
+    night = [reading(m, flow=3.0 + (m % 7) * 0.01, base=start) for m in range(0, 7 * 60 + 1)]
+    harness.tell(night_flow, commit(store, night))
+    told = detector.wait_for(lambda r: any(isinstance(m, messages.NightClosed) for m in r))
+    assert told[-1] == messages.NightClosed(S1, "2026-01-05")
+    blocks = store.night_blocks(S1)
+    assert len(blocks) == 42 and all(b["complete"] for b in blocks)
+    assert store.doc("night", "001/2026-01-05")["mnf"] == pytest.approx(3.03, abs=0.01)
+    assert store.offset("night_flow") == len(night)
+
+
+def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
+    recorder = harness.record("detector", "transmitter")
+    week = [reading(m, flow=10.0 + (m // 60) % 24, pressure=4.0) for m in range(0, 8 * 24 * 60, 10)]
+    store.ingest(week)
+    predictor = harness.start(Predictor)
+    issued = T0 + 8 * 24 * 3600
+    harness.tell(predictor, messages.HourClosed(S1, issued))
+    recorder.wait_for(lambda r: messages.ForecastIssued(S1, issued) in r)
+    fcd = [e.frame for e in store.outbox(limit=100) if e.frame["type"] == "FCD"]
+    assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
+    assert store.doc("forecast", S1)["source"] == "naive"
+
+
+@pytest.mark.parametrize("cls", [Detector, NightFlow, Predictor, Transmitter, Trainer, SerialReader])
+def test_malformed_messages_are_dropped_and_the_actor_lives(harness, cls, caplog):
+    harness.record("transmitter", "predictor", "detector", "night_flow")
+    ref = harness.start(cls)
+    for raw in (b"\xc1\xc1", msgpack.packb(["readings", 1, {"rows": "x"}]), "text", 42):
+        ref.tell(raw)
+    assert harness.ask(ref, messages.Ping()) == "pong"
+    assert ref.is_alive()
+    assert "dropped malformed message" in caplog.text
+
+
+def test_injected_crash_reports_and_stops_the_actor(harness, store):
+    harness.record("transmitter", "predictor")
+    ref = harness.start(Detector)
+    harness.tell(ref, messages.Crash("test"))
+    wait_for(lambda: not ref.is_alive())
+    wait_for(lambda: harness.crashes)
+    assert harness.crashes[0][0] == "detector"
+    assert str(harness.crashes[0][1]) == "test"
