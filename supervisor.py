@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -73,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_service(config)
     from cli import commands
 
-    return commands.run(command, config, args)
+    try:
+        return commands.run(command, config, args)
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: not an error of ours.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
 
 
 def run_service(config: object) -> int:
