@@ -1,0 +1,438 @@
+"""Detection methods SYSTEM, VALUE and PREDICT on one reading at a time.
+
+:func:`evaluate` judges one reading of one sensor against the system limits, the
+sensor's criteria (:mod:`core.criteria`) and the forecast for that minute, and
+returns the flags of each quantity with a :class:`Cause` per finding, so an
+operator sees what fired, on which value and against which threshold. It
+mutates the sensor's :class:`SensorState` (plain data, persisted by the
+Detector with its offset). The NIGHT method is evaluated once per night in
+:mod:`core.night_flow`; here its verdict is only carried on every flow
+evaluation (:func:`apply_night_verdict`).
+
+Decisions an operator should know:
+
+* **Status bits.** A quantity's own fault bit (0x01 flow, 0x02 pressure), power
+  failure (0x08) and RTU communication error (0x10) flag SYSTEM and make the
+  value untrusted. Low battery (0x04), enclosure opened (0x20) and unknown bits
+  also flag SYSTEM on both quantities (an operator wants to see them: a visit is
+  due or someone is at the station) but are *advisory*: the value is still
+  measured and still judged by VALUE and PREDICT, so a week of low battery
+  does not blind leak detection.
+* **Untrusted values** (missing, out of the physical range, stuck, fault/power/comm
+  bits) get SYSTEM only: they neither count toward nor reset the VALUE/PREDICT
+  runs, and an active VALUE/PREDICT is not reported on them (there is no value to
+  judge) but carries on to the next trusted reading.
+* **Stuck.** The same value on consecutive readings for ``stuck_minutes`` or
+  more. Exactly 0 flow is exempt: a small metering point legitimately reads 0
+  for hours at night (no use, or below the meter's low-flow cut-off). A meter
+  dead at 0 is still caught by VALUE, whose daytime bands exclude 0.
+* **Physical range.** The configured limits, tightened (never widened) by the
+  range recorded in the criteria.
+* **Late and future readings.** A reading not newer than the sensor's newest
+  (late) or stamped more than ``clock_ahead_s`` after the gateway clock gets
+  only the stateless SYSTEM checks (status, missing, range, clock): it must not
+  break the runs, and a future stamp must not make every following reading late.
+* **Persistence and hysteresis.** VALUE and PREDICT fire on the
+  ``persist_minutes``-th consecutive deviating trusted reading and clear only
+  after ``clear_minutes`` consecutive good ones; the readings in between stay
+  flagged (their cause shows the in-band value against the band).
+* Without criteria a sensor gets SYSTEM only; without an expectation, no PREDICT.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from core.criteria import QuantityCriteria, SensorCriteria, slot_of
+from core.types import (
+    FLAG_NIGHT,
+    FLAG_PREDICT,
+    FLAG_SYSTEM,
+    FLAG_VALUE,
+    STATUS_COMM_ERROR,
+    STATUS_FLOW_FAULT,
+    STATUS_POWER_FAILURE,
+    STATUS_PRESSURE_FAULT,
+    EpochSeconds,
+    Reading,
+    SensorId,
+)
+
+METHODS = {"SYSTEM": FLAG_SYSTEM, "VALUE": FLAG_VALUE, "PREDICT": FLAG_PREDICT, "NIGHT": FLAG_NIGHT}
+
+# Bits that make a quantity's value untrusted.
+_FAULT_BITS = {
+    "flow": STATUS_FLOW_FAULT | STATUS_POWER_FAILURE | STATUS_COMM_ERROR,
+    "pressure": STATUS_PRESSURE_FAULT | STATUS_POWER_FAILURE | STATUS_COMM_ERROR,
+}
+# Bits reported as SYSTEM on a quantity: everything but the other quantity's fault bit.
+_REPORTED_BITS = {
+    "flow": ~STATUS_PRESSURE_FAULT & 0xFF,
+    "pressure": ~STATUS_FLOW_FAULT & 0xFF,
+}
+
+
+@dataclass(frozen=True)
+class SystemLimits:
+    """Configured limits of the SYSTEM method (config section ``system``)."""
+
+    flow_min: float = 0.0
+    flow_max: float = 10000.0
+    pressure_min: float = 0.0
+    pressure_max: float = 20.0
+    stuck_minutes: int = 30
+    clock_ahead_s: int = 300
+    silence_minutes: int = 5
+
+    def range_of(self, quantity: str) -> tuple[float, float]:
+        if quantity == "flow":
+            return self.flow_min, self.flow_max
+        return self.pressure_min, self.pressure_max
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One finding: which method fired on which quantity, why, on what, against what.
+
+    ``reason`` is one of ``status_bit`` (observed: the status byte),
+    ``missing``, ``range`` (threshold ``[min, max]``), ``stuck`` (observed: minutes
+    unchanged, threshold: ``stuck_minutes``), ``clock_ahead`` (observed: seconds
+    ahead of the gateway clock), ``silence``, ``band`` (threshold: the slot's
+    ``[low, high]``), ``forecast`` (threshold: ``[expected - band, expected + band]``),
+    ``mnf`` (from the night verdict).
+    """
+
+    method: str
+    quantity: str
+    reason: str
+    observed: float | None
+    threshold: float | list[float] | None
+    criteria_version: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "quantity": self.quantity, "reason": self.reason,
+            "observed": self.observed, "threshold": self.threshold,
+            "criteria_version": self.criteria_version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Cause:
+        threshold = d.get("threshold")
+        return cls(
+            str(d["method"]), str(d["quantity"]), str(d["reason"]), d.get("observed"),
+            list(threshold) if isinstance(threshold, (list, tuple)) else threshold,
+            d.get("criteria_version"),
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The verdict on one reading: flags per quantity and every cause behind them."""
+
+    reading: Reading
+    flow_flags: int
+    pressure_flags: int
+    causes: tuple[Cause, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        """What the store keeps per detection (msgpack-able)."""
+        r = self.reading
+        return {
+            "sensor": str(r.sensor), "time": int(r.time), "flow": r.flow,
+            "pressure": r.pressure, "status": r.status,
+            "flow_flags": self.flow_flags, "pressure_flags": self.pressure_flags,
+            "causes": [c.to_dict() for c in self.causes],
+        }
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> Evaluation:
+        reading = Reading(
+            SensorId(d["sensor"]), EpochSeconds(int(d["time"])), d.get("flow"),
+            d.get("pressure"), int(d.get("status", 0)),
+        )
+        return cls(
+            reading, int(d["flow_flags"]), int(d["pressure_flags"]),
+            tuple(Cause.from_dict(c) for c in d.get("causes", ())),
+        )
+
+
+@dataclass(slots=True)
+class Persistence:
+    """Run/active/clear counters of one persistent method (VALUE or PREDICT)."""
+
+    run: int = 0  # consecutive deviating readings while inactive
+    active: bool = False
+    clear: int = 0  # consecutive good readings while active
+
+    def step(self, deviates: bool, persist: int, clear_after: int) -> bool:
+        """Account one trusted reading; True while the method is firing."""
+        if not self.active:
+            self.run = self.run + 1 if deviates else 0
+            if self.run >= persist:
+                self.active, self.clear = True, 0
+        elif deviates:
+            self.clear = 0
+        else:
+            self.clear += 1
+            if self.clear >= clear_after:
+                self.active, self.run, self.clear = False, 0, 0
+        return self.active
+
+    def to_list(self) -> list[Any]:
+        return [self.run, self.active, self.clear]
+
+    @classmethod
+    def from_list(cls, v: Any) -> Persistence:
+        run, active, clear = v
+        return cls(int(run), bool(active), int(clear))
+
+
+@dataclass(slots=True)
+class QuantityState:
+    """Per-quantity detection state of one sensor."""
+
+    last_value: float | None = None  # newest trusted-or-not present value (stuck check)
+    same_since: int | None = None  # time of the first reading with last_value in a row
+    value: Persistence = field(default_factory=Persistence)
+    predict: Persistence = field(default_factory=Persistence)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "last": self.last_value, "since": self.same_since,
+            "value": self.value.to_list(), "predict": self.predict.to_list(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QuantityState:
+        last, since = d.get("last"), d.get("since")
+        return cls(
+            None if last is None else float(last), None if since is None else int(since),
+            Persistence.from_list(d.get("value", (0, False, 0))),
+            Persistence.from_list(d.get("predict", (0, False, 0))),
+        )
+
+
+@dataclass
+class SensorState:
+    """Mutable detection state of one sensor; plain data via :meth:`to_dict`."""
+
+    last_time: EpochSeconds | None = None
+    flow: QuantityState = field(default_factory=QuantityState)
+    pressure: QuantityState = field(default_factory=QuantityState)
+    night_active: bool = False
+    night_cause: dict[str, Any] | None = None
+
+    def quantity(self, name: str) -> QuantityState:
+        return self.flow if name == "flow" else self.pressure
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "last_time": self.last_time, "flow": self.flow.to_dict(),
+            "pressure": self.pressure.to_dict(), "night_active": self.night_active,
+            "night_cause": self.night_cause,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SensorState:
+        last_time = d.get("last_time")
+        cause = d.get("night_cause")
+        return cls(
+            last_time=None if last_time is None else EpochSeconds(int(last_time)),
+            flow=QuantityState.from_dict(d.get("flow", {})),
+            pressure=QuantityState.from_dict(d.get("pressure", {})),
+            night_active=bool(d.get("night_active", False)),
+            night_cause=dict(cause) if cause is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The forecast for one minute and the band PREDICT allows around it (None = none)."""
+
+    flow: float | None
+    pressure: float | None
+    flow_band: float | None
+    pressure_band: float | None
+
+    def of(self, quantity: str) -> tuple[float | None, float | None]:
+        if quantity == "flow":
+            return self.flow, self.flow_band
+        return self.pressure, self.pressure_band
+
+
+def evaluate(
+    reading: Reading,
+    state: SensorState,
+    *,
+    limits: SystemLimits,
+    criteria: SensorCriteria | None,
+    expectation: Expectation | None,
+    now: EpochSeconds,
+    tz: ZoneInfo,
+    persist_minutes: int = 3,
+    clear_minutes: int = 5,
+) -> Evaluation:
+    """Judge one reading; updates ``state`` for in-order, non-future readings."""
+    causes: list[Cause] = []
+    t = reading.time
+    ahead = t - now
+    clock_ahead = float(ahead) if ahead > limits.clock_ahead_s else None
+    in_order = clock_ahead is None and (state.last_time is None or t > state.last_time)
+    # Everything per reading that both quantities share is looked up once (hot path).
+    if criteria is not None:
+        version: int | None = criteria.version
+        slot = slot_of(t, tz)
+        qc_flow, qc_pressure = criteria.flow, criteria.pressure
+    else:
+        version, slot, qc_flow, qc_pressure = None, 0, None, None
+    if expectation is not None:
+        exp_flow: tuple[float | None, float | None] = (expectation.flow, expectation.flow_band)
+        exp_pressure = (expectation.pressure, expectation.pressure_band)
+    else:
+        exp_flow = exp_pressure = (None, None)
+    judged = (reading, causes, limits, version, slot, in_order, clock_ahead,
+              persist_minutes, clear_minutes)
+    flow_flags = _judge("flow", reading.flow, state.flow, qc_flow, exp_flow, *judged)
+    pressure_flags = _judge(
+        "pressure", reading.pressure, state.pressure, qc_pressure, exp_pressure, *judged
+    )
+    if state.night_active:
+        flow_flags |= FLAG_NIGHT
+        causes.append(_night_cause(state.night_cause))
+    if in_order:
+        state.last_time = t
+    return Evaluation(reading, flow_flags, pressure_flags, tuple(causes))
+
+
+def _judge(
+    quantity: str,
+    value: float | None,
+    qs: QuantityState,
+    qc: QuantityCriteria | None,
+    expected: tuple[float | None, float | None],
+    reading: Reading,
+    causes: list[Cause],
+    limits: SystemLimits,
+    version: int | None,
+    slot: int,
+    in_order: bool,
+    clock_ahead: float | None,
+    persist: int,
+    clear_after: int,
+) -> int:
+    """SYSTEM, VALUE and PREDICT for one quantity; appends causes, returns its flags."""
+    flags = 0
+    trusted = True
+    status = reading.status
+    if status & _REPORTED_BITS[quantity]:
+        flags = _system(causes, quantity, "status_bit", float(status), None, version)
+        trusted = not status & _FAULT_BITS[quantity]
+    missing = value is None or math.isnan(value)
+    if missing:
+        flags = _system(causes, quantity, "missing", None, None, version)
+        trusted = False
+    else:
+        lo, hi = limits.range_of(quantity)
+        if qc is not None:  # criteria may tighten the configured range, never widen it
+            lo, hi = max(lo, qc.physical_min), min(hi, qc.physical_max)
+        if not lo <= value <= hi:  # type: ignore[operator]
+            flags = _system(causes, quantity, "range", value, [lo, hi], version)
+            trusted = False
+    if clock_ahead is not None:
+        flags = _system(causes, quantity, "clock_ahead", clock_ahead,
+                        float(limits.clock_ahead_s), version)
+    if not in_order:
+        return flags
+
+    t = reading.time
+    if missing:
+        qs.last_value, qs.same_since = None, None
+    elif value == qs.last_value and qs.same_since is not None:
+        unchanged_s = t - qs.same_since
+        if unchanged_s >= limits.stuck_minutes * 60 and not (quantity == "flow" and value == 0):
+            flags = _system(causes, quantity, "stuck", unchanged_s / 60,
+                            float(limits.stuck_minutes), version)
+            trusted = False
+    else:
+        qs.last_value, qs.same_since = value, t
+
+    if not trusted or qc is None:
+        return flags
+    assert value is not None
+    band = qc.bands[slot]
+    if qs.value.step(not band.low <= value <= band.high, persist, clear_after):
+        flags |= FLAG_VALUE
+        causes.append(Cause("VALUE", quantity, "band", value, [band.low, band.high], version))
+    forecast, allowed = expected
+    if forecast is not None and not math.isnan(forecast):
+        if allowed is None:
+            allowed = qc.residual_band
+        if qs.predict.step(abs(value - forecast) > allowed, persist, clear_after):
+            flags |= FLAG_PREDICT
+            causes.append(Cause(
+                "PREDICT", quantity, "forecast", value,
+                [forecast - allowed, forecast + allowed], version,
+            ))
+    return flags
+
+
+def _system(
+    causes: list[Cause], quantity: str, reason: str, observed: float | None,
+    threshold: float | list[float] | None, version: int | None,
+) -> int:
+    causes.append(Cause("SYSTEM", quantity, reason, observed, threshold, version))
+    return FLAG_SYSTEM
+
+
+def _night_cause(d: Mapping[str, Any] | None) -> Cause:
+    """The NIGHT cause from the verdict's dict (keys observed, threshold, criteria_version)."""
+    d = d or {}
+    threshold = d.get("threshold")
+    return Cause(
+        "NIGHT", "flow", "mnf", d.get("observed"),
+        list(threshold) if isinstance(threshold, (list, tuple)) else threshold,
+        d.get("criteria_version"),
+    )
+
+
+def apply_night_verdict(state: SensorState, leak: bool, cause: dict[str, Any] | None) -> None:
+    """Carry a night's verdict: NIGHT on every flow evaluation until a night clears it."""
+    state.night_active = leak
+    state.night_cause = dict(cause) if (leak and cause is not None) else None
+
+
+def silence_alerts(
+    last_seen: Mapping[SensorId, EpochSeconds],
+    last_alerted: MutableMapping[SensorId, EpochSeconds],
+    now: EpochSeconds,
+    silence_minutes: int,
+    max_per_sensor: int = 10,
+) -> list[tuple[SensorId, EpochSeconds]]:
+    """Minutes for which a silent sensor is due a SYSTEM ``$ALR`` with empty values.
+
+    A whole minute ``m`` (epoch multiple of 60) of sensor ``s`` is due when
+    ``m - last_seen[s] >= silence_minutes`` minutes, ``m <= now``, and ``m`` is
+    after ``last_alerted[s]``. At most ``max_per_sensor`` minutes per sensor per
+    call, the newest ones (after an outage, the link gets the current picture, not
+    a flood of the past). ``last_alerted`` is updated. Sorted by sensor, then time.
+    """
+    out: list[tuple[SensorId, EpochSeconds]] = []
+    newest_minute = (int(now) // 60) * 60
+    for sensor in sorted(last_seen):
+        first_due = -(-(int(last_seen[sensor]) + silence_minutes * 60) // 60) * 60
+        previous = last_alerted.get(sensor)
+        if previous is not None:
+            first_due = max(first_due, (int(previous) // 60 + 1) * 60)
+        if first_due > newest_minute:
+            continue
+        first_due = max(first_due, newest_minute - (max_per_sensor - 1) * 60)
+        out.extend(
+            (sensor, EpochSeconds(m)) for m in range(first_due, newest_minute + 1, 60)
+        )
+        last_alerted[sensor] = EpochSeconds(newest_minute)
+    return out

@@ -1,0 +1,470 @@
+"""Tests for core.detection: SYSTEM, VALUE, PREDICT, the NIGHT carry and silence alerts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from zoneinfo import ZoneInfo
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.criteria import SLOTS, Band, QuantityCriteria, SensorCriteria
+from core.detection import (
+    Cause,
+    Evaluation,
+    Expectation,
+    Persistence,
+    QuantityState,
+    SensorState,
+    SystemLimits,
+    apply_night_verdict,
+    evaluate,
+    silence_alerts,
+)
+from core.types import (
+    FLAG_NIGHT,
+    FLAG_PREDICT,
+    FLAG_SYSTEM,
+    FLAG_VALUE,
+    EpochSeconds,
+    Reading,
+    SensorId,
+)
+from tests.test_criteria import T0, build, diurnal, true_flow
+
+TZ = ZoneInfo("Asia/Seoul")
+LIMITS = SystemLimits()
+SID = SensorId("001")
+FLOW_BAND = Band(5.0, 15.0)
+PRESSURE_BAND = Band(3.0, 5.0)
+
+
+def criteria(
+    *, flow_range: tuple[float, float] = (0.0, 10000.0), residual: float = 2.0,
+    version: int = 7,
+) -> SensorCriteria:
+    """Flat bands: flow 5-15 m3/h, pressure 3-5 kgf/cm2 in every slot."""
+    return SensorCriteria(
+        SID, version, "store", EpochSeconds(T0), EpochSeconds(T0 - 30 * 86400),
+        EpochSeconds(T0), 30.0,
+        QuantityCriteria((FLOW_BAND,) * SLOTS, *flow_range, residual),
+        QuantityCriteria((PRESSURE_BAND,) * SLOTS, 0.0, 20.0, 0.2),
+        2.0, 0.3,
+    )
+
+
+CRIT = criteria()
+
+
+class Run:
+    """Feed one sensor's readings minute by minute, keeping its state."""
+
+    def __init__(self, crit: SensorCriteria | None = CRIT, start: int = T0) -> None:
+        self.state = SensorState()
+        self.crit = crit
+        self.t = start
+
+    def step(
+        self, flow: float | None = 10.0, pressure: float | None = 4.0, status: int = 0, *,
+        expectation: Expectation | None = None, time: int | None = None,
+        now: int | None = None, limits: SystemLimits = LIMITS,
+    ) -> Evaluation:
+        if time is None:
+            self.t += 60
+            time = self.t
+        reading = Reading(SID, EpochSeconds(time), flow, pressure, status)
+        return evaluate(
+            reading, self.state, limits=limits, criteria=self.crit, expectation=expectation,
+            now=EpochSeconds(self.t if now is None else now), tz=TZ,
+        )
+
+    def flows(self, values: Iterable[float | None], **kw) -> list[int]:
+        return [self.step(v, **kw).flow_flags for v in values]
+
+
+def reasons(ev: Evaluation, quantity: str | None = None) -> set[str]:
+    return {c.reason for c in ev.causes if quantity is None or c.quantity == quantity}
+
+
+# -- VALUE ----------------------------------------------------------------------------
+
+
+def test_value_fires_after_persist_holds_and_clears_with_hysteresis() -> None:
+    run = Run()
+    flags = run.flows([20, 20, 20, 20, 10, 10, 20, 10, 10, 10, 10, 10, 10])
+    value = [bool(f & FLAG_VALUE) for f in flags]
+    # fires on the 3rd out-of-band reading; one in-band reading during the event
+    # does not clear it; the 5th consecutive in-band reading clears it.
+    assert value == [False, False, True, True, True, True, True, True, True, True, True,
+                     False, False]
+    ev = run.step(20.0)
+    assert not ev.flow_flags & FLAG_VALUE  # a new run starts from zero
+
+
+def test_value_run_is_reset_by_an_in_band_reading_before_firing() -> None:
+    run = Run()
+    assert not any(f & FLAG_VALUE for f in run.flows([20, 20, 10, 20, 20, 10, 1, 1]))
+    assert run.step(1.0).flow_flags & FLAG_VALUE  # 3rd low in a row
+
+
+def test_value_cause_names_band_observed_and_version() -> None:
+    run = Run()
+    run.flows([2, 2])
+    ev = run.step(2.0)
+    (cause,) = [c for c in ev.causes if c.method == "VALUE"]
+    assert cause == Cause("VALUE", "flow", "band", 2.0, [5.0, 15.0], 7)
+    assert ev.pressure_flags == 0
+
+
+def test_value_for_pressure_independently() -> None:
+    run = Run()
+    evs = [run.step(10.0, p) for p in (6.0, 6.0, 6.0)]
+    assert evs[-1].pressure_flags == FLAG_VALUE and evs[-1].flow_flags == 0
+
+
+def test_value_persist_and_clear_are_configurable() -> None:
+    run = Run()
+    kw = dict(limits=LIMITS, criteria=CRIT, expectation=None, tz=TZ,
+              persist_minutes=1, clear_minutes=2)
+    flags = []
+    for i, v in enumerate([20.0, 10.0, 10.0]):
+        r = Reading(SID, EpochSeconds(T0 + 60 * i), v, 4.0)
+        flags.append(evaluate(r, run.state, now=r.time, **kw).flow_flags)
+    assert flags == [FLAG_VALUE, FLAG_VALUE, 0]
+
+
+def test_band_follows_the_time_of_day_slot() -> None:
+    bands = tuple(Band(100.0, 200.0) if s == 14 else FLOW_BAND for s in range(SLOTS))
+    crit = SensorCriteria(
+        SID, 1, "store", EpochSeconds(T0), EpochSeconds(T0), EpochSeconds(T0), 30.0,
+        QuantityCriteria(bands, 0.0, 1e4, 2.0), None, None, None,
+    )
+    run = Run(crit, start=T0 + 14 * 3600 - 60)  # Monday 14:00 local
+    assert not any(f & FLAG_VALUE for f in run.flows([150.0] * 10))
+    assert run.flows([10.0] * 3)[-1] & FLAG_VALUE
+
+
+# -- VALUE on realistic data: quiet on noise, catches excursions -------------------------
+
+
+@pytest.fixture(scope="module")
+def learned() -> SensorCriteria:
+    crit = build(*diurnal(28, step=120))
+    assert crit is not None
+    return crit
+
+
+def _replay(crit: SensorCriteria, t: np.ndarray, flow: np.ndarray, pressure: np.ndarray):
+    state = SensorState()
+    out = []
+    for ti, f, p in zip(t.tolist(), flow.tolist(), pressure.tolist(), strict=True):
+        out.append(evaluate(Reading(SID, EpochSeconds(ti), f, p), state, limits=LIMITS,
+                            criteria=crit, expectation=None, now=EpochSeconds(ti), tz=TZ))
+    return out
+
+
+def _onsets(flags: list[int], bit: int) -> int:
+    on = [bool(f & bit) for f in flags]
+    return sum(1 for a, b in zip([False] + on, on) if b and not a)
+
+
+def test_value_is_quiet_on_a_fresh_noisy_week(learned) -> None:
+    t, flow, pressure, _ = diurnal(7, seed=123, start=T0 + 28 * 86400)
+    evs = _replay(learned, t, flow, pressure)
+    assert _onsets([e.flow_flags for e in evs], FLAG_VALUE) == 0
+    assert _onsets([e.pressure_flags for e in evs], FLAG_VALUE) == 0
+    assert not any(e.causes for e in evs)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.5, 2.0, 0.2])
+def test_value_catches_a_sustained_half_excursion(learned, factor) -> None:
+    t, flow, pressure, _ = diurnal(1, seed=7, start=T0 + 29 * 86400)
+    flow = flow.copy()
+    flow[600:660] *= factor  # one hour, 10:00-11:00
+    flags = [e.flow_flags for e in _replay(learned, t, flow, pressure)]
+    fired = [i for i, f in enumerate(flags) if f & FLAG_VALUE]
+    assert fired and fired[0] <= 602 + 2  # within persist (+ noise) of the onset
+    assert all(600 <= i < 665 for i in fired)  # and cleared within clear_minutes after
+    assert _onsets(flags, FLAG_VALUE) == 1
+
+
+def test_shipped_criteria_are_quiet_on_the_simulators_next_week() -> None:
+    """conf/initial_data.csv against the week the demo simulator produces after it."""
+    from core.criteria import read_initial_data
+    from core.simulator import Simulator, SimulatorSettings
+    from tests.test_criteria import SHIPPED
+
+    history = read_initial_data(SHIPPED)
+    after = int(history[SensorId("001")][0][-1]) + 600
+    sim = Simulator(SimulatorSettings(sensors=3, seed=1, start=EpochSeconds(after),
+                                      faults=frozenset()))
+    readings = list(sim.readings(EpochSeconds(after), 7 * 1440))
+    for sensor, arrays in history.items():
+        crit = build(*arrays, source="initial_data")
+        assert crit is not None
+        mine = [r for r in readings if r.sensor == sensor]
+        t = np.array([r.time for r in mine])
+        evs = _replay(crit, t, np.array([r.flow for r in mine]),
+                      np.array([r.pressure for r in mine]))
+        assert _onsets([e.flow_flags for e in evs], FLAG_VALUE) == 0
+        assert _onsets([e.pressure_flags for e in evs], FLAG_VALUE) == 0
+
+
+# -- PREDICT ------------------------------------------------------------------------------
+
+
+def test_predict_fires_holds_and_clears() -> None:
+    run = Run()
+    exp = Expectation(flow=10.0, pressure=4.0, flow_band=1.0, pressure_band=0.5)
+    flags = run.flows([11.5, 11.5, 11.5, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0], expectation=exp)
+    predict = [bool(f & FLAG_PREDICT) for f in flags]
+    assert predict == [False, False, True, True, True, True, True, False, False]
+    assert not any(f & FLAG_VALUE for f in flags)  # 11.5 is inside the 5-15 band
+
+
+def test_predict_cause_and_default_band_from_criteria() -> None:
+    run = Run(criteria(residual=3.0))
+    exp = Expectation(flow=10.0, pressure=None, flow_band=None, pressure_band=None)
+    assert not any(f & FLAG_PREDICT for f in run.flows([12.5] * 5, expectation=exp))
+    evs = [run.step(13.5, expectation=exp) for _ in range(3)]
+    assert evs[-1].flow_flags & FLAG_PREDICT and evs[-1].pressure_flags == 0
+    (cause,) = [c for c in evs[-1].causes if c.method == "PREDICT"]
+    assert cause == Cause("PREDICT", "flow", "forecast", 13.5, [7.0, 13.0], 7)
+
+
+def test_no_expectation_no_predict() -> None:
+    run = Run()
+    assert not any(f & FLAG_PREDICT for f in run.flows([14.0] * 10))
+    nan_exp = Expectation(flow=math.nan, pressure=None, flow_band=1.0, pressure_band=None)
+    assert not any(f & FLAG_PREDICT for f in run.flows([14.0] * 10, expectation=nan_exp))
+
+
+def test_without_criteria_only_system() -> None:
+    run = Run(crit=None)
+    exp = Expectation(flow=10.0, pressure=4.0, flow_band=1.0, pressure_band=0.1)
+    evs = [run.step(500.0, 9.0, expectation=exp) for _ in range(10)]
+    assert all(e.flow_flags == 0 and e.pressure_flags == 0 for e in evs)
+    ev = run.step(None, -1.0)
+    assert ev.flow_flags == FLAG_SYSTEM and ev.pressure_flags == FLAG_SYSTEM
+    assert all(c.criteria_version is None for c in ev.causes)
+
+
+# -- SYSTEM ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "flow_flag", "pressure_flag"),
+    [
+        (0x00, 0, 0),
+        (0x01, FLAG_SYSTEM, 0),
+        (0x02, 0, FLAG_SYSTEM),
+        (0x03, FLAG_SYSTEM, FLAG_SYSTEM),
+        (0x04, FLAG_SYSTEM, FLAG_SYSTEM),  # low battery
+        (0x08, FLAG_SYSTEM, FLAG_SYSTEM),  # power failure
+        (0x10, FLAG_SYSTEM, FLAG_SYSTEM),  # comm error
+        (0x20, FLAG_SYSTEM, FLAG_SYSTEM),  # enclosure opened
+        (0x80, FLAG_SYSTEM, FLAG_SYSTEM),  # unknown bit: kept and reported
+    ],
+)
+def test_status_bits_per_quantity(status, flow_flag, pressure_flag) -> None:
+    ev = Run().step(status=status)
+    assert (ev.flow_flags, ev.pressure_flags) == (flow_flag, pressure_flag)
+    for c in ev.causes:
+        assert c.method == "SYSTEM" and c.reason == "status_bit" and c.observed == status
+
+
+@pytest.mark.parametrize(("status", "counts"), [(0x04, True), (0x20, True), (0x80, True),
+                                                 (0x01, False), (0x08, False), (0x10, False),
+                                                 (0x02, True)])
+def test_advisory_bits_keep_the_value_judged(status, counts) -> None:
+    run = Run()
+    run.flows([20.0, 20.0])
+    ev = run.step(20.0, status=status)
+    assert bool(ev.flow_flags & FLAG_VALUE) == counts
+    # An untrusted reading neither counts nor resets: the next one completes the run.
+    assert run.step(20.0).flow_flags & FLAG_VALUE
+
+
+@pytest.mark.parametrize("missing", [None, math.nan])
+def test_missing_value(missing) -> None:
+    run = Run()
+    run.flows([20.0, 20.0])
+    ev = run.step(missing)
+    assert ev.flow_flags == FLAG_SYSTEM and ev.pressure_flags == 0
+    assert reasons(ev) == {"missing"}
+    assert ev.causes[0].observed is None
+    assert run.step(20.0).flow_flags == FLAG_VALUE  # the run was not reset
+    ev = run.step(10.0, None)
+    assert ev.pressure_flags == FLAG_SYSTEM and reasons(ev, "pressure") == {"missing"}
+
+
+def test_range_uses_limits_tightened_never_widened_by_criteria() -> None:
+    ev = Run().step(-0.5, 25.0)
+    assert ev.flow_flags == ev.pressure_flags == FLAG_SYSTEM
+    flow_cause = next(c for c in ev.causes if c.quantity == "flow")
+    assert (flow_cause.reason, flow_cause.observed, flow_cause.threshold) == (
+        "range", -0.5, [0.0, 10000.0])
+    tight = Run(criteria(flow_range=(1.0, 12.0)))
+    ev = tight.step(12.5)
+    assert ev.flow_flags == FLAG_SYSTEM and ev.causes[0].threshold == [1.0, 12.0]
+    wide = Run(criteria(flow_range=(-100.0, 1e9)))
+    ev = wide.step(20000.0)
+    assert ev.flow_flags == FLAG_SYSTEM and ev.causes[0].threshold == [0.0, 10000.0]
+
+
+def test_stuck_after_stuck_minutes() -> None:
+    run = Run()
+    flags = run.flows([12.34] * 32)
+    first = flags.index(FLAG_SYSTEM)
+    assert first == 30  # 31st identical reading: 30 minutes unchanged
+    assert all(f == FLAG_SYSTEM for f in flags[first:])
+    cause = run.step(12.34).causes[0]
+    assert (cause.reason, cause.observed, cause.threshold) == ("stuck", 32.0, 30.0)
+    assert run.step(12.35).flow_flags == 0  # any change releases it
+
+
+def test_stuck_value_out_of_band_does_not_count_for_value() -> None:
+    run = Run()
+    short = SystemLimits(stuck_minutes=2)
+    flags = [run.step(20.0, 4.0 + i / 100, limits=short).flow_flags for i in range(6)]
+    # minutes 0,1 count toward VALUE, from minute 2 the value is stuck: SYSTEM only
+    assert flags == [0, 0, FLAG_SYSTEM, FLAG_SYSTEM, FLAG_SYSTEM, FLAG_SYSTEM]
+
+
+def test_stuck_exemptions_and_resets() -> None:
+    run = Run()
+    zeros = [run.step(0.0, 4.0 + i / 1000) for i in range(60)]  # zero flow at night is legit
+    assert not any("stuck" in reasons(ev) for ev in zeros)
+    # pressure stuck at 0 is not exempt
+    evs = [run.step(10.0 + i / 100, 0.0) for i in range(40)]
+    assert "stuck" in reasons(evs[-1], "pressure")
+    # a missing value breaks the run
+    run = Run()
+    run.flows([11.0] * 20)
+    run.step(None)
+    assert not any(f & FLAG_SYSTEM for f in run.flows([11.0] * 25))
+
+
+def test_clock_ahead_flags_both_and_keeps_state() -> None:
+    run = Run()
+    run.flows([20.0, 20.0])
+    now = run.t
+    ahead = run.step(20.0, 4.0, time=now + 301, now=now)
+    assert ahead.flow_flags == ahead.pressure_flags == FLAG_SYSTEM
+    assert reasons(ahead) == {"clock_ahead"}
+    assert ahead.causes[0].observed == 301.0 and ahead.causes[0].threshold == 300.0
+    assert run.state.last_time == now  # a future stamp does not make the next readings late
+    assert run.step(20.0).flow_flags == FLAG_VALUE  # and did not count toward the run
+    on_edge = run.step(10.0, 4.0, time=run.t + 300, now=run.t)
+    assert on_edge.flow_flags & FLAG_SYSTEM == 0
+
+
+def test_late_reading_gets_stateless_checks_only() -> None:
+    run = Run()
+    run.flows([20.0, 20.0])
+    before = SensorState.from_dict(run.state.to_dict())
+    late = run.step(20.0, None, time=run.t - 600)
+    assert late.flow_flags == 0  # would have completed the VALUE run if in order
+    assert late.pressure_flags == FLAG_SYSTEM and reasons(late) == {"missing"}
+    dup = run.step(20.0, 4.0, 0x01, time=run.t)  # same time as the newest: late too
+    assert dup.flow_flags == FLAG_SYSTEM
+    assert run.state == before
+    assert run.step(20.0).flow_flags == FLAG_VALUE
+
+
+# -- NIGHT carry ----------------------------------------------------------------------------
+
+
+def test_night_verdict_is_carried_on_every_flow_evaluation() -> None:
+    run = Run()
+    cause = {"observed": 2.6, "threshold": 2.3, "criteria_version": 7, "night": "2026-01-05"}
+    apply_night_verdict(run.state, True, cause)
+    for ev in (run.step(), run.step(None), run.step(time=run.t - 3000)):
+        assert ev.flow_flags & FLAG_NIGHT and not ev.pressure_flags & FLAG_NIGHT
+        assert Cause("NIGHT", "flow", "mnf", 2.6, 2.3, 7) in ev.causes
+    restored = SensorState.from_dict(msgpack.unpackb(msgpack.packb(run.state.to_dict())))
+    assert restored.night_active and restored.night_cause == cause
+    apply_night_verdict(run.state, False, None)
+    assert run.step().flow_flags == 0 and run.state.night_cause is None
+
+
+# -- records and state ----------------------------------------------------------------------
+
+
+def test_evaluation_record_round_trips_through_msgpack() -> None:
+    run = Run()
+    run.flows([20.0, 20.0])
+    ev = run.step(20.0, 30.0, 0x04)
+    record = msgpack.unpackb(msgpack.packb(ev.to_record()))
+    assert record["flow_flags"] == FLAG_SYSTEM | FLAG_VALUE
+    assert {(c["method"], c["reason"]) for c in record["causes"]} == {
+        ("SYSTEM", "status_bit"), ("VALUE", "band"), ("SYSTEM", "range")}
+    assert Evaluation.from_record(record) == ev
+
+
+persistence = st.builds(Persistence, st.integers(0, 10**6), st.booleans(), st.integers(0, 10**6))
+quantity_state = st.builds(
+    QuantityState,
+    st.none() | st.floats(allow_nan=False),
+    st.none() | st.integers(0, 2**40),
+    persistence, persistence,
+)
+json_scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(
+    allow_nan=False) | st.text(max_size=10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.builds(
+    SensorState,
+    last_time=st.none() | st.integers(0, 2**40),
+    flow=quantity_state, pressure=quantity_state, night_active=st.booleans(),
+    night_cause=st.none() | st.dictionaries(st.text(max_size=10), json_scalars, max_size=4),
+))
+def test_state_round_trip(state: SensorState) -> None:
+    assert SensorState.from_dict(msgpack.unpackb(msgpack.packb(state.to_dict()))) == state
+
+
+def test_fresh_state_from_empty_dict() -> None:
+    assert SensorState.from_dict({}) == SensorState()
+
+
+# -- silence --------------------------------------------------------------------------------
+
+
+def test_silence_alerts_once_per_silent_minute() -> None:
+    seen = {SensorId("001"): EpochSeconds(T0), SensorId("002"): EpochSeconds(T0 + 240)}
+    alerted: dict[SensorId, EpochSeconds] = {}
+
+    def due(now: int) -> list[tuple[str, int]]:
+        return silence_alerts(seen, alerted, EpochSeconds(T0 + now), 5)
+
+    assert due(299) == []
+    assert due(300) == [("001", T0 + 300)]
+    assert due(330) == []  # not twice for the same minute
+    assert due(425) == [("001", T0 + 360), ("001", T0 + 420)]
+    assert due(545) == [("001", T0 + 480), ("001", T0 + 540), ("002", T0 + 540)]
+    assert alerted == {"001": T0 + 540, "002": T0 + 540}
+    # 001 comes back, then goes silent again: a new silence of its own
+    seen[SensorId("001")] = EpochSeconds(T0 + 600)
+    assert due(899) == [("002", T0 + m) for m in (600, 660, 720, 780, 840)]
+    assert due(900) == [("001", T0 + 900), ("002", T0 + 900)]
+
+
+def test_silence_alerts_cap_keeps_the_newest() -> None:
+    seen = {SensorId("007"): EpochSeconds(T0)}
+    alerted: dict[SensorId, EpochSeconds] = {}
+    out = silence_alerts(seen, alerted, EpochSeconds(T0 + 3 * 3600 + 17), 5, max_per_sensor=10)
+    newest = T0 + 3 * 3600
+    assert out == [("007", newest - 60 * i) for i in range(9, -1, -1)]
+    assert alerted["007"] == newest
+    assert silence_alerts(seen, alerted, EpochSeconds(newest + 59), 5) == []
+
+
+def test_flat_band_helpers_are_sane() -> None:
+    # guard for the fixtures above: 10.0 is in band, 20.0 and 2.0 are out
+    assert FLOW_BAND.contains(10.0) and not FLOW_BAND.contains(20.0)
+    assert float(true_flow(np.array([T0 + 3 * 3600]))[0]) == pytest.approx(25.0)

@@ -1,0 +1,621 @@
+"""storage.store against a real LMDB in temporary directories (and child processes)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.types import EpochSeconds, Reading, SensorId, StoredReading
+from storage.store import (
+    OutboxEntry,
+    RejectRecord,
+    Store,
+    StoreError,
+    StoreFullError,
+    WriteBatch,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = 86_400
+S1, S2, S3 = SensorId("001"), SensorId("002"), SensorId("003")
+
+
+def reading(sensor: str, t: int, flow: float | None = 1.0, pressure: float | None = 2.0,
+            status: int = 0) -> Reading:
+    return Reading(SensorId(sensor), EpochSeconds(t), flow, pressure, status)
+
+
+def minutes(sensor: str, start: int, count: int, step: int = 60) -> list[Reading]:
+    return [reading(sensor, start + i * step, float(i), 3.0 + i % 7, i % 4) for i in range(count)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "db", sync=False) as s:
+        yield s
+
+
+# Child processes open the store themselves (py-lmdb must never cross a fork).
+CHILD_PRELUDE = """
+import sys
+from core.types import Reading
+from storage.store import Store, StoreFullError
+def minutes(sensor, start, count):
+    return [Reading(sensor, start + i * 60, float(i), 3.0 + i % 7, i % 4) for i in range(count)]
+"""
+
+
+def run_child(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CHILD_PRELUDE + code, *args], cwd=ROOT, capture_output=True,
+        text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )
+
+
+def start_child(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_PRELUDE + code, *args], cwd=ROOT, stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+# -- ingest ---------------------------------------------------------------------------
+
+
+def test_ingest_is_idempotent_first_write_wins(store: Store) -> None:
+    first = store.ingest(minutes(S1, 0, 5))
+    assert [s.arrival for s in first.stored] == [1, 2, 3, 4, 5]
+    assert (first.duplicates, first.conflicts) == (0, 0)
+
+    again = store.ingest([
+        reading(S1, 60, 1.0, 4.0, 1),  # identical to what is stored
+        reading(S1, 120, 99.0, 4.0, 0),  # same time, other values
+        reading(S1, 300, 5.0),  # new
+    ])
+    assert [(s.arrival, s.reading.time) for s in again.stored] == [(6, 300)]
+    assert (again.duplicates, again.conflicts) == (2, 1)
+    assert store.readings(S1, 120, 121) == [reading(S1, 120, 2.0, 5.0, 2)]  # the first write
+    assert [s.reading.time for s in store.journal(0)] == [0, 60, 120, 180, 240, 300]
+    assert store.journal_head() == 6
+    counters = store.counters()
+    assert (counters["duplicates"], counters["conflicts"]) == (2, 1)
+
+
+def test_duplicates_inside_one_batch_keep_the_first(store: Store) -> None:
+    result = store.ingest([reading(S1, 60, 1.0), reading(S1, 60, 2.0), reading(S1, 60, 1.0)])
+    assert len(result.stored) == 1
+    assert (result.duplicates, result.conflicts) == (2, 1)
+    assert store.latest_reading(S1) == reading(S1, 60, 1.0)
+
+
+def test_missing_and_nan_equal_values_are_not_conflicts(store: Store) -> None:
+    store.ingest([reading(S1, 60, None, None), reading(S1, 120, 0.0)])
+    result = store.ingest([reading(S1, 60, None, None), reading(S1, 120, -0.0)])
+    assert (result.duplicates, result.conflicts) == (2, 0)
+
+
+readings_strategy = st.lists(
+    st.builds(
+        reading,
+        st.sampled_from(["001", "002", "999"]),
+        st.integers(0, 2**40),
+        st.none() | st.floats(allow_nan=False),
+        st.none() | st.floats(allow_nan=False),
+        st.integers(0, 255),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches=st.lists(readings_strategy, max_size=3))
+def test_ingest_round_trips_and_first_wins(batches: list[list[Reading]]) -> None:
+    model: dict[tuple[str, int], Reading] = {}
+    arrivals: list[StoredReading] = []
+    with tempfile.TemporaryDirectory() as tmp, Store(tmp, sync=False, map_size_mb=1) as store:
+        for batch in batches:
+            result = store.ingest(batch)
+            arrivals += result.stored
+            expected_new = []
+            for r in batch:
+                if (r.sensor, r.time) not in model:
+                    model[r.sensor, r.time] = r
+                    expected_new.append(r)
+            assert [s.reading for s in result.stored] == expected_new
+        assert [s.arrival for s in arrivals] == list(range(1, len(model) + 1))
+        assert store.journal(0, limit=10_000) == arrivals
+        for sensor in ("001", "002", "999"):
+            expected = sorted((r for r in model.values() if r.sensor == sensor),
+                              key=lambda r: r.time)
+            assert store.readings(SensorId(sensor)) == expected
+        assert store.sensors() == sorted({r.sensor for r in model.values()})
+
+
+def test_rejects_are_kept_bounded_and_counted(tmp_path: Path) -> None:
+    with Store(tmp_path, rejects_max=3, sync=False) as store:
+        rejects = [RejectRecord(1000.0 + i, "checksum" if i % 2 else "syntax", b"$X%d" % i)
+                   for i in range(5)]
+        result = store.ingest([reading(S1, 60)], rejects)
+        assert len(result.stored) == 1  # readings and rejects in the same commit
+        assert store.rejects() == rejects[2:]
+        assert store.rejects(limit=1) == rejects[4:]
+        assert store.counters() == {"reject.checksum": 2, "reject.syntax": 3}
+
+
+# -- reads ----------------------------------------------------------------------------
+
+
+def test_range_scans_are_per_sensor_and_half_open(store: Store) -> None:
+    store.ingest(minutes(S2, 0, 10) + minutes(S1, 0, 10) + minutes(S3, 0, 10))
+    assert store.sensors() == [S1, S2, S3]
+    assert [r.time for r in store.readings(S2, 120, 300)] == [120, 180, 240]
+    assert [r.time for r in store.readings(S2, 121, 301)] == [180, 240, 300]
+    assert all(r.sensor == S2 for r in store.readings(S2))
+    assert [r.time for r in store.readings(S2, since=480)] == [480, 540]
+    assert [r.time for r in store.readings(S2, until=120)] == [0, 60]
+    assert store.readings(S2, 300, 300) == []
+    assert store.readings(SensorId("004")) == []
+    assert store.count_readings(S2) == 10 and store.count_readings(S2, 60, 180) == 2
+    assert store.first_reading(S3) == minutes(S3, 0, 1)[0]
+    assert store.latest_reading(S1) == minutes(S1, 0, 10)[-1]
+    assert store.latest_reading(SensorId("004")) is None
+    assert store.first_reading(SensorId("004")) is None
+
+
+def test_reading_arrays_have_nan_for_missing_values(store: Store) -> None:
+    store.ingest([reading(S1, 60, 1.5, None, 0x10), reading(S1, 120, None, 2.5, 0),
+                  reading(S1, 180, 3.5, 4.5, 1), reading(S2, 60, 9.0, 9.0)])
+    arrays = store.reading_arrays(S1)
+    assert arrays.time.dtype == np.int64 and arrays.status.dtype == np.uint8
+    assert arrays.flow.dtype == np.float64 and arrays.pressure.dtype == np.float64
+    assert arrays.time.tolist() == [60, 120, 180]
+    np.testing.assert_array_equal(arrays.flow, [1.5, np.nan, 3.5])
+    np.testing.assert_array_equal(arrays.pressure, [np.nan, 2.5, 4.5])
+    assert arrays.status.tolist() == [0x10, 0, 1]
+    assert store.reading_arrays(S1, 100, 180).time.tolist() == [120]
+    empty = store.reading_arrays(SensorId("005"))
+    assert len(empty) == 0 and empty.flow.dtype == np.float64
+    assert store.readings(S1)[0] == reading(S1, 60, 1.5, None, 0x10)
+
+
+@pytest.mark.slow
+def test_a_year_of_readings_reads_fast(store: Store) -> None:
+    year = 525_600
+    for start in range(0, year, 131_400):
+        store.ingest([Reading(S1, EpochSeconds(i * 60), float(i), 2.0, 0)
+                      for i in range(start, min(start + 131_400, year))])
+    store.ingest(minutes(S2, 0, 10))
+    best = math.inf
+    for _ in range(2):
+        began = time.perf_counter()
+        arrays = store.reading_arrays(S1)
+        best = min(best, time.perf_counter() - began)
+    assert len(arrays) == year and arrays.flow[-1] == year - 1
+    assert bool(np.all(np.diff(arrays.time) == 60))
+    assert best < 1.0  # the design's budget; a per-row Python loop takes longer
+
+
+def test_journal_order_head_and_trim(store: Store) -> None:
+    assert store.journal_head() == 0 and store.journal(0) == []
+    store.ingest([reading(S2, 600), reading(S1, 60)])
+    store.ingest([reading(S1, 0), reading(S1, 60)])
+    journal = store.journal(0)
+    assert [(s.arrival, s.reading.sensor, s.reading.time) for s in journal] == [
+        (1, S2, 600), (2, S1, 60), (3, S1, 0)]
+    assert store.journal(1, limit=1) == journal[1:2]
+    assert store.journal(3) == []
+    assert store.trim_journal(2) == 2
+    assert store.journal(0) == journal[2:]
+    assert store.journal_head() == 3  # trimming never moves the head back
+    store.ingest([reading(S3, 60)])
+    assert store.journal(0)[-1].arrival == 4
+
+
+def test_detections_night_blocks_and_docs(store: Store) -> None:
+    def write(b: WriteBatch) -> list[bool]:
+        b.put_detection(S1, 120, {"causes": ["value"], "observed": 3.5})
+        b.put_detection(S1, 60, {"causes": ["system"]})
+        b.put_detection(S2, 60, {"causes": ["night"]})
+        b.put_doc("criteria", f"{S1}/000002", {"version": 2})
+        b.put_doc("criteria", f"{S1}/000001", {"version": 1})
+        b.put_doc("criteria", f"{S2}/000001", {"version": 1})
+        b.put_doc("forecast", S1, {"values": np.arange(3, dtype=np.float32), "n": np.int64(3)})
+        return [b.put_night_block(S1, 600, {"mean": 1.0}),
+                b.put_night_block(S1, 600, {"mean": 9.0})]
+
+    assert store.transact(write) == [True, False]
+    assert store.transact(lambda b: b.put_night_block(S1, 600, {"mean": 7.0})) is False
+    assert store.night_blocks(S1) == [{"mean": 1.0, "sensor": S1, "start": 600}]
+    assert [d["time"] for d in store.detections(S1)] == [60, 120]
+    assert store.detections(S1, since=100) == [
+        {"causes": ["value"], "observed": 3.5, "sensor": S1, "time": 120}]
+    assert [key for key, _ in store.docs("criteria", f"{S1}/")] == [f"{S1}/000001", f"{S1}/000002"]
+    assert len(store.docs("criteria")) == 3
+    assert store.doc("criteria", f"{S2}/000001") == {"version": 1}
+    assert store.doc("criteria", "nope") is None
+    assert store.doc("forecast", S1) == {"values": [0.0, 1.0, 2.0], "n": 3}
+
+
+# -- transactions, offsets, outbox ------------------------------------------------------
+
+
+def test_offset_and_state_commit_with_the_work(store: Store) -> None:
+    store.ingest(minutes(S1, 0, 3))
+
+    def work(b: WriteBatch) -> int:
+        b.put_detection(S1, 60, {"causes": ["value"]})
+        seq = b.append_outbox({"type": "ALR", "sensor": S1})
+        b.set_offset("detector", 3, {"persist": {S1: [1, 2]}})
+        b.count("alerts")
+        assert b.peek_sequence() == seq and b.offset("detector") == 3
+        return seq
+
+    assert store.transact(work) == 1
+    assert store.offset("detector") == 3
+    assert store.consumer_state("detector") == {"persist": {S1: [1, 2]}}
+
+    def failing(b: WriteBatch) -> None:
+        b.put_detection(S1, 120, {"causes": ["value"]})
+        b.append_outbox({"type": "ALR"})
+        b.set_offset("detector", 9, {"persist": {}})
+        b.count("alerts")
+        raise RuntimeError("detector crashed mid-batch")
+
+    with pytest.raises(RuntimeError):
+        store.transact(failing)
+    assert store.offset("detector") == 3
+    assert store.consumer_state("detector") == {"persist": {S1: [1, 2]}}
+    assert [d["time"] for d in store.detections(S1)] == [60]
+    assert store.outbox_depth() == 1 and store.peek_outbox_seq() == 1
+    assert store.counters() == {"alerts": 1}
+    assert store.offset("nobody") == 0 and store.consumer_state("nobody") is None
+
+    store.transact(lambda b: b.set_offset("detector", 4))  # no state: the stored one stays
+    assert store.consumer_state("detector") == {"persist": {S1: [1, 2]}}
+
+
+def test_batch_is_unusable_after_its_transaction(store: Store) -> None:
+    kept = store.transact(lambda b: b)
+    with pytest.raises(StoreError, match="transaction already ended"):
+        kept.put_doc("x", "y", 1)
+
+
+def test_outbox_sequence_survives_reopen_and_is_never_reused(tmp_path: Path) -> None:
+    with Store(tmp_path, sync=False, clock=lambda: 1000.0) as store:
+        seqs = store.transact(lambda b: [b.append_outbox({"n": i}) for i in range(3)])
+        assert seqs == [1, 2, 3]
+        assert store.outbox(after=1) == [OutboxEntry(2, {"n": 1}, 1000.0, 0),
+                                         OutboxEntry(3, {"n": 2}, 1000.0, 0)]
+        assert store.transact(lambda b: b.delete_outbox_through(3)) == 3
+        assert store.outbox_depth() == 0 and store.outbox_oldest() is None
+    with Store(tmp_path, sync=False) as store:
+        assert store.peek_outbox_seq() == 3
+        assert store.transact(lambda b: b.append_outbox({"n": 3})) == 4
+
+
+def test_outbox_attempts_and_single_delete(store: Store) -> None:
+    store.transact(lambda b: [b.append_outbox({"n": i}) for i in range(4)])
+    store.transact(lambda b: (b.mark_outbox_attempt(2), b.mark_outbox_attempt(2),
+                              b.mark_outbox_attempt(99)))
+    assert [e.attempts for e in store.outbox()] == [0, 2, 0, 0]
+    assert store.transact(lambda b: b.delete_outbox(2)) is True
+    assert store.transact(lambda b: b.delete_outbox(2)) is False
+    assert [e.seq for e in store.outbox()] == [1, 3, 4]
+    assert store.transact(lambda b: b.delete_outbox_through(3)) == 2
+    assert store.outbox_oldest() == store.outbox()[0] and store.outbox_oldest().seq == 4
+
+
+def test_outbox_bound_drops_the_oldest_and_counts(tmp_path: Path) -> None:
+    with Store(tmp_path, outbox_max=3, sync=False) as store:
+        store.transact(lambda b: [b.append_outbox({"n": i}) for i in range(5)])
+        store.transact(lambda b: b.append_outbox({"n": 5}))
+        assert [e.seq for e in store.outbox()] == [4, 5, 6]
+        assert store.outbox_depth() == 3
+        assert store.counters()["outbox_dropped"] == 3
+
+
+def test_readonly_store_refuses_writes(tmp_path: Path) -> None:
+    with Store(tmp_path, sync=False) as writer, Store(tmp_path, readonly=True) as reader:
+        writer.ingest([reading(S1, 60)])
+        with pytest.raises(StoreError, match="read-only"):
+            reader.transact(lambda b: b.put_doc("x", "y", 1))
+        with pytest.raises(StoreError, match="read-only"):
+            reader.ingest([reading(S1, 120)])
+
+
+# -- map growth and full store --------------------------------------------------------------
+
+
+def test_map_grows_from_a_tiny_map_without_losing_anything(tmp_path: Path) -> None:
+    with Store(tmp_path, map_size_mb=1, map_max_mb=64, sync=False) as store:
+        for start in range(0, 60_000, 6_000):
+            store.ingest(minutes(S1, start * 60, 6_000))
+        calls = 0
+
+        def big(b: WriteBatch) -> str:
+            nonlocal calls
+            calls += 1
+            for i in range(3_000):
+                b.put_doc("blob", f"{i:05d}", b"x" * 1_000)
+            return "done"
+
+        assert store.transact(big) == "done"
+        assert calls > 1  # aborted on MapFull and run again after growing
+        assert store.map_size_mb() > 1
+        assert store.count_readings(S1) == 60_000 and store.journal_head() == 60_000
+        assert len(store.docs("blob")) == 3_000
+    with Store(tmp_path, map_size_mb=1, sync=False) as store:
+        assert store.count_readings(S1) == 60_000
+        assert store.map_size_mb() > 1  # reopened with room for what is there
+
+
+def test_store_full_error_when_the_map_reaches_its_maximum(tmp_path: Path) -> None:
+    with Store(tmp_path, map_size_mb=1, map_max_mb=2, sync=False) as store:
+        stored = 0
+        with pytest.raises(StoreFullError, match="map_max_mb=2"):
+            for start in range(0, 1_000_000, 2_000):
+                stored += len(store.ingest(minutes(S1, start * 60, 2_000)).stored)
+        assert stored > 0
+        assert store.count_readings(S1) == stored == store.journal_head()
+        assert 0 < store.used_pct() <= 100
+        store.transact(lambda b: b.set_offset("detector", 1))  # small writes still fit
+    with Store(tmp_path, map_size_mb=1, map_max_mb=2, sync=False) as store:
+        assert store.count_readings(S1) == stored
+
+
+def test_concurrent_readers_while_the_writer_grows_the_map(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+    with Store(tmp_path, map_size_mb=1, sync=False) as store:
+        def read() -> None:
+            try:
+                while not done.is_set():
+                    times = store.reading_arrays(S1).time
+                    assert bool(np.all(np.diff(times) == 60))
+                    journal = store.journal(0, limit=500)
+                    assert [s.arrival for s in journal] == list(range(1, len(journal) + 1))
+                    store.latest_reading(S1)
+                    time.sleep(0.0005)  # leave the writer some of the GIL
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                errors.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for t in readers:
+            t.start()
+        try:
+            for start in range(0, 20_000, 2_000):
+                store.ingest(minutes(S1, start * 60, 2_000))
+        finally:
+            done.set()
+            for t in readers:
+                t.join()
+        assert errors == []
+        assert store.map_size_mb() > 1 and store.count_readings(S1) == 20_000
+
+
+# -- retention ------------------------------------------------------------------------
+
+
+def test_retention_follows_each_sensors_newest_reading(store: Store) -> None:
+    t0 = 1_700_000_000
+    store.ingest([reading(S1, t0 + d * DAY) for d in range(10)]
+                 + [reading(S2, t0 + d * DAY) for d in range(3)])
+
+    def extras(b: WriteBatch) -> None:
+        for d in range(10):
+            b.put_detection(S1, t0 + d * DAY, {"d": d})
+            b.put_night_block(S1, t0 + d * DAY, {"d": d})
+
+    store.transact(extras)
+    # S1's newest is day 9: keep days 4..9; S2's newest is day 2: all of it stays.
+    assert store.apply_retention(5) == 3 * 4
+    assert [(r.time - t0) // DAY for r in store.readings(S1)] == [4, 5, 6, 7, 8, 9]
+    assert store.count_readings(S2) == 3
+    assert [d["d"] for d in store.detections(S1)] == [4, 5, 6, 7, 8, 9]
+    assert [b["d"] for b in store.night_blocks(S1)] == [4, 5, 6, 7, 8, 9]
+    assert store.apply_retention(5) == 0
+    with pytest.raises(ValueError):
+        store.apply_retention(0)
+
+
+def test_retention_deletes_in_bounded_transactions(store: Store) -> None:
+    store.ingest(minutes(S1, 0, 25_000))
+    newest = 24_999 * 60
+    assert store.apply_retention(1) == 24_999 - DAY // 60  # everything before newest - 1 day
+    assert store.first_reading(S1).time == newest - DAY
+
+
+# -- processes, crashes, read-only opens ---------------------------------------------------
+
+
+def test_readonly_in_the_same_process_shares_the_writer(tmp_path: Path) -> None:
+    with Store(tmp_path, sync=False) as writer:
+        writer.ingest([reading(S1, 60)])
+        reader = Store(tmp_path, readonly=True)
+        writer.ingest([reading(S1, 120)])
+        assert [r.time for r in reader.readings(S1)] == [60, 120]
+        reader.close()
+        writer.ingest([reading(S1, 180)])  # closing the reader left the writer working
+        assert writer.count_readings(S1) == 3
+
+
+def test_two_writers_in_one_process_share_the_environment(tmp_path: Path) -> None:
+    first, second = Store(tmp_path, sync=False), Store(tmp_path, sync=False)
+    first.ingest([reading(S1, 60)])
+    assert second.ingest([reading(S1, 120)]).stored[0].arrival == 2
+    first.close()
+    assert second.count_readings(S1) == 2  # still open: the last close closes LMDB
+    second.close()
+    with Store(tmp_path, readonly=True) as reader:
+        assert reader.journal_head() == 2
+
+
+def test_writer_opened_after_a_readonly_store_in_the_same_process(tmp_path: Path) -> None:
+    Store(tmp_path, sync=False).close()
+    with Store(tmp_path, readonly=True) as reader:
+        with Store(tmp_path, sync=False) as writer:
+            writer.ingest([reading(S1, 60)])
+        assert reader.latest_reading(S1) == reading(S1, 60)
+
+
+def test_readonly_open_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store"):
+        Store(tmp_path / "absent", readonly=True)
+    assert not (tmp_path / "absent").exists()
+
+
+READ_COUNT = """
+with Store(sys.argv[1], readonly=True) as s:
+    print(s.count_readings("001"), s.journal_head(), s.doc("k", "v"))
+"""
+
+
+def test_readonly_process_sees_what_the_open_writer_committed(tmp_path: Path) -> None:
+    with Store(tmp_path) as writer:
+        writer.ingest(minutes(S1, 0, 500))
+        writer.transact(lambda b: b.put_doc("k", "v", 7))
+        child = run_child(READ_COUNT, str(tmp_path))
+        assert child.returncode == 0, child.stderr
+        assert child.stdout.split() == ["500", "500", "7"]
+        writer.ingest(minutes(S1, 500 * 60, 10))  # the writer is unaffected
+
+
+def test_readonly_store_follows_a_map_grown_by_another_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="storage.store")
+    with Store(tmp_path, map_size_mb=1) as writer:
+        writer.ingest(minutes(S1, 0, 10))
+    with Store(tmp_path, readonly=True) as reader:
+        assert reader.count_readings(S1) == 10
+        grow = """
+with Store(sys.argv[1], map_size_mb=1, sync=False) as s:
+    for start in range(10, 40_010, 4_000):
+        s.ingest(minutes("001", start * 60, 4_000))
+    print(s.map_size_mb())
+"""
+        child = run_child(grow, str(tmp_path))
+        assert child.returncode == 0, child.stderr
+        assert float(child.stdout) > 1
+        assert reader.count_readings(S1) == 40_010
+        assert len(reader.reading_arrays(S1)) == 40_010
+    assert "map size adopted from another process" in caplog.text
+
+
+CRASHING_WRITER = """
+with Store(sys.argv[1], map_size_mb=1) as s:
+    for batch in range(10_000):
+        result = s.ingest(minutes("001", batch * 50 * 60, 50))
+        s.transact(lambda b: b.set_offset("writer", result.stored[-1].arrival, {"batch": batch}))
+        print(batch, flush=True)
+"""
+
+
+def test_reopen_after_the_writer_is_killed_mid_stream(tmp_path: Path) -> None:
+    child = start_child(CRASHING_WRITER, str(tmp_path))
+    assert child.stdout is not None
+    acknowledged = -1
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 60:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    with Store(tmp_path) as store:
+        # everything reported as committed is there, and nothing is half there
+        count = store.count_readings(S1)
+        assert count >= (acknowledged + 1) * 50 and count % 50 == 0
+        assert store.journal_head() == count
+        assert [s.arrival for s in store.journal(0, limit=count)] == list(range(1, count + 1))
+        assert store.consumer_state("writer")["batch"] >= acknowledged
+        assert store.offset("writer") in (count, count - 50)
+        assert store.ingest([reading(S2, 60)]).stored[0].arrival == count + 1
+
+
+HANGING_WRITER = """
+import time
+with Store(sys.argv[1]) as s:
+    def work(b):
+        b.put_doc("k", "lost", 1)
+        print("inside", flush=True)
+        time.sleep(60)
+    s.transact(work)
+"""
+
+
+def test_a_writer_killed_inside_its_transaction_leaves_no_lock(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    child = start_child(HANGING_WRITER, str(tmp_path))
+    assert child.stdout is not None and child.stdout.readline() == "inside\n"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    done = threading.Event()
+
+    def write() -> None:  # in a thread so that a stuck lock fails the test, not the run
+        with Store(tmp_path) as store:
+            store.transact(lambda b: b.put_doc("k", "kept", 2))
+            assert store.docs("k") == [("kept", 2)]
+        done.set()
+
+    worker = threading.Thread(target=write, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done.is_set()
+
+
+DISK_FULL = """
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+with Store(sys.argv[1]) as s:
+    s.ingest(minutes("001", 0, 100))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))  # the disk "fills up"
+    try:
+        for batch in range(1, 1000):
+            s.ingest(minutes("001", batch * 1000 * 60, 1000))
+        print("never full")
+    except StoreFullError as exc:
+        print("full:", exc, file=sys.stderr)
+    print(s.count_readings("001"), s.journal_head())
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed again
+    s.ingest(minutes("002", 0, 10))
+"""
+
+
+def test_disk_full_raises_store_full_and_keeps_the_store_intact(tmp_path: Path) -> None:
+    child = run_child(DISK_FULL, str(tmp_path))
+    assert child.returncode == 0, child.stderr
+    assert "full: store at" in child.stderr and "the write was not kept" in child.stderr
+    count, head = map(int, child.stdout.split())
+    assert count == head and count >= 100 and (count - 100) % 1000 == 0
+    with Store(tmp_path) as store:
+        assert store.count_readings(S1) == count
+        assert store.count_readings(S2) == 10
+        assert store.journal_head() == count + 10
+
+
+def test_used_pct_and_closed_store(tmp_path: Path) -> None:
+    store = Store(tmp_path, map_size_mb=1, map_max_mb=4, sync=False)
+    before = store.used_pct()
+    store.ingest(minutes(S1, 0, 5_000))
+    assert 0 < before < store.used_pct() < 100
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.latest_reading(S1)
