@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from actors.base import ActorContext, GatewayActor
 from core import forecast as forecasting
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
@@ -40,6 +42,7 @@ class Predictor(GatewayActor):
         self.issued: dict[str, int] = {}
         self.pending: dict[str, int] = {}
         self.models: dict[SensorId, tuple[str, Any, Any] | None] = {}
+        self.histories: dict[SensorId, forecasting.HourlySeries] = {}
         self.last_duration_ms = 0.0
 
     def on_start(self) -> None:
@@ -90,9 +93,7 @@ class Predictor(GatewayActor):
 
     def _compute(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:
         model = self._model(sensor)
-        hours = max(NAIVE_WEEKS * 168, self.config.train.lookback_hours + 168)
-        arrays = self.store.reading_arrays(sensor, since=issued - hours * HOUR_S, until=issued)
-        history = forecasting.hourly_means(arrays.time, arrays.flow, arrays.pressure)
+        history = self._history(sensor, issued)
         if model is not None:
             version, flow_model, pressure_model = model
             try:
@@ -100,6 +101,34 @@ class Predictor(GatewayActor):
             except Exception:
                 self.log.exception("sensor %s: model %s failed; seasonal-naive instead", sensor, version)
         return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
+
+    def _history(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.HourlySeries:
+        """Hourly means of the hours before ``issued``, read incrementally.
+
+        Only the hours since the previous forecast are read from the store; a
+        reading arriving late for an hour already summarised is not folded in
+        (the next model training sees it).
+        """
+        hours = max(NAIVE_WEEKS * 168, self.config.train.lookback_hours + 168)
+        since = issued - hours * HOUR_S
+        cached = self.histories.get(sensor)
+        if cached is None or cached.end > issued or cached.end < since:
+            read_from = since
+            cached = None
+        else:
+            read_from = cached.end
+        arrays = self.store.reading_arrays(sensor, since=read_from, until=issued)
+        fresh = forecasting.hourly_means(arrays.time, arrays.flow, arrays.pressure)
+        span = (issued - since) // HOUR_S
+        flow = np.full(span, np.nan)
+        pressure = np.full(span, np.nan)
+        for part in (cached, fresh):
+            if part is not None and part.hours:
+                flow = np.fmax(flow, forecasting.aligned(part.flow, part.start, since, span))
+                pressure = np.fmax(pressure, forecasting.aligned(part.pressure, part.start, since, span))
+        history = forecasting.HourlySeries(EpochSeconds(since), flow, pressure)
+        self.histories[sensor] = history
+        return history
 
     def _model(self, sensor: SensorId) -> tuple[str, Any, Any] | None:
         doc = self.store.doc("model", sensor)

@@ -22,7 +22,7 @@ from ports import PortError, open_port
 from storage.store import RejectRecord, StoreFullError
 
 READ_CHUNK = 65536
-PORT_TIMEOUT_S = 0.05
+PORT_TIMEOUT_S = 0.2  # idle wait for the first byte; also how fast a stop is noticed
 REJECT_LOG_INTERVAL_S = 10.0
 # How far the reader may run ahead of the detector (arrivals not yet detected)
 # before it stops reading: bounds every inbox in the pipeline.
@@ -104,14 +104,25 @@ class SerialReader(GatewayActor):
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
 
     def _pump(self, port: serial.SerialBase) -> None:
+        """Read lines until stopped; commit whenever the port runs dry or a batch fills.
+
+        Waiting is a blocking one-byte read (no busy loop while the line is
+        quiet); once bytes flow the port is drained without waiting, because
+        pyserial's socket handler reports only whether *some* data is waiting.
+        """
         cfg = self.config.storage
         splitter = frames.LineSplitter()
         readings: list[Reading] = []
         rejects: list[RejectRecord] = []
         first_pending = 0.0
+        draining = False
         while not self._stopping.is_set():
             self._wait_for_consumers()
-            chunk = port.read(max(1, min(port.in_waiting, READ_CHUNK)))
+            chunk = port.read(READ_CHUNK if draining else 1)
+            if chunk and not draining:
+                port.timeout, draining = 0, True
+            elif not chunk and draining:
+                port.timeout, draining = PORT_TIMEOUT_S, False
             if chunk:
                 now = time.time()
                 if not readings and not rejects:
@@ -121,10 +132,9 @@ class SerialReader(GatewayActor):
             pending = len(readings) + len(rejects)
             if not pending:
                 continue
-            idle = not chunk or port.in_waiting == 0
             full = pending >= cfg.commit_max_readings
             old = (time.monotonic() - first_pending) * 1000 >= cfg.commit_max_ms
-            if idle or full or old:
+            if not chunk or full or old:
                 self._commit(readings, rejects)
                 readings, rejects = [], []
         if readings or rejects:
