@@ -69,7 +69,7 @@ class Detector(JournalConsumer):
         )
         for sensor in self.store.sensors():
             self._load_sensor(sensor)
-            self._apply_stored_night(sensor)
+            self._schedule_stored_nights(sensor)
         super().on_start()
 
     # -- messages ------------------------------------------------------------
@@ -86,7 +86,7 @@ class Detector(JournalConsumer):
             self._commit(out)
 
     def on_night(self, message: NightClosed) -> None:
-        self._apply_stored_night(SensorId(message.sensor))
+        self._schedule_stored_nights(SensorId(message.sensor))
 
     def on_forecast(self, message: ForecastIssued) -> None:
         self._load_forecast(SensorId(message.sensor))
@@ -160,14 +160,15 @@ class Detector(JournalConsumer):
         doc = self.store.doc("forecast", sensor)
         self.forecasts[sensor] = Forecast.from_record(doc) if doc else None
 
-    def _apply_stored_night(self, sensor: SensorId) -> None:
+    def _schedule_stored_nights(self, sensor: SensorId, after: str = "") -> None:
+        """Queue the stored night verdicts not yet carried (see SiteMonitor)."""
         assert self.monitor is not None
-        verdict = self.store.doc("night_verdict", sensor)
-        if verdict and self.monitor.apply_night_verdict(
-            sensor, verdict["night"], bool(verdict["leak"]), verdict.get("cause")
-        ):
-            # Persist at once: the verdict must survive a restart before the next reading.
-            self._commit(Outcome())
+        after = max(after, self.monitor.night_applied.get(sensor, ""))
+        for key, record in self.store.docs("night", prefix=f"{sensor}/"):
+            night = key.split("/", 1)[1]
+            if night > after and record.get("leak") is not None:
+                self.monitor.schedule_night_verdict(
+                    sensor, int(record["ends"]), night, bool(record["leak"]), record.get("cause"))
 
     def _check_criteria_schedule(self, sensors: set[SensorId]) -> None:
         assert self.monitor is not None

@@ -52,15 +52,13 @@ class NightFlow(JournalConsumer):
                 b.put_night_block(block.sensor, block.start, block.to_record())
             for summary, verdict in verdicts:
                 night = summary.night.isoformat()
-                record = {**summary.to_record(), "leak": verdict.leak if verdict else None,
+                # "ends": from when the Detector carries the verdict (event time).
+                record = {**summary.to_record(), "ends": self.window.bounds(summary.night)[1],
+                          "leak": verdict.leak if verdict else None,
                           "baseline": verdict.baseline if verdict else None,
-                          "threshold": verdict.threshold if verdict else None}
+                          "threshold": verdict.threshold if verdict else None,
+                          "cause": verdict.cause() if verdict and verdict.leak else None}
                 b.put_doc("night", f"{summary.sensor}/{night}", record)
-                if verdict is not None:
-                    b.put_doc("night_verdict", summary.sensor, {
-                        "night": night, "leak": verdict.leak,
-                        "cause": verdict.cause() if verdict.leak else None,
-                    })
             b.set_offset(CONSUMER, offset, state)
 
         self.store.transact(write)

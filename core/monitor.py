@@ -80,6 +80,10 @@ class SiteMonitor:
         self.night_applied: dict[SensorId, str] = dict(state.get("night_applied", {}))
         # sensor -> [time, flow flags, pressure flags] of its newest evaluated reading (for status)
         self.last_flags: dict[SensorId, list[int]] = dict(state.get("last_flags", {}))
+        # Night verdicts waiting for this sensor's event time to reach the night's
+        # end: NightFlow may run ahead of detection, and a verdict must not be
+        # carried on readings from before its night ended. Rebuilt from the store.
+        self.pending_nights: dict[SensorId, list[tuple[int, str, bool, dict[str, Any] | None]]] = {}
         self.reports = ServerReportBuilder(tz, state.get("reports"))
 
     def state(self) -> dict[str, Any]:
@@ -102,6 +106,8 @@ class SiteMonitor:
         s = self.settings
         for stored in batch:
             r = stored.reading
+            if r.sensor in self.pending_nights:
+                self._apply_due_nights(r.sensor, r.time)
             state = self.sensors.get(r.sensor)
             if state is None:
                 state = self.sensors[r.sensor] = SensorState()
@@ -153,18 +159,28 @@ class SiteMonitor:
             out.frames += [line.to_frame() for line in block]
         return out
 
-    def apply_night_verdict(
-        self, sensor: SensorId, night: str, leak: bool, cause: dict[str, Any] | None
-    ) -> bool:
-        """Carry a night's verdict on the sensor's flow flags; False if already applied."""
-        if self.night_applied.get(sensor) == night:
-            return False
-        state = self.sensors.get(sensor)
-        if state is None:
-            state = self.sensors[sensor] = SensorState()
-        detection.apply_night_verdict(state, leak, cause)
-        self.night_applied[sensor] = night
-        return True
+    def schedule_night_verdict(
+        self, sensor: SensorId, effective: int, night: str, leak: bool,
+        cause: dict[str, Any] | None,
+    ) -> None:
+        """Carry a night's verdict from the first reading at or after ``effective``."""
+        if night <= self.night_applied.get(sensor, ""):
+            return
+        pending = self.pending_nights.setdefault(sensor, [])
+        if all(p[1] != night for p in pending):
+            pending.append((effective, night, leak, cause))
+            pending.sort()
+
+    def _apply_due_nights(self, sensor: SensorId, t: int) -> None:
+        pending = self.pending_nights.get(sensor)
+        while pending and pending[0][0] <= t:
+            _, night, leak, cause = pending.pop(0)
+            if night > self.night_applied.get(sensor, ""):
+                state = self.sensors.get(sensor)
+                if state is None:
+                    state = self.sensors[sensor] = SensorState()
+                detection.apply_night_verdict(state, leak, cause)
+                self.night_applied[sensor] = night
 
 
 def _clock_ahead(evaluation: detection.Evaluation) -> bool:

@@ -123,31 +123,35 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
 
 
 def write_config(path: Path, *, serial_port: str, upstream_port: str, store: Path,
-                 extra: str = "", initial_data: str = "") -> Path:
-    path.write_text(
-        f"""
-[site]
-name = "test"
-timezone = "Asia/Seoul"
+                 extra: str = "", initial_data: str = "",
+                 sections: dict[str, dict[str, object]] | None = None) -> Path:
+    """A site file for tests; ``sections`` adds or overrides keys per section.
 
-[serial]
-port = "{serial_port}"
-reconnect_initial_s = 0.1
-reconnect_max_s = 1.0
-
-[upstream]
-port = "{upstream_port}"
-
-[storage]
-path = "{store}"
-
-[criteria]
-initial_data = "{initial_data}"
-
-{extra}
-"""
+    ``extra`` is appended verbatim (for sections the base file does not have).
+    """
+    document: dict[str, dict[str, object]] = {
+        "site": {"name": "test", "timezone": "Asia/Seoul"},
+        "serial": {"port": serial_port, "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0},
+        "upstream": {"port": upstream_port},
+        "storage": {"path": str(store)},
+        "criteria": {"initial_data": initial_data},
+    }
+    for section, values in (sections or {}).items():
+        document.setdefault(section, {}).update(values)
+    text = "".join(
+        f"[{section}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in values.items()) + "\n"
+        for section, values in document.items()
     )
+    path.write_text(text + extra + "\n")
     return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass

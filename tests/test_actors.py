@@ -78,17 +78,27 @@ def test_detector_fills_a_gap_from_the_store(harness, store):
     assert len(alerts(store)) == 4
 
 
-def test_detector_carries_a_stored_night_verdict_on_flow(harness, store):
+def test_detector_carries_a_night_verdict_only_from_the_night_end(harness, store):
     harness.record("transmitter", "predictor")
     detector = harness.start(Detector)
-    store.transact(lambda b: b.put_doc("night_verdict", S1, {
-        "night": "2026-01-04", "leak": True,
-        "cause": {"method": "NIGHT", "quantity": "flow", "reason": "mnf"}}))
+    ends = T0 + 5 * 60
+    store.transact(lambda b: b.put_doc("night", "001/2026-01-04", {
+        "mnf": 9.0, "ends": ends, "leak": True,
+        "cause": {"method": "NIGHT", "quantity": "flow", "reason": "mnf", "observed": 9.0,
+                  "threshold": 5.0}}))
     harness.tell(detector, messages.NightClosed(S1, "2026-01-04"))
-    harness.tell(detector, commit(store, [reading(0)]))
-    wait_for(lambda: alerts(store))
-    assert alerts(store)[0].frame["flow_flags"] & FLAG_NIGHT
-    assert alerts(store)[0].frame["pressure_flags"] == 0
+    # NightFlow ran ahead: readings from before the night's end come after the verdict.
+    harness.tell(detector, commit(store, [reading(m) for m in range(8)]))
+    wait_for(lambda: len(alerts(store)) == 8)
+    night = [bool(e.frame["flow_flags"] & FLAG_NIGHT) for e in alerts(store)]
+    assert night == [False] * 5 + [True] * 3
+    assert all(e.frame["pressure_flags"] == 0 for e in alerts(store))
+    # A restarted detector neither loses nor re-applies it.
+    detector.stop()
+    detector = harness.start(Detector)
+    harness.tell(detector, commit(store, [reading(8)]))
+    wait_for(lambda: len(alerts(store)) == 9)
+    assert alerts(store)[-1].frame["flow_flags"] & FLAG_NIGHT
 
 
 def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store, tmp_path):

@@ -1,0 +1,74 @@
+"""End to end through the service: no initial data, criteria from the store's
+own history once it holds min_days, then a leak raises NIGHT in $ALR and $SRV.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+
+from core import frames
+from core.types import FLAG_NIGHT
+from tests.harness import TZ, PeerServer, Service, run_cli, wait_for, write_config
+
+DAYS = 15
+LEAK_DAY = 10
+
+
+def test_criteria_from_own_history_then_leak_flags_night(tmp_path):
+    start_day = date.today() - timedelta(days=DAYS)
+    upstream = PeerServer()
+    sim = (f"sim://?sensors=1&speed=0&seed=3&faults=leak&leak_day={LEAK_DAY}"
+           f"&leak_fraction=0.3&start={start_day:%Y%m%d}")
+    config = write_config(
+        tmp_path / "site.toml", serial_port=sim, upstream_port=upstream.url,
+        store=tmp_path / "store.lmdb",
+        sections={"criteria": {"min_days": 7}, "night": {"baseline_nights": 3}},
+    )
+    service = Service(config).start()
+    leak_start = datetime.combine(start_day + timedelta(days=LEAK_DAY), datetime.min.time(), TZ)
+    leak_start = int(leak_start.timestamp()) + 22 * 3600
+    night_end = leak_start + 7 * 3600
+    try:
+        def alerts():
+            return [f for f in (frames.decode(line, TZ) for line in upstream.lines())
+                    if isinstance(f, frames.AlertFrame)]
+
+        wait_for(lambda: any(a.time >= night_end + 2 * 86400 for a in alerts()),
+                 timeout=180, what="two nights after the leak")
+        received = [frames.decode(line, TZ) for line in upstream.lines()]
+    finally:
+        assert service.terminate() == 0, service.log()
+        upstream.close()
+
+    status = run_cli(config, "status").stdout
+    assert "criteria v1 from store" in status, status
+    exported = json.loads(run_cli(config, "export", "criteria").stdout)
+    versions = exported["001"]
+    assert versions[0]["source"] == "store" and versions[0]["days"] >= 7
+
+    night_alerts = [a for a in received if isinstance(a, frames.AlertFrame)
+                    and a.flow_flags & FLAG_NIGHT]
+    assert night_alerts, "the leak was not flagged"
+    first_night_flag = min(a.time for a in night_alerts)
+    assert first_night_flag >= night_end, "NIGHT before the leak's first night ended"
+    assert first_night_flag <= night_end + 86400, "not caught within 2 nights"
+    assert not any(a.pressure_flags & FLAG_NIGHT for a in night_alerts)
+
+    blocks = defaultdict(list)
+    for f in received:
+        if isinstance(f, frames.ServerReportLine):
+            blocks[(f.sensor, f.time - f.time % 600)].append(f)
+    assert len(blocks) > 100
+    complete = [lines for lines in blocks.values() if len(lines) == 10]
+    assert len(complete) == len(blocks), "every $SRV block has ten lines"
+    later = [lines for (s, t), lines in blocks.items() if t > first_night_flag]
+    assert any(line.flow_flags & FLAG_NIGHT for lines in later for line in lines)
+    with_forecast = [lines for lines in complete if lines[0].pred_flow > 0]
+    assert with_forecast, "the :00 line carries the forecast"
+    assert all(line.pred_flow == 0 for lines in complete for line in lines[1:])
+
+    fcd = [f for f in received if isinstance(f, frames.DailyForecastLine)]
+    assert fcd and len(fcd) % 7 == 0
