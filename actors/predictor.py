@@ -8,6 +8,7 @@ the Detector (PREDICT) and the Transmitter are told.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,16 @@ NAIVE_WEEKS = 3
 
 
 def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[dict[str, Any]]:
-    """The seven ``$FCD`` lines of a forecast, in outbox form."""
+    """The ``$FCD`` lines of a forecast, in outbox form.
+
+    A day without any forecast value (a sensor without history) has no line:
+    the protocol has no way to say "unknown" in a daily mean.
+    """
     return [
         {"type": "FCD", "sensor": fc.sensor, "issued": fc.issued, "day": day.isoformat(),
          "flow_mean": round(float(flow), 3), "pressure_mean": round(float(pressure), 3)}
         for day, flow, pressure in fc.daily_means(tz)
+        if math.isfinite(flow) and math.isfinite(pressure)
     ]
 
 
@@ -74,6 +80,9 @@ class Predictor(GatewayActor):
         started = time.perf_counter()
         fc = self._compute(sensor, issued)
         frames = fcd_frames(fc, self.tz)
+        if len(frames) < 7:
+            self.log.warning("sensor %s: forecast for %d of 7 days only (too little history)",
+                             sensor, len(frames))
         self.issued[sensor] = issued
         state = {"issued": dict(self.issued)}
 
@@ -88,12 +97,14 @@ class Predictor(GatewayActor):
         last_seq = self.store.transact(write)
         self.last_duration_ms = (time.perf_counter() - started) * 1000
         self.peers.tell("detector", ForecastIssued(sensor, issued))
-        self.peers.tell("transmitter", OutboxAppended(last_seq))
+        if last_seq:
+            self.peers.tell("transmitter", OutboxAppended(last_seq))
         return fc
 
     def _compute(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:
         model = self._model(sensor)
-        history = self._history(sensor, issued)
+        hours = forecasting.history_hours(*(model[1:] if model else ()), weeks=NAIVE_WEEKS)
+        history = self._history(sensor, issued, hours)
         if model is not None:
             version, flow_model, pressure_model = model
             try:
@@ -102,14 +113,13 @@ class Predictor(GatewayActor):
                 self.log.exception("sensor %s: model %s failed; seasonal-naive instead", sensor, version)
         return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
 
-    def _history(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.HourlySeries:
+    def _history(self, sensor: SensorId, issued: EpochSeconds, hours: int) -> forecasting.HourlySeries:
         """Hourly means of the hours before ``issued``, read incrementally.
 
         Only the hours since the previous forecast are read from the store; a
         reading arriving late for an hour already summarised is not folded in
         (the next model training sees it).
         """
-        hours = max(NAIVE_WEEKS * 168, self.config.train.lookback_hours + 168)
         since = issued - hours * HOUR_S
         cached = self.histories.get(sensor)
         if cached is None or cached.end > issued or cached.end < since:

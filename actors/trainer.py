@@ -40,6 +40,7 @@ def training_command(config: Any, sensor: str) -> list[str]:
         sys.executable, "-m", "training.run", "--store", str(config.storage.path),
         "--sensor", sensor, "--models", str(models_dir(config)), "--epochs", str(t.epochs),
         "--lookback", str(t.lookback_hours), "--nice", str(t.nice),
+        "--timezone", config.site.timezone, "--timeout-s", str(t.timeout_s),
     ]
 
 

@@ -1,0 +1,667 @@
+"""Forecasting: hourly resampling, seasonal-naive and LSTM forecasts, in numpy only.
+
+The service imports this module to forecast every hour, so it must stay light:
+numpy and the standard library, never TensorFlow or Keras. Training (in the
+separate ``training`` package) uses Keras; what it produces is an
+:class:`ExportedModel`, the LSTM's weights, scalers and feature spec as plain
+arrays in one ``.npz`` file, and :func:`lstm_forecast` runs that network's
+forward pass here in numpy (a test checks it against Keras to 1e-4).
+
+The model
+---------
+One model per sensor and quantity. It looks at ``lookback_hours`` of hourly
+means cut into steps of ``step_hours`` (default one day: an LSTM over 14
+daily steps trains in seconds, where one over 336 hourly steps takes minutes
+and learns nothing more about a weekly horizon). Each step carries its hourly
+values, the share of missing hours and calendar features of its first hour
+(local hour of day and day of week as sin/cos, weekend). The head is a dense layer
+straight to the next 168 hours.
+
+It predicts the *residual* against a seasonal-naive base: the mean of the same
+hour in the last ``base_weeks`` weeks, adapted to the level and amplitude of
+the last week (:func:`seasonal_base`). The base already carries the daily and
+weekly shape and follows a season, so the network only learns what the recent
+past says beyond it; averaging weeks halves the noise a one-week-old value
+carries, which is why the model beats "same hour last week" by a wide margin.
+:func:`window_features` and :func:`seasonal_base` are shared by training and
+inference, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from core.types import EpochSeconds, SensorId
+
+HORIZON_HOURS = 168
+HOUR_S = 3600
+WEEK_HOURS = 168
+SOURCES = ("lstm", "naive")
+FIT_HOURS = 168  # the seasonal base adapts its level to this last stretch of history
+GAIN_LIMIT = 0.5
+EXPORT_FORMAT = 1
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+# ---------------------------------------------------------------------------
+# Hourly series
+
+
+@dataclass(frozen=True, eq=False)
+class HourlySeries:
+    """Hourly means of one sensor: ``flow[i]`` is the mean over hour ``start + i*3600``.
+
+    ``start`` is hour-aligned UTC; NaN marks an hour without data.
+    """
+
+    start: EpochSeconds
+    flow: np.ndarray
+    pressure: np.ndarray
+
+    @property
+    def hours(self) -> int:
+        return int(self.flow.shape[0])
+
+    @property
+    def end(self) -> EpochSeconds:
+        """The first hour after the series."""
+        return EpochSeconds(self.start + self.hours * HOUR_S)
+
+    def quantity(self, name: str) -> np.ndarray:
+        if name == "flow":
+            return self.flow
+        if name == "pressure":
+            return self.pressure
+        raise ValueError(f"unknown quantity {name!r}")
+
+    def window(self, name: str, since: int, hours: int) -> np.ndarray:
+        """Values of ``name`` for the hours ``[since, since + hours*3600)``, NaN-padded."""
+        return aligned(self.quantity(name), self.start, since, hours)
+
+
+def aligned(values: np.ndarray, start: int, since: int, hours: int) -> np.ndarray:
+    """``values`` (hourly from ``start``) cut or NaN-padded to ``hours`` hours from ``since``."""
+    if since % HOUR_S or start % HOUR_S:
+        raise ValueError("hourly series must be hour-aligned")
+    out = np.full(hours, np.nan)
+    offset = (since - start) // HOUR_S
+    lo, hi = max(0, offset), min(values.shape[0], offset + hours)
+    if hi > lo:
+        out[lo - offset:hi - offset] = values[lo:hi]
+    return out
+
+
+def hourly_means(time: np.ndarray, flow: np.ndarray, pressure: np.ndarray) -> HourlySeries:
+    """Resample readings (any spacing, any order) to hourly means; NaN values are skipped.
+
+    The series spans from the first reading's hour to the last reading's hour;
+    hours without a finite value are NaN.
+    """
+    time = np.asarray(time, dtype=np.int64)
+    if time.size == 0:
+        return HourlySeries(EpochSeconds(0), np.empty(0), np.empty(0))
+    first = int(time.min()) // HOUR_S
+    index = time // HOUR_S - first
+    n = int(index.max()) + 1
+    return HourlySeries(
+        EpochSeconds(first * HOUR_S),
+        _bin_means(index, np.asarray(flow, dtype=np.float64), n),
+        _bin_means(index, np.asarray(pressure, dtype=np.float64), n),
+    )
+
+
+def _bin_means(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    ok = np.isfinite(values)
+    sums = np.bincount(index[ok], weights=values[ok], minlength=n)
+    counts = np.bincount(index[ok], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+# ---------------------------------------------------------------------------
+# Forecast
+
+
+@dataclass(frozen=True, eq=False)
+class Forecast:
+    """Next ``HORIZON_HOURS`` hourly means of one sensor, issued at an hour boundary.
+
+    ``flow[h]`` is the expected mean over hour ``issued + h*3600``. ``*_band``
+    is the residual band PREDICT allows around it (None: the criteria's default).
+    """
+
+    sensor: SensorId
+    issued: EpochSeconds
+    flow: np.ndarray
+    pressure: np.ndarray
+    source: str
+    model_version: str | None = None
+    flow_band: float | None = None
+    pressure_band: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.issued % HOUR_S:
+            raise ValueError(f"forecast must be issued on the hour, got {self.issued}")
+        for name in ("flow", "pressure"):
+            values = np.array(getattr(self, name), dtype=np.float64)  # own, read-only copy
+            if values.shape != (HORIZON_HOURS,):
+                raise ValueError(f"{name} must have {HORIZON_HOURS} hours, got {values.shape}")
+            values.flags.writeable = False
+            object.__setattr__(self, name, values)
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown forecast source {self.source!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Forecast):
+            return NotImplemented
+        return self.to_record() == other.to_record()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def until(self) -> EpochSeconds:
+        """End of the horizon (exclusive)."""
+        return EpochSeconds(self.issued + HORIZON_HOURS * HOUR_S)
+
+    def expected_at(self, t: EpochSeconds | int) -> tuple[float | None, float | None]:
+        """Expected (flow, pressure) at minute ``t``; None outside the horizon or unknown.
+
+        Hourly means belong to the middle of their hour; between two middles the
+        expectation is interpolated linearly, before the first and after the last
+        middle it is held, so a minute-level reading meets a smooth curve.
+        """
+        if not self.issued <= t < self.until:
+            return None, None
+        pos = (t - self.issued - HOUR_S / 2) / HOUR_S
+        if pos <= 0:
+            i, frac = 0, 0.0
+        elif pos >= HORIZON_HOURS - 1:
+            i, frac = HORIZON_HOURS - 1, 0.0
+        else:
+            i = int(pos)
+            frac = pos - i
+        return _interp(self.flow, i, frac), _interp(self.pressure, i, frac)
+
+    def hour_times(self) -> np.ndarray:
+        """Start of each forecast hour (epoch seconds)."""
+        return self.issued + HOUR_S * np.arange(HORIZON_HOURS, dtype=np.int64)
+
+    def daily_means(self, tz: ZoneInfo) -> list[tuple[datetime.date, float, float]]:
+        """(local date, mean flow, mean pressure) for seven local days from the issue day.
+
+        An hour counts toward the local day it starts in; the issue day has only
+        its remaining hours, and the hours of an eighth day are left out. A day
+        without any known value is NaN.
+        """
+        dates = [datetime.datetime.fromtimestamp(int(t), tz).date() for t in self.hour_times()]
+        first = dates[0]
+        out = []
+        for day in range(7):
+            date = first + datetime.timedelta(days=day)
+            mask = np.fromiter((d == date for d in dates), dtype=bool, count=HORIZON_HOURS)
+            out.append((date, _nanmean(self.flow[mask]), _nanmean(self.pressure[mask])))
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain dict for the store (NaN as None so any encoder takes it)."""
+        return {
+            "sensor": str(self.sensor),
+            "issued": int(self.issued),
+            "flow": _to_list(self.flow),
+            "pressure": _to_list(self.pressure),
+            "source": self.source,
+            "model_version": self.model_version,
+            "flow_band": self.flow_band,
+            "pressure_band": self.pressure_band,
+        }
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> Forecast:
+        def band(x: Any) -> float | None:
+            return None if x is None else float(x)
+
+        return cls(
+            sensor=SensorId(str(d["sensor"])),
+            issued=EpochSeconds(int(d["issued"])),
+            flow=_from_list(d["flow"]),
+            pressure=_from_list(d["pressure"]),
+            source=str(d["source"]),
+            model_version=None if d.get("model_version") is None else str(d["model_version"]),
+            flow_band=band(d.get("flow_band")),
+            pressure_band=band(d.get("pressure_band")),
+        )
+
+
+def _interp(values: np.ndarray, i: int, frac: float) -> float | None:
+    if frac == 0.0:
+        v = float(values[i])
+    else:
+        v = float(values[i]) * (1.0 - frac) + float(values[i + 1]) * frac
+    return None if math.isnan(v) else v
+
+
+def _nanmean(x: np.ndarray) -> float:
+    ok = np.isfinite(x)
+    return float(x[ok].mean()) if ok.any() else math.nan
+
+
+def _to_list(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
+
+
+def _from_list(values: Any) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------
+# Seasonal-naive
+
+
+def weekly_means(values: np.ndarray, weeks: int) -> np.ndarray:
+    """Mean of the same hour in each of the previous ``weeks`` weeks, where present.
+
+    Entry ``t`` (for ``0 <= t < len(values) + 168``, so it reaches one week past
+    the data) averages ``values[t - 168*k]`` for ``k = 1..weeks``; NaN when none
+    of them is known. Every term lies at least a week before ``t``.
+    """
+    n = values.shape[0]
+    total = np.zeros(n + WEEK_HOURS)
+    count = np.zeros(n + WEEK_HOURS)
+    for k in range(1, weeks + 1):
+        lo = WEEK_HOURS * k
+        hi = n + WEEK_HOURS
+        if lo >= hi:
+            break
+        seg = values[:hi - lo]
+        ok = np.isfinite(seg)
+        total[lo:hi] += np.where(ok, seg, 0.0)
+        count[lo:hi] += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
+                  fit_hours: int = FIT_HOURS) -> np.ndarray:
+    """Seasonal-naive forecasts (one row of 168 hours per origin) from hourly ``values``.
+
+    The base of hour ``t`` is the mean of the same hour in the last ``weeks``
+    weeks (:func:`weekly_means`). Averaging weeks removes noise but lags a
+    drifting level by half the span (the annual season moves the weekly pattern
+    by more than the noise), so with ``fit_hours`` > 0 the base is adapted: over
+    the last ``fit_hours`` before the origin the actual values are regressed on
+    their own base, ``value - base = a + g * (base - mean)``, and the same level
+    shift ``a`` and amplitude change ``g`` are applied to the forecast. A weekly
+    pattern of the form ``A + s(t) * B(hour of week)``, as a season makes of
+    flow and of pressure, is then followed without lag. With too little to fit,
+    or ``fit_hours=0``, the plain mean is used. An origin is an index into
+    ``values`` (the forecast's first hour); only values before it are used.
+    """
+    origins = np.asarray(origins, dtype=np.int64)
+    means = weekly_means(values, weeks)
+    base = _take(means, origins[:, None] + np.arange(HORIZON_HOURS)[None, :])
+    if fit_hours <= 0:
+        return base
+    fit = origins[:, None] - fit_hours + np.arange(fit_hours)[None, :]
+    shift, gain, centre = _fit_level(_take(values, fit), _take(means, fit), fit_hours)
+    return base + shift[:, None] + gain[:, None] * (base - centre[:, None])
+
+
+def _fit_level(actual: np.ndarray, base: np.ndarray,
+               fit_hours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-wise least squares of ``actual - base`` on ``base - mean(base)``: (a, g, mean)."""
+    ok = np.isfinite(actual) & np.isfinite(base)
+    count = ok.sum(axis=1)
+    n = np.maximum(count, 1)
+    b = np.where(ok, base, 0.0)
+    centre = b.sum(axis=1) / n
+    x = np.where(ok, base - centre[:, None], 0.0)
+    y = np.where(ok, actual - base, 0.0)
+    shift = y.sum(axis=1) / n
+    sxx = (x * x).sum(axis=1)
+    sxy = (x * (y - shift[:, None])).sum(axis=1)
+    spread = np.abs(b).sum(axis=1) / n
+    # A flat base has no amplitude to scale; a wild gain is a fault, not a season.
+    flat = sxx <= (1e-9 * np.maximum(spread, 1e-12)) ** 2 * n
+    gain = np.where(flat, 0.0, sxy / np.where(flat, 1.0, sxx))
+    gain = np.clip(gain, -GAIN_LIMIT, GAIN_LIMIT)
+    enough = count >= max(1, fit_hours // 4)
+    return np.where(enough, shift, 0.0), np.where(enough, gain, 0.0), centre
+
+
+def _naive_values(values: np.ndarray, weeks: int, fit_hours: int) -> np.ndarray:
+    """Seasonal-naive forecast of the 168 hours after ``values`` (its origin is the end).
+
+    Where no week-earlier value exists, the same hour of day on earlier days is
+    used, then the mean of everything known: a forecast from little history is
+    rough but never empty while there is any data.
+    """
+    n = values.shape[0]
+    base = seasonal_base(values, np.array([n]), weeks, fit_hours)[0]
+    gaps = ~np.isfinite(base)
+    if gaps.any():
+        idx = n + np.arange(HORIZON_HOURS)
+        total = np.zeros(HORIZON_HOURS)
+        count = np.zeros(HORIZON_HOURS)
+        for d in range(1, 7 * weeks + 1):
+            v = _take(values, idx - 24 * d)
+            ok = np.isfinite(v)
+            total += np.where(ok, v, 0.0)
+            count += ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            daily = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        base = np.where(gaps, daily, base)
+    gaps = ~np.isfinite(base)
+    if gaps.any():
+        base = np.where(gaps, _nanmean(values), base)
+    return base
+
+
+def naive_forecast(sensor: SensorId, history: HourlySeries, issued: EpochSeconds,
+                   weeks: int = 3, adapt: bool = True) -> Forecast:
+    """Seasonal-naive forecast: each hour is the mean of the same hour in the last ``weeks`` weeks.
+
+    With ``adapt`` the mean is adapted to the level and amplitude of the last
+    week (see :func:`seasonal_base`), which keeps it from lagging a season.
+    Only history before ``issued`` is used. With less than a week of history it
+    falls back on the same hour of earlier days, then on the overall mean.
+    """
+    fit_hours = FIT_HOURS if adapt else 0
+    hours = naive_history_hours(weeks, adapt)
+    since = issued - hours * HOUR_S
+    flow = _naive_values(history.window("flow", since, hours), weeks, fit_hours)
+    pressure = _naive_values(history.window("pressure", since, hours), weeks, fit_hours)
+    return Forecast(sensor, issued, flow, pressure, "naive")
+
+
+def naive_history_hours(weeks: int = 3, adapt: bool = True) -> int:
+    """Hours of history before the issue time that :func:`naive_forecast` uses."""
+    return weeks * WEEK_HOURS + (FIT_HOURS if adapt else 0)
+
+
+# ---------------------------------------------------------------------------
+# Exported model
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """How a model's input is built from hourly values; travels with the model."""
+
+    quantity: str
+    lookback_hours: int = 336
+    step_hours: int = 24
+    base_weeks: int = 3
+    fit_hours: int = FIT_HOURS
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if self.step_hours < 1 or self.lookback_hours % self.step_hours:
+            raise ValueError(f"lookback {self.lookback_hours} h is not a multiple of "
+                             f"step {self.step_hours} h")
+        if self.lookback_hours < self.step_hours or self.base_weeks < 1 or self.fit_hours < 0:
+            raise ValueError("lookback must hold one step, base_weeks be >= 1, fit_hours >= 0")
+
+    @property
+    def steps(self) -> int:
+        return self.lookback_hours // self.step_hours
+
+    @property
+    def features(self) -> int:
+        """Per step: its hourly values, their missing share, 5 calendar features."""
+        return self.step_hours + 1 + 5
+
+    @property
+    def history_hours(self) -> int:
+        """Hours before the issue time a forecast reads: the lookback or the base's
+        (its fit window and the weeks its means reach back), whichever is longer."""
+        return max(self.lookback_hours, self.fit_hours + self.base_weeks * WEEK_HOURS)
+
+
+@dataclass(frozen=True, slots=True)
+class Scaler:
+    """Input values are ``(x - x_mean) / x_scale``; outputs are residuals / ``y_scale``."""
+
+    x_mean: float
+    x_scale: float
+    y_scale: float
+
+
+@dataclass(eq=False)
+class ExportedModel:
+    """A trained LSTM(units) -> Dense(168) as plain arrays, with what it needs to run.
+
+    ``kernel`` (features, 4u), ``recurrent_kernel`` (u, 4u) and ``bias`` (4u) are
+    Keras' LSTM weights, gates in Keras' order i, f, c, o; ``dense_kernel``
+    (u, 168) and ``dense_bias`` (168) the head.
+    """
+
+    spec: FeatureSpec
+    scaler: Scaler
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray
+    dense_kernel: np.ndarray
+    dense_bias: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        u = self.kernel.shape[1] // 4
+        shapes = {
+            "kernel": (self.spec.features, 4 * u), "recurrent_kernel": (u, 4 * u), "bias": (4 * u,),
+            "dense_kernel": (u, HORIZON_HOURS), "dense_bias": (HORIZON_HOURS,),
+        }
+        for name, shape in shapes.items():
+            array = np.asarray(getattr(self, name), dtype=np.float64)
+            if array.shape != shape:
+                raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
+            setattr(self, name, array)
+
+    @property
+    def units(self) -> int:
+        return int(self.recurrent_kernel.shape[0])
+
+    @property
+    def version(self) -> str | None:
+        v = self.metadata.get("version")
+        return None if v is None else str(v)
+
+    @property
+    def residual_band(self) -> float | None:
+        v = self.metadata.get("residual_band")
+        return None if v is None else float(v)
+
+    def save(self, path: Path | str) -> None:
+        """Write one ``.npz`` atomically (temporary file in the same directory, then rename)."""
+        path = Path(path)
+        header = {
+            "format": EXPORT_FORMAT,
+            "spec": {k: getattr(self.spec, k) for k in FeatureSpec.__slots__},
+            "scaler": {k: getattr(self.scaler, k) for k in Scaler.__slots__},
+            "metadata": self.metadata,
+        }
+        buffer = io.BytesIO()
+        np.savez(buffer, header=np.array(json.dumps(header)), kernel=self.kernel,
+                 recurrent_kernel=self.recurrent_kernel, bias=self.bias,
+                 dense_kernel=self.dense_kernel, dense_bias=self.dense_bias)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path | str) -> ExportedModel:
+        """Read a model written by :meth:`save`; ValueError when the file is not one."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                arrays = {k: np.array(z[k]) for k in
+                          ("kernel", "recurrent_kernel", "bias", "dense_kernel", "dense_bias")}
+        except (KeyError, json.JSONDecodeError, EOFError) as exc:
+            raise ValueError(f"{path}: not an exported model ({exc!r})") from exc
+        if header.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"{path}: unsupported model format {header.get('format')!r}")
+        try:
+            return cls(FeatureSpec(**header["spec"]), Scaler(**header["scaler"]),
+                       metadata=dict(header.get("metadata") or {}), **arrays)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: bad model header ({exc!r})") from exc
+
+    def predict_scaled(self, x: np.ndarray) -> np.ndarray:
+        """Forward pass on features ``(batch, steps, features)``: scaled residuals (batch, 168)."""
+        u = self.units
+        batch = x.shape[0]
+        h = np.zeros((batch, u))
+        c = np.zeros((batch, u))
+        # The input projection of every step at once; only the recurrence is sequential.
+        projected = x @ self.kernel + self.bias
+        for t in range(x.shape[1]):
+            z = projected[:, t, :] + h @ self.recurrent_kernel
+            i = _sigmoid(z[:, :u])
+            f = _sigmoid(z[:, u:2 * u])
+            g = np.tanh(z[:, 2 * u:3 * u])
+            o = _sigmoid(z[:, 3 * u:])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+        return h @ self.dense_kernel + self.dense_bias
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * z) + 1.0)  # exact logistic, no overflow warnings
+
+
+# ---------------------------------------------------------------------------
+# Features (shared by training and inference)
+
+
+def local_calendar(times: np.ndarray, tz: ZoneInfo) -> np.ndarray:
+    """Calendar features of UTC hour starts: (n, 5) = hour sin/cos, weekday sin/cos, weekend."""
+    times = np.asarray(times, dtype=np.int64)
+    offsets = _utc_offsets(times, tz)
+    local = times + offsets
+    hour = (local % 86400) / 3600.0
+    day = ((local // 86400) + _EPOCH_WEEKDAY) % 7  # Monday = 0
+    week_pos = (day + hour / 24.0) / 7.0
+    return np.stack([
+        np.sin(2 * np.pi * hour / 24.0), np.cos(2 * np.pi * hour / 24.0),
+        np.sin(2 * np.pi * week_pos), np.cos(2 * np.pi * week_pos),
+        (day >= 5).astype(np.float64),
+    ], axis=-1)
+
+
+def _utc_offsets(times: np.ndarray, tz: ZoneInfo) -> np.ndarray:
+    """UTC offset in seconds at each time; one zoneinfo lookup per distinct day."""
+    if times.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    days, inverse = np.unique(times // 86400, return_inverse=True)
+    # Transitions happen at most once a day in practice: check both day ends.
+    lookup = {}
+    for day in days.tolist():
+        for t in (day * 86400, day * 86400 + 86399):
+            lookup[t] = int(datetime.datetime.fromtimestamp(t, tz).utcoffset().total_seconds())
+    first = np.array([lookup[d * 86400] for d in days.tolist()], dtype=np.int64)
+    last = np.array([lookup[d * 86400 + 86399] for d in days.tolist()], dtype=np.int64)
+    offsets = first[inverse]
+    changed = (first != last)[inverse]
+    if changed.any():
+        offsets = offsets.copy()
+        offsets[changed] = [
+            int(datetime.datetime.fromtimestamp(int(t), tz).utcoffset().total_seconds())
+            for t in times[changed].tolist()
+        ]
+    return offsets
+
+
+def window_features(values: np.ndarray, start: int, origins: np.ndarray, spec: FeatureSpec,
+                    scaler: Scaler) -> np.ndarray:
+    """Model inputs ``(len(origins), steps, features)`` float32 for forecasts issued at ``origins``.
+
+    ``values`` are hourly from epoch second ``start``; an origin is an index into
+    them (the forecast's first hour). Missing hours, including those before the
+    start, enter as 0 (the scaled mean) and raise the step's missing share.
+    """
+    # Deviations from the weekly means were tried as a further input: they only
+    # added noise the network fitted (worse validation), the base covers them.
+    origins = np.asarray(origins, dtype=np.int64)
+    lookback, step = spec.lookback_hours, spec.step_hours
+    # Window hour j of origin r is values[origins[r] - lookback + j].
+    idx = origins[:, None] - lookback + np.arange(lookback)[None, :]
+    current = _take(values, idx)
+    x = (current - scaler.x_mean) / scaler.x_scale
+    missing = ~np.isfinite(current)
+    n = origins.shape[0]
+    x = np.where(missing, 0.0, x).reshape(n, spec.steps, step)
+    share = missing.reshape(n, spec.steps, step).mean(axis=2, keepdims=True)
+    step_starts = start + HOUR_S * idx[:, ::step]
+    calendar = local_calendar(step_starts.ravel(), ZoneInfo(spec.timezone))
+    calendar = calendar.reshape(n, spec.steps, 5)
+    return np.concatenate([x, share, calendar], axis=2).astype(np.float32)
+
+
+def _take(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    n = values.shape[0]
+    inside = (idx >= 0) & (idx < n)
+    if n == 0:
+        return np.full(idx.shape, np.nan)
+    return np.where(inside, values[np.clip(idx, 0, n - 1)], np.nan)
+
+
+def model_values(model: ExportedModel, values: np.ndarray, start: int,
+                 origins: np.ndarray) -> np.ndarray:
+    """Forecasts (len(origins), 168) of one quantity: base + model residual, NaN-safe.
+
+    Where the seasonal base is unknown the residual alone cannot be placed, so
+    the hour falls back on the scaled mean plus residual (rare: under a week of
+    history).
+    """
+    x = window_features(values, start, origins, model.spec, model.scaler)
+    residual = model.predict_scaled(x.astype(np.float64)) * model.scaler.y_scale
+    base = seasonal_base(values, origins, model.spec.base_weeks, model.spec.fit_hours)
+    return np.where(np.isfinite(base), base, model.scaler.x_mean) + residual
+
+
+def lstm_forecast(model_flow: ExportedModel, model_pressure: ExportedModel, sensor: SensorId,
+                  history: HourlySeries, issued: EpochSeconds) -> Forecast:
+    """The next 168 hours from the exported models, using history before ``issued``.
+
+    Raises ValueError when the lookback window holds no data at all (the caller
+    then falls back on :func:`naive_forecast`).
+    """
+    out = {}
+    for name, model in (("flow", model_flow), ("pressure", model_pressure)):
+        if model.spec.quantity != name:
+            raise ValueError(f"model for {model.spec.quantity!r} given as the {name} model")
+        hours = model.spec.history_hours
+        since = issued - hours * HOUR_S
+        values = history.window(name, since, hours)
+        if not np.isfinite(values[-model.spec.lookback_hours:]).any():
+            raise ValueError(f"sensor {sensor}: no {name} data in the last "
+                             f"{model.spec.lookback_hours} h")
+        out[name] = model_values(model, values, since, np.array([hours]))[0]
+    return Forecast(
+        sensor, issued, out["flow"], out["pressure"], "lstm",
+        model_version=model_flow.version,
+        flow_band=model_flow.residual_band, pressure_band=model_pressure.residual_band,
+    )
+
+
+def history_hours(*models: ExportedModel, weeks: int = 3) -> int:
+    """Hours of history before the issue time that a forecast reads: the seasonal-naive
+    one of ``weeks`` weeks and, when given, the ``models``'."""
+    return max([naive_history_hours(weeks)] + [m.spec.history_hours for m in models])
