@@ -112,7 +112,8 @@ class Trainer(GatewayActor):
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + CHECK_EVERY_S
             for sensor in self.store.sensors():
-                if sensor not in self._queue and self._due(sensor, message.now):
+                if (sensor not in self._queue and sensor != self._running
+                        and self._due(sensor, message.now)):
                     self._queue.append(sensor)
         self._start_next()
 

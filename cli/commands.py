@@ -42,7 +42,7 @@ def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
 
 def local_iso(t: float, tz: ZoneInfo) -> str:
     """ISO 8601 local time with its UTC offset, e.g. 2026-11-28T14:05:00+09:00."""
-    return dt.datetime.fromtimestamp(t, tz).isoformat()
+    return dt.datetime.fromtimestamp(int(t), tz).isoformat()
 
 
 def parse_time(text: str | None, tz: ZoneInfo) -> int | None:

@@ -361,17 +361,20 @@ def _judge(
     else:
         qs.last_value, qs.same_since = value, t
 
-    if not trusted or qc is None:
+    if not trusted:
         return flags
     assert value is not None
-    band = qc.bands[slot]
-    if qs.value.step(not band.low <= value <= band.high, persist, clear_after):
-        flags |= FLAG_VALUE
-        causes.append(Cause("VALUE", quantity, "band", value, [band.low, band.high], version))
+    if qc is not None:
+        band = qc.bands[slot]
+        if qs.value.step(not band.low <= value <= band.high, persist, clear_after):
+            flags |= FLAG_VALUE
+            causes.append(Cause("VALUE", quantity, "band", value, [band.low, band.high], version))
     forecast, allowed = expected
-    if forecast is not None and not math.isnan(forecast):
-        if allowed is None:
-            allowed = qc.residual_band
+    if allowed is None and qc is not None:
+        allowed = qc.residual_band
+    # PREDICT needs a forecast and a band; a model brings its own band, so a
+    # sensor without criteria yet is still judged against its model.
+    if forecast is not None and allowed is not None and not math.isnan(forecast):
         if qs.predict.step(abs(value - forecast) > allowed, persist, clear_after):
             flags |= FLAG_PREDICT
             causes.append(Cause(

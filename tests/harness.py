@@ -160,13 +160,14 @@ class Service:
 
     config: Path
     args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     def start(self) -> Service:
         self.log_path = self.config.with_suffix(".log")
         self._log = open(self.log_path, "ab")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "supervisor.py"), "--config", str(self.config),
              "--log-level", "INFO", *self.args],
@@ -193,8 +194,9 @@ class Service:
         self._log.close()
 
 
-def run_cli(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_cli(config: Path, *args: str, timeout: float = 60.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "supervisor.py"), "--config", str(config), *args],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout,

@@ -244,8 +244,10 @@ def test_no_expectation_no_predict() -> None:
 
 
 def test_without_criteria_only_system() -> None:
+    # A seasonal-naive forecast brings no band of its own: without criteria there
+    # is nothing to judge it by (a model's band is, see the PREDICT test below).
     run = Run(crit=None)
-    exp = Expectation(flow=10.0, pressure=4.0, flow_band=1.0, pressure_band=0.1)
+    exp = Expectation(flow=10.0, pressure=4.0, flow_band=None, pressure_band=None)
     evs = [run.step(500.0, 9.0, expectation=exp) for _ in range(10)]
     assert all(e.flow_flags == 0 and e.pressure_flags == 0 for e in evs)
     ev = run.step(None, -1.0)
@@ -468,3 +470,19 @@ def test_flat_band_helpers_are_sane() -> None:
     # guard for the fixtures above: 10.0 is in band, 20.0 and 2.0 are out
     assert FLOW_BAND.contains(10.0) and not FLOW_BAND.contains(20.0)
     assert float(true_flow(np.array([T0 + 3 * 3600]))[0]) == pytest.approx(25.0)
+
+
+def test_predict_judges_against_a_model_band_without_criteria() -> None:
+    from core.detection import Expectation, SensorState, SystemLimits, evaluate
+    from core.types import FLAG_PREDICT, Reading, SensorId
+    from zoneinfo import ZoneInfo
+
+    state = SensorState()
+    flags = []
+    for minute in range(5):
+        r = Reading(SensorId("001"), 1_800_000_000 + minute * 60, 100.0 + minute, 4.0, 0)
+        e = evaluate(r, state, limits=SystemLimits(), criteria=None,
+                     expectation=Expectation(20.0, 4.0, 5.0, 0.5), now=2_000_000_000,
+                     tz=ZoneInfo("UTC"), persist_minutes=3, clear_minutes=5)
+        flags.append(e.flow_flags)
+    assert [bool(f & FLAG_PREDICT) for f in flags] == [False, False, True, True, True]
