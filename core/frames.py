@@ -21,7 +21,8 @@ run in this order, the first failure wins:
 6. ``unknown_type``  not one of WDN, ALR, SRV, FCD, HLT, ACK -- or, on a port
                      that reads one type only (:func:`decode_reading`,
                      :func:`decode_ack`), any other type.
-7. ``field_count``   wrong number of fields after the type.
+7. ``field_count``   wrong number of fields after the type: WDN 5, ALR 7, SRV 9,
+                     FCD 6, HLT 9, ACK 1 (as listed in PROTOCOL.md).
 8. ``bad_field``     a field does not parse; ``detail`` names it first
                      (``"time: month 13"``). Fields are checked left to right.
 
@@ -482,9 +483,11 @@ def _decode(line: bytes, tz: ZoneInfo, types: dict[str, tuple[int, _Decoder]]) -
         line = bytes(line)
     content = line.rstrip(b"\r\n")
     if len(content) > MAX_LINE:
+        # A line cut by LineSplitter arrives as exactly MAX_LINE + 1 bytes: its real
+        # length is unknown, so do not state one.
+        size = f"{len(content)} bytes" if len(content) > MAX_LINE + 1 else "over-long"
         return Reject(
-            RejectReason.TOO_LONG, content[: MAX_LINE + 1],
-            f"line: {len(content)} bytes, more than {MAX_LINE}",
+            RejectReason.TOO_LONG, content[: MAX_LINE + 1], f"line: {size}, limit {MAX_LINE} bytes"
         )
     start = content.find(b"$")
     if start < 0:
@@ -516,7 +519,9 @@ def _decode(line: bytes, tz: ZoneInfo, types: dict[str, tuple[int, _Decoder]]) -
     spec = types.get(kind)
     if spec is None:
         expected = "/".join(types)
-        return Reject(RejectReason.UNKNOWN_TYPE, content, f"type: {kind[:20]!r}, expected {expected}")
+        return Reject(
+            RejectReason.UNKNOWN_TYPE, content, f"type: {kind[:20]!r}, expected {expected}"
+        )
     count, decoder = spec
     if len(fields) != count + 1:
         return Reject(
@@ -576,7 +581,8 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
         _check_byte("pressure_flags", frame.pressure_flags)
         text = (
             f"{kind},{frame.seq},{frame.sensor},{format_local_time(frame.time, tz)},"
-            f"{fv(frame.flow)},{fv(frame.pressure)},{frame.flow_flags:02X},{frame.pressure_flags:02X}"
+            f"{fv(frame.flow)},{fv(frame.pressure)},"
+            f"{frame.flow_flags:02X},{frame.pressure_flags:02X}"
         )
         if isinstance(frame, ServerReportLine):
             text += f",{fv(frame.pred_flow)},{fv(frame.pred_pressure)}"
