@@ -27,6 +27,15 @@ REJECT_LOG_INTERVAL_S = 10.0
 # How far the reader may run ahead of the detector (arrivals not yet detected)
 # before it stops reading: bounds every inbox in the pipeline.
 MAX_BACKLOG = 20_000
+# Likewise for frames the Transmitter has not sent yet, while it is sending: the
+# outbox is bounded (upstream.outbox_max) and a reader outrunning a live link would
+# have unsent frames dropped. A Transmitter that does not move for SENDER_STALLED_S
+# (the link is down) holds nobody back: the outbox then keeps what it can.
+MAX_UNSENT = 20_000
+SENDER_STALLED_S = 2.0
+# Both limits are at most this share of the outbox: undetected arrivals become
+# about two frames each ($ALR, $SRV), so what may still come stays within it.
+OUTBOX_SHARE = 5
 CONSUMERS = ("detector", "night_flow")
 
 
@@ -41,6 +50,12 @@ class SerialReader(GatewayActor):
         self._tz = self.config.site.tz
         self._reject_log_at: dict[str, float] = {}
         self._reject_unlogged: dict[str, int] = {}
+        self._delivered = False  # the current connection has given us data
+        outbox_max = self.config.upstream.outbox_max
+        self._max_unsent = min(MAX_UNSENT, max(1, outbox_max // OUTBOX_SHARE))
+        self._max_backlog = min(MAX_BACKLOG, max(1, outbox_max // OUTBOX_SHARE))
+        self._sent_seen = -1
+        self._sent_moved_at = 0.0
 
     def on_start(self) -> None:
         self._thread = threading.Thread(
@@ -87,7 +102,7 @@ class SerialReader(GatewayActor):
                 continue
             self.log.info("reading from %s", cfg.port)
             failures = 0
-            backoff = cfg.reconnect_initial_s
+            self._delivered = False
             try:
                 self._pump(self._port)
             except (serial.SerialException, OSError) as exc:
@@ -100,6 +115,10 @@ class SerialReader(GatewayActor):
                     pass
                 self._port = None
             if not self._stopping.is_set():
+                # Only a connection that delivered data proves the port healthy: one
+                # that opens and drops at once (a flapping peer) keeps backing off.
+                if self._delivered:
+                    backoff = cfg.reconnect_initial_s
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
 
@@ -124,6 +143,7 @@ class SerialReader(GatewayActor):
             elif not chunk and draining:
                 port.timeout, draining = PORT_TIMEOUT_S, False
             if chunk:
+                self._delivered = True
                 now = time.time()
                 if not readings and not rejects:
                     first_pending = time.monotonic()
@@ -153,16 +173,24 @@ class SerialReader(GatewayActor):
             readings.append(decoded)
 
     def _commit(self, readings: list[Reading], rejects: list[RejectRecord]) -> None:
+        full_for = 0
         while True:
             try:
                 result = self.store.ingest(readings, rejects)
                 break
             except StoreFullError as exc:
-                # Keep the port drained in memory is not safe for long; wait for space.
+                # Reading on into memory is not safe for long: the port waits (its
+                # peer buffers) until there is space again.
                 self.context.stats.storage_error = str(exc)
-                self.log.error("store full, readings held in memory: %s", exc)
+                if full_for % 60 == 0:  # once a minute, not once a retry
+                    self.log.error("store full, %d reading(s) held in memory, the port waits: %s",
+                                   len(readings), exc)
+                full_for += 1
                 if self._stopping.wait(1.0):
                     raise
+        if full_for:
+            self.log.warning("store writable again after %d s: %d held reading(s) stored",
+                             full_for, len(readings))
         self.context.stats.storage_error = None
         if result.conflicts:
             self.log.warning("%d duplicate reading(s) with differing values ignored", result.conflicts)
@@ -174,9 +202,17 @@ class SerialReader(GatewayActor):
     def _wait_for_consumers(self) -> None:
         while not self._stopping.is_set():
             backlog = self.store.journal_head() - self.store.offset("detector")
-            if backlog < MAX_BACKLOG:
+            if backlog < self._max_backlog and not self._sender_behind():
                 return
             self._stopping.wait(0.005)
+
+    def _sender_behind(self) -> bool:
+        sent = self.store.offset("transmitter")
+        now = time.monotonic()
+        if sent != self._sent_seen:
+            self._sent_seen, self._sent_moved_at = sent, now
+        unsent = self.store.peek_outbox_seq() - sent
+        return unsent > self._max_unsent and now - self._sent_moved_at < SENDER_STALLED_S
 
     def _log_reject(self, reject: Any) -> None:
         reason = str(reject.reason)

@@ -17,7 +17,8 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pykka
 
@@ -25,13 +26,32 @@ from actors.base import ActorContext, GatewayActor, Peers, RuntimeStats
 from core import messages
 from core.config import Config
 from ports import systemd
-from storage.store import Store
+from storage.store import Store, StoreFullError
 
 log = logging.getLogger("supervisor")
 
 TICK_S = 1.0
 POLL_S = 0.1
 PING_TIMEOUT_S = 5.0
+# A dead actor normally reports its crash once on_failure has released its
+# resources (a port thread joined: well under a second). One found dead without a
+# report for this long (it died in on_start, where Pykka calls no on_failure) is
+# restarted anyway.
+REPORT_GRACE_S = 0.5
+# An actor stopped by a full store is restarted after this, doubled for every
+# restart in the window: a full disk gets time to be freed, and the restart
+# intensity stops the service in order only if it is not.
+STORE_FULL_RETRY_S = 1.0
+
+
+def hooks_dir(config: Config) -> Path:
+    """Where tests drop messages for the running service (``supervisor.test_hooks`` only).
+
+    A file ``<role>.<anything>.msg`` holds one encoded envelope (e.g. a
+    ``messages.Crash`` or deliberately malformed bytes); the supervisor tells it
+    to that actor and deletes the file. Never looked at in production.
+    """
+    return Path(config.storage.path).with_suffix(".hooks")
 
 
 class RestartIntensityExceeded(RuntimeError):
@@ -42,6 +62,7 @@ class RestartIntensityExceeded(RuntimeError):
 class Crash:
     role: str
     error: BaseException | None
+    ref: pykka.ActorRef | None = None  # the instance that crashed, when it reported
 
 
 class Supervisor:
@@ -63,8 +84,11 @@ class Supervisor:
             report_crash=self._report_crash, test_hooks=test_hooks,
         )
         self._restart_times: deque[float] = deque()
+        self._dead_since: dict[str, float] = {}
+        self._deferred: dict[str, tuple[float, Crash]] = {}  # role -> (restart at, why)
         self._stopping = threading.Event()
         self.failure: str | None = None
+        self._hooks = hooks_dir(config) if test_hooks else None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -78,11 +102,13 @@ class Supervisor:
     def run(self, stop: threading.Event) -> int:
         """Supervise until ``stop`` is set (exit 0) or the restart intensity is exceeded (1)."""
         next_tick = time.monotonic()
-        watchdog_every = systemd.watchdog_interval()
+        watchdog_every = systemd.watchdog_interval() if self.config.supervisor.watchdog else None
         next_watchdog = time.monotonic()
         systemd.notify("READY=1")
         try:
             while not stop.is_set():
+                if self._hooks is not None:
+                    self._deliver_test_messages(self._hooks)
                 self._restart_crashed()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -123,9 +149,10 @@ class Supervisor:
 
     # -- supervision -------------------------------------------------------------
 
-    def _report_crash(self, role: str, error: BaseException | None) -> None:
+    def _report_crash(self, role: str, error: BaseException | None,
+                      ref: pykka.ActorRef | None = None) -> None:
         if not self._stopping.is_set():
-            self.crashes.put(Crash(role, error))
+            self.crashes.put(Crash(role, error, ref))
 
     def _restart_crashed(self) -> None:
         pending: dict[str, Crash] = {}
@@ -134,13 +161,36 @@ class Supervisor:
                 crash = self.crashes.get_nowait()
             except queue.Empty:
                 break
-            pending[crash.role] = crash
+            # A late report from an instance already replaced must not restart
+            # its replacement (which would also count twice toward the intensity).
+            if crash.ref is None or crash.ref is self.peers.get(crash.role):
+                pending[crash.role] = crash
+        now = time.monotonic()
         for role in self.order:
             ref = self.peers.get(role)
-            if role not in pending and ref is not None and not ref.is_alive():
+            if role in pending or role in self._deferred or ref is None or ref.is_alive():
+                self._dead_since.pop(role, None)
+            elif now - self._dead_since.setdefault(role, now) >= REPORT_GRACE_S:
                 pending[role] = Crash(role, None)  # died in on_start: Pykka skips on_failure
         for role, crash in pending.items():
-            self._restart(role, crash.error)
+            if isinstance(crash.error, StoreFullError):
+                self._defer(role, crash, now)
+            else:
+                self._deferred.pop(role, None)
+                self._restart(role, crash.error)
+        for role, (due, crash) in list(self._deferred.items()):
+            if now >= due:
+                del self._deferred[role]
+                self._restart(role, crash.error)
+
+    def _defer(self, role: str, crash: Crash, now: float) -> None:
+        """A full store stopped ``role``: restarting it at once cannot help."""
+        window = self.config.supervisor.restart_window_s
+        recent = sum(1 for t in self._restart_times if now - t <= window)
+        delay = min(STORE_FULL_RETRY_S * 2 ** recent, window)
+        self._deferred[role] = (now + delay, crash)
+        log.error("%s stopped, the store is full (%s); restarting it in %.0f s",
+                  role, crash.error, delay)
 
     def _restart(self, role: str, error: BaseException | None) -> None:
         now = time.monotonic()
@@ -169,8 +219,14 @@ class Supervisor:
         self._start_actor(role)
 
     def _start_actor(self, role: str) -> None:
-        ref = self.classes[role].start(self.context)
+        # Each instance reports its crash as itself (see _restart_crashed).
+        instance: list[pykka.ActorRef] = []
+        context = replace(self.context, report_crash=lambda r, error: self._report_crash(
+            r, error, instance[0] if instance else None))
+        ref = self.classes[role].start(context)
+        instance.append(ref)
         self.peers.set(role, ref)
+        self._dead_since.pop(role, None)
 
     def _ping(self, role: str) -> bool:
         ref = self.peers.get(role)
@@ -203,6 +259,27 @@ class Supervisor:
             except pykka.ActorDeadError:
                 healthy = False
         return healthy
+
+    def _deliver_test_messages(self, directory: Path) -> None:
+        """Test hook: tell each dropped ``<role>.*.msg`` file's bytes to that actor."""
+        try:
+            requests = sorted(directory.glob("*.msg"))
+        except OSError:
+            return
+        for path in requests:
+            try:
+                raw = path.read_bytes()
+                path.unlink()
+            except OSError:
+                continue
+            role = path.name.split(".", 1)[0]
+            ref = self.peers.get(role)
+            log.warning("test hook: %d bytes for %s", len(raw), role)
+            if ref is not None:
+                try:
+                    ref.tell(raw)
+                except pykka.ActorDeadError:
+                    pass
 
     def _broadcast(self, message: object) -> None:
         for role in self.order:

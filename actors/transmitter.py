@@ -10,6 +10,7 @@ rate-limited, after ``ack_timeout_s``. It also writes the ``$HLT`` health frame.
 from __future__ import annotations
 
 import datetime
+import math
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from core import frames
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.types import EpochSeconds, SensorId
 from ports import PortError, open_port
-from storage.store import OutboxEntry
+from storage.store import OutboxEntry, StoreFullError
 
 CONSUMER = "transmitter"
 SEND_CHUNK = 500
@@ -82,14 +83,24 @@ class Transmitter(GatewayActor):
         self._backoff = 0.5
         self._stopping = threading.Event()
         self._ack_thread: threading.Thread | None = None
+        self._link_lost: Any = None  # set by the ACK thread to the port it saw fail
+        self._store_full = False
+        self._dropped_seen = 0
         self._last_health = time.monotonic()
         self._rejects_at_start = 0
         self._resend_budget = 0.0
         self.send_failures = 0
+        # seq -> time.monotonic() of its last send (ack mode): a frame is resent
+        # ack_timeout_s after its last try, not on every tick once it is late, and
+        # a jump of the wall clock (a Pi without RTC, then NTP) neither stalls nor
+        # floods the resends.
+        self._last_try: dict[int, float] = {}
 
     def on_start(self) -> None:
         self.sent = self.store.offset(CONSUMER)
-        self._rejects_at_start = _reject_total(self.store.counters())
+        counters = self.store.counters()
+        self._rejects_at_start = _reject_total(counters)
+        self._dropped_seen = counters.get("outbox_dropped", 0)
         self._open()
         self._send_pending()
 
@@ -106,14 +117,22 @@ class Transmitter(GatewayActor):
             self._send_pending()
 
     def on_ack(self, message: AckReceived) -> None:
-        self.store.transact(lambda b: b.delete_outbox(message.seq))
+        self._persist(lambda b: b.delete_outbox(message.seq))  # else resent: harmless
+        self._last_try.pop(message.seq, None)
 
     def on_tick(self, message: Tick) -> None:
+        if self.port is not None and self.port is self._link_lost:
+            self.log.warning("upstream %s lost; reconnecting", self.cfg.port)
+            self._close()
+            self._next_open = time.monotonic() + self._backoff
         if self.port is None:
             self._open()
         self._send_pending()
         if self.cfg.ack:
-            self._resend_unacknowledged(message.now)
+            self._resend_unacknowledged()
+            # Only here: without ACK the outbox is an audit trail, trimming it loses
+            # nothing (a frame dropped before it was sent is logged by _send_pending).
+            self._report_drops()
         if time.monotonic() - self._last_health >= self.config.supervisor.health_interval_s:
             self._last_health = time.monotonic()
             self._queue_health(message.now)
@@ -136,7 +155,14 @@ class Transmitter(GatewayActor):
             return
         self._backoff = 0.5
         self.log.info("sending to %s", self.cfg.port)
+        self._link_lost = None
         if self.cfg.ack:
+            # What is unacknowledged may have died with the previous link (a peer
+            # that vanished still takes a write or two): send it all again,
+            # oldest first, so that the upstream gets the frames in sequence order.
+            oldest = self.store.outbox_oldest()
+            if oldest is not None and oldest.seq <= self.sent:
+                self.sent = oldest.seq - 1
             self._ack_thread = threading.Thread(
                 target=self._read_acks, args=(self.port,), name=f"{self.role}-acks", daemon=True)
             self._ack_thread.start()
@@ -168,6 +194,7 @@ class Transmitter(GatewayActor):
             try:
                 chunk = port.read(max(1, port.in_waiting))
             except (serial.SerialException, OSError, TypeError, AttributeError):
+                self._link_lost = port  # the actor closes it and reconnects on its next tick
                 return
             for line in splitter.feed(chunk):
                 ack = frames.decode_ack(line, self.tz)
@@ -183,30 +210,69 @@ class Transmitter(GatewayActor):
             entries = self.store.outbox(after=self.sent, limit=SEND_CHUNK)
             if not entries:
                 return
+            if entries[0].seq > self.sent + 1 and not self.cfg.ack:
+                self.log.warning("outbox full (upstream.outbox_max = %d): %d frame(s) dropped "
+                                 "before they were sent", self.cfg.outbox_max,
+                                 entries[0].seq - self.sent - 1)
             data = b"".join(frames.encode(frame_from_entry(e), self.tz) for e in entries)
             if not self._write(data):
                 return
             last = entries[-1].seq
-            self.store.transact(lambda b: b.set_offset(CONSUMER, last))
+            self._persist(lambda b: b.set_offset(CONSUMER, last))
             self.sent = last
+            if self.cfg.ack:
+                sent_at = time.monotonic()
+                self._last_try.update((e.seq, sent_at) for e in entries)
 
-    def _resend_unacknowledged(self, now: float) -> None:
+    def _resend_unacknowledged(self) -> None:
+        now = time.monotonic()
         self._resend_budget = min(self._resend_budget + self.cfg.resend_per_s, self.cfg.resend_per_s)
+        oldest = self.store.outbox(after=0, limit=int(self._resend_budget) or 1)
+        if oldest:  # forget frames dropped from the outbox unacknowledged
+            for seq in [s for s in self._last_try if s < oldest[0].seq]:
+                del self._last_try[seq]
         due = [
-            e for e in self.store.outbox(after=0, limit=int(self._resend_budget) or 1)
-            if e.seq <= self.sent and now - e.created >= self.cfg.ack_timeout_s
+            e for e in oldest
+            if e.seq <= self.sent
+            and now - self._last_try.get(e.seq, -math.inf) >= self.cfg.ack_timeout_s
         ]
         for entry in due:
             if self._resend_budget < 1 or not self._write(frames.encode(frame_from_entry(entry), self.tz)):
                 return
             self._resend_budget -= 1
-            self.store.transact(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
+            self._last_try[entry.seq] = now
+            self._persist(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
+
+    def _persist(self, write: Any) -> None:
+        """Record sending progress; with the store full, keep sending from the outbox.
+
+        The offset, acknowledgements and attempt counts only spare resends after
+        a restart: losing one to a full disk costs duplicates, never frames.
+        """
+        try:
+            self.store.transact(write)
+        except StoreFullError as exc:
+            if not self._store_full:
+                self.log.error("cannot record sending progress, sending on: %s", exc)
+            self._store_full = True
+        else:
+            self._store_full = False
+
+    def _report_drops(self) -> None:
+        """Log unacknowledged frames the full outbox dropped (the store counts them)."""
+        dropped = self.store.counters().get("outbox_dropped", 0)
+        if dropped > self._dropped_seen:
+            self.log.warning(
+                "outbox full (upstream.outbox_max = %d): %d oldest frame(s) dropped "
+                "undelivered, %d in all", self.cfg.outbox_max, dropped - self._dropped_seen,
+                dropped)
+        self._dropped_seen = dropped
 
     def unsent_depth(self) -> int:
         """Frames not yet delivered: unacknowledged with ack, else not yet written."""
         if self.cfg.ack:
             return self.store.outbox_depth()
-        return max(0, self.store.peek_sequence() - self.sent)
+        return max(0, self.store.peek_outbox_seq() - self.sent)
 
     def _queue_health(self, now: float) -> None:
         stats = self.context.stats
@@ -223,7 +289,11 @@ class Transmitter(GatewayActor):
             "rejects": _reject_total(store.counters()) - self._rejects_at_start,
             "store_used_pct": round(store.used_pct(), 1), "clock": clock_ok,
         }
-        seq = store.transact(lambda b: b.append_outbox(frame))
+        try:
+            seq = store.transact(lambda b: b.append_outbox(frame))
+        except StoreFullError as exc:  # a health frame needs its sequence number from the store
+            self.log.error("health frame not sent, the store is full: %s", exc)
+            return
         self.on_outbox(OutboxAppended(seq))
 
 

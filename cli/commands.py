@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,6 +20,7 @@ from core.types import SensorId
 from storage.store import Store, StoreError
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
+MB = 1024 * 1024
 
 
 def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
@@ -70,6 +72,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     counters = store.counters()
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
           f"{store.used_pct():.1f}% used", file=out)
+    print(disk_line(Path(config.storage.path)), file=out)
     print(f"arrivals {store.journal_head()}; detector at {store.offset('detector')}, "
           f"night flow at {store.offset('night_flow')}; outbox sent through "
           f"{store.offset('transmitter')}, {store.outbox_depth()} kept", file=out)
@@ -96,6 +99,24 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
     print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
           file=out)
+
+
+def disk_line(path: Path) -> str:
+    """Free space on the store's file system, and a clear word when it is full.
+
+    A full disk stops the service from storing readings (it holds them and
+    waits, then stops in order): the operator must see it here, not only in
+    the service's log.
+    """
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError as exc:
+        return f"disk: unknown ({exc})"
+    line = f"disk: {usage.free / MB:.1f} MB free of {usage.total / MB:.1f} MB"
+    if usage.free < min(MB, usage.total // 20):
+        line += (" -- DISK FULL: new readings cannot be stored; free space "
+                 "(or lower storage.retention_days)")
+    return line
 
 
 def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:

@@ -16,12 +16,15 @@ contains past bursts, sensor faults and leaks, and a mean/standard-deviation ban
 would be widened by exactly the events it is meant to catch. Every slot uses
 medians and the MAD (scaled to a standard deviation), so a few percent of wild
 readings barely move it: the slot's shape is the curve through the medians of
-its 10-minute parts (an hour at the morning ramp is not flat), and the band is
-that shape's range widened by ``BAND_K`` robust sigmas of the readings around
-it, never less than a relative floor. With ``BAND_K = 5`` and persist_minutes=3,
-the built-in simulator's clean data gave no false VALUE alarm in 12
-sensor-weeks, while one-hour excursions of +-50 % were caught (checked by
-``bench/make_initial_data.py --check``).
+its 10-minute parts (an hour at the morning ramp is not flat), continued to the
+hour's edges, and the band is that shape's range widened by ``BAND_K`` robust
+sigmas of the readings around it, never less than a relative floor. PREDICT's
+residual band and the MNF baseline are then learned from the readings inside
+those bands only, so that past excursions do not widen them either. With
+``BAND_K = 5`` and persist_minutes=3, the built-in simulator's clean data gave
+no false VALUE alarm in 12 sensor-weeks, while one-hour excursions of +-50 %
+were caught (checked by ``bench/make_initial_data.py --check``; over 120
+sensor-weeks by ``bench/detect_eval.py``).
 
 PREDICT's default band is learned against what it will judge: the service's
 seasonal-naive forecast (hourly values, so it cuts the corners of sharp
@@ -361,8 +364,12 @@ def build_criteria(
         return None
     baseline, allowed = (None, None)
     if built["flow"] is not None:
+        # Nights are judged from in-band flow only: an excursion or a spike at
+        # night is an event, not the night's minimum, and would widen the allowance.
+        normal = clean["flow"].copy()
+        normal[normal] = _within_bands(built["flow"].bands, slots[normal], values["flow"][normal])
         baseline, allowed = _mnf_baseline(
-            t[clean["flow"]], values["flow"][clean["flow"]], tz, night_start, night_end
+            t[normal], values["flow"][normal], tz, night_start, night_end
         )
     return SensorCriteria(
         sensor=sensor, version=version, source=source, built_at=EpochSeconds(until),
@@ -406,9 +413,14 @@ def _quantity_criteria(
         else:
             # Not even the twin hour has data: the whole day's spread, no shape.
             bands.append(_slot_band(v, np.zeros(v.size, dtype=np.int64), level))
+    # PREDICT's band is learned from in-band readings only: the seasonal-naive
+    # expectation averages past weeks, so one excursion in the history would come
+    # back in the expectation of each of the next NAIVE_WEEKS weeks, and in a
+    # weekend slot (few days) those echoes outvote the medians of predict_band.
+    normal = _within_bands(bands, slots, v)
     return QuantityCriteria(
         bands=tuple(bands), physical_min=physical[0], physical_max=physical[1],
-        residual_band=_residual_band(t, v, bands, tz),
+        residual_band=_residual_band(t[normal], v[normal], bands, tz),
     )
 
 
@@ -431,11 +443,13 @@ def _slot_band(samples: np.ndarray, seconds: np.ndarray, level: float) -> Band:
         if np.count_nonzero(mine) >= MIN_PART_SAMPLES:
             centres.append(float(np.median(seconds[mine])))
             medians.append(float(np.median(samples[mine])))
-    if centres:
-        shape = np.interp(seconds, centres, medians)
-    else:  # too thin to have a shape: flat
-        medians = [float(np.median(samples))]
-        shape = np.full(samples.size, medians[0])
+    if not centres:  # too thin to have a shape: flat
+        centres, medians = [0.0], [float(np.median(samples))]
+    shape = _hour_curve(seconds, centres, medians)
+    # The curve's range over the whole hour: a part's median sits at its middle
+    # (at :50 for 10-minute data), and a ramp goes on rising to the hour's end.
+    edges = _hour_curve(np.array([0.0, float(HOUR_S)]), centres, medians)
+    extent = [*medians, *edges.tolist()]
     med = float(np.median(samples))
     widen = max(
         BAND_K * robust_sigma(samples - shape),
@@ -446,7 +460,27 @@ def _slot_band(samples: np.ndarray, seconds: np.ndarray, level: float) -> Band:
         # Constant history (e.g. a meter that read exactly 0 throughout): allow
         # a minimal band rather than alarming on the first 0.01 of change.
         widen = 1e-6 + 1e-6 * abs(med)
-    return Band(min(medians) - widen, max(medians) + widen)
+    return Band(min(extent) - widen, max(extent) + widen)
+
+
+def _hour_curve(at: np.ndarray, centres: list[float], medians: list[float]) -> np.ndarray:
+    """The hour's shape at seconds ``at``: linear through ``(centre, median)`` points
+    (centres ascending), continued along the outer segments' slopes beyond them."""
+    c, m = np.asarray(centres), np.asarray(medians)
+    curve = np.interp(at, c, m)
+    if c.size < 2:
+        return curve
+    first = m[0] + (m[1] - m[0]) / (c[1] - c[0]) * (at - c[0])
+    last = m[-1] + (m[-1] - m[-2]) / (c[-1] - c[-2]) * (at - c[-1])
+    return np.where(at < c[0], first, np.where(at > c[-1], last, curve))
+
+
+def _within_bands(bands: tuple[Band, ...] | list[Band], slots: np.ndarray,
+                  v: np.ndarray) -> np.ndarray:
+    """Which readings lie inside the band of their slot."""
+    low = np.array([b.low for b in bands])[slots]
+    high = np.array([b.high for b in bands])[slots]
+    return (v >= low) & (v <= high)
 
 
 def seasonal_naive_expectation(t: np.ndarray, v: np.ndarray) -> np.ndarray:

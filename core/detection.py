@@ -48,6 +48,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.criteria import QuantityCriteria, SensorCriteria, slot_of
+from core.messages import fast_init
 from core.types import (
     FLAG_NIGHT,
     FLAG_PREDICT,
@@ -94,7 +95,8 @@ class SystemLimits:
         return self.pressure_min, self.pressure_max
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Cause:
     """One finding: which method fired on which quantity, why, on what, against what.
 
@@ -130,7 +132,8 @@ class Cause:
         )
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """The verdict on one reading: flags per quantity and every cause behind them."""
 
@@ -250,7 +253,8 @@ class SensorState:
         )
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Expectation:
     """The forecast for one minute and the band PREDICT allows around it (None = none)."""
 

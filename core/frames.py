@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from time import gmtime
 from zoneinfo import ZoneInfo
 
+from core.messages import fast_constructor, fast_init
 from core.types import EpochSeconds, Reading, SensorId
 
 MAX_LINE = 256
@@ -78,6 +79,7 @@ class RejectReason(enum.StrEnum):
     BAD_FIELD = "bad_field"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A refused line: the reason, the line (terminator stripped, at most
@@ -88,6 +90,7 @@ class Reject:
     detail: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ack:
     """``$ACK``: the upstream has the outbound frame with this sequence number."""
@@ -95,6 +98,7 @@ class Ack:
     seq: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AlertFrame:
     """``$ALR``: one processed reading (or a silence alert) with its detection flags."""
@@ -108,6 +112,7 @@ class AlertFrame:
     pressure_flags: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ServerReportLine:
     """``$SRV``: one minute of a finished 10-minute block, with the forecast (or 0)."""
@@ -123,6 +128,7 @@ class ServerReportLine:
     pred_pressure: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DailyForecastLine:
     """``$FCD``: the forecast daily means of one coming (local) day."""
@@ -135,6 +141,7 @@ class DailyForecastLine:
     pressure_mean: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HealthFrame:
     """``$HLT``: the gateway's own health, every 10 minutes of wall clock."""
@@ -151,6 +158,9 @@ class HealthFrame:
 
 
 Frame = Reading | Ack | AlertFrame | ServerReportLine | DailyForecastLine | HealthFrame
+
+# The decoder builds a reading per inbound line from fields it has just checked.
+_new_reading = fast_constructor(Reading)
 
 # ---------------------------------------------------------------------------------------------
 # Checksum and small field codecs
@@ -209,16 +219,33 @@ def _is_decimal(text: str) -> bool:
     return whole.isdigit() and (not dot or fraction.isdigit())
 
 
+# Measured values repeat (a flow of 0.01 resolution, a pressure of 0.001, over the
+# range a site sees), so the text of a float is remembered, and the float of a
+# decimal text: a dict look-up instead of formatting or validating each time.
+_VALUE_CACHE_LIMIT = 16384
+_value_texts: dict[float, str] = {}
+_decimal_values: dict[str, float] = {}
+
+
 def format_value(x: float | None) -> str:
     """A number as written on the wire: at most 3 decimals, trailing zeros stripped.
 
     ``None`` (not measured) and non-finite values, which the protocol cannot
     carry, are written as the empty field.
     """
+    if type(x) is float:
+        # Equal floats format alike (0.0 and -0.0 both as "0"); NaN never hits.
+        text = _value_texts.get(x)
+        if text is not None:
+            return text
     if x is None or not math.isfinite(x):
         return ""
     text = f"{x:.3f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    if text == "-0":
+        text = "0"
+    if type(x) is float:
+        _remember(_value_texts, x, text, _VALUE_CACHE_LIMIT)
+    return text
 
 
 def _check_byte(name: str, value: int) -> None:
@@ -229,6 +256,10 @@ def _check_byte(name: str, value: int) -> None:
 def _check_count(name: str, value: int) -> None:
     if value < 0:
         raise ValueError(f"{name} {value!r} is negative")
+
+
+# Every valid sensor id: one set look-up instead of four str checks on the hot paths.
+_SENSOR_IDS: frozenset[str] = frozenset(f"{n:03d}" for n in range(1, 1000))
 
 
 def _check_sensor(sensor: str) -> None:
@@ -250,6 +281,8 @@ _hour_bases: dict[ZoneInfo, dict[str, int | None]] = {}
 _hour_offsets: dict[ZoneInfo, dict[int, int | None]] = {}
 # Local epoch hour (local wall time counted as if it were UTC) -> "YYYYMMDDhh".
 _hour_prefixes: dict[int, str] = {}
+# Per zone: UTC epoch second -> its "YYYYMMDDhhmmss" (recently formatted ones).
+_local_texts: dict[ZoneInfo, dict[int, str]] = {}
 
 
 def _zone_cache(caches: dict[ZoneInfo, dict], tz: ZoneInfo) -> dict:
@@ -259,8 +292,8 @@ def _zone_cache(caches: dict[ZoneInfo, dict], tz: ZoneInfo) -> dict:
     return cache
 
 
-def _remember(cache: dict, key: object, value: object) -> None:
-    if len(cache) >= _CACHE_LIMIT:
+def _remember(cache: dict, key: object, value: object, limit: int = _CACHE_LIMIT) -> None:
+    if len(cache) >= limit:
         cache.clear()
     cache[key] = value
 
@@ -327,7 +360,22 @@ def _utc_offset(t: int, tz: ZoneInfo) -> int:
 
 def format_local_time(t: EpochSeconds, tz: ZoneInfo) -> str:
     """UTC epoch seconds -> ``YYYYMMDDhhmmss`` local time in ``tz``."""
+    # Each minute is written at least twice (its $ALR, then its $SRV line when
+    # the block closes), for every sensor: remember the recent texts per zone.
+    texts = _local_texts.get(tz)
+    if texts is not None:
+        text = texts.get(t)
+        if text is not None:
+            return text
+    else:
+        texts = _zone_cache(_local_texts, tz)
     t = int(t)
+    text = _format_local_time(t, tz)
+    _remember(texts, t, text)
+    return text
+
+
+def _format_local_time(t: int, tz: ZoneInfo) -> str:
     hour = t // 3600
     offsets = _hour_offsets.get(tz) or _zone_cache(_hour_offsets, tz)
     offset = offsets.get(hour, _MISSING)
@@ -358,7 +406,7 @@ def _format_day(day: datetime.date) -> str:
 
 
 def _sid(text: str) -> SensorId:
-    if len(text) == 3 and text.isdigit() and text != "000":
+    if text in _SENSOR_IDS:
         return text  # type: ignore[return-value]  # SensorId, without the NewType call
     raise _FieldError(f"sid: {text!r} is not 001-999")
 
@@ -380,10 +428,15 @@ def _day(text: str) -> datetime.date:
 
 
 def _measured(name: str, text: str) -> float | None:
+    value = _decimal_values.get(text)
+    if value is not None:
+        return value
     if not text:
         return None
     if _is_decimal(text):
-        return float(text)
+        value = float(text)
+        _remember(_decimal_values, text, value, _VALUE_CACHE_LIMIT)
+        return value
     raise _FieldError(f"{name}: not a decimal: {text[:20]!r}")
 
 
@@ -419,7 +472,7 @@ def _clock(text: str) -> bool:
 
 
 def _decode_wdn(f: list[str], tz: ZoneInfo) -> Reading:
-    return Reading(
+    return _new_reading(
         _sid(f[1]), _when("time", f[2], tz), _measured("flow", f[3]), _measured("pressure", f[4]),
         _hex2("status", f[5]),
     )
@@ -609,6 +662,40 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
     raise TypeError(f"not a protocol frame: {type(frame).__name__}")
 
 
+def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
+    """``_body`` of the per-minute frames, the transmitter's hot path (two per reading).
+
+    The same checks as ``_body``, done inline; the helpers only raise.
+    """
+    seq, sensor = frame.seq, frame.sensor
+    flow_flags, pressure_flags = frame.flow_flags, frame.pressure_flags
+    if seq < 0:
+        _check_count("seq", seq)
+    if type(sensor) is not str or sensor not in _SENSOR_IDS:
+        _check_sensor(sensor)
+    if not 0 <= flow_flags <= 0xFF:
+        _check_byte("flow_flags", flow_flags)
+    if not 0 <= pressure_flags <= 0xFF:
+        _check_byte("pressure_flags", pressure_flags)
+    fv = format_value
+    if type(frame) is AlertFrame:
+        return (
+            f"ALR,{seq},{sensor},{format_local_time(frame.time, tz)},"
+            f"{fv(frame.flow)},{fv(frame.pressure)},{flow_flags:02X},{pressure_flags:02X}"
+        )
+    return (
+        f"SRV,{seq},{sensor},{format_local_time(frame.time, tz)},"
+        f"{fv(frame.flow)},{fv(frame.pressure)},{flow_flags:02X},{pressure_flags:02X},"
+        f"{fv(frame.pred_flow)},{fv(frame.pred_pressure)}"
+    )
+
+
+# Exact frame type -> its body; anything else (a subclass, a non-frame) takes _body.
+_FAST_BODIES: dict[type, Callable[[Frame, ZoneInfo], str]] = {
+    AlertFrame: _minute_body, ServerReportLine: _minute_body,  # type: ignore[dict-item]
+}
+
+
 def encode(frame: Frame, tz: ZoneInfo) -> bytes:
     """One wire line: ``$<body>*<CS>\\r\\n`` with an upper-case hex checksum.
 
@@ -616,7 +703,7 @@ def encode(frame: Frame, tz: ZoneInfo) -> bytes:
     flag above ``FF``, a negative count, a sensor id outside ``001``-``999``) and
     :class:`TypeError` for an object that is no frame: both are programming errors.
     """
-    body = _body(frame, tz).encode("ascii")
+    body = (_FAST_BODIES.get(type(frame)) or _body)(frame, tz).encode("ascii")
     return b"$%s*%02X\r\n" % (body, checksum(body))
 
 

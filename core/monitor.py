@@ -104,41 +104,54 @@ class SiteMonitor:
         """Evaluate readings in arrival order; ``now`` is the gateway clock."""
         out = Outcome()
         s = self.settings
+        # The loop runs for every reading of the site: everything it uses per
+        # reading is bound to a local once per batch.
+        evaluate, tz, limits = detection.evaluate, self.tz, s.limits
+        persist, clear = s.persist_minutes, s.clear_minutes
+        sensors, pending_nights, last_flags = self.sensors, self.pending_nights, self.last_flags
+        frames, detections = out.frames, out.detections
+        predicted = _predicted(expectation)
         for stored in batch:
             r = stored.reading
-            if r.sensor in self.pending_nights:
-                self._apply_due_nights(r.sensor, r.time)
-            state = self.sensors.get(r.sensor)
+            sensor, t = r.sensor, r.time
+            if pending_nights.get(sensor):
+                self._apply_due_nights(sensor, t)
+            state = sensors.get(sensor)
             if state is None:
-                state = self.sensors[r.sensor] = SensorState()
-            evaluation = detection.evaluate(
-                r, state, limits=s.limits, criteria=criteria(r.sensor),
-                expectation=expectation(r.sensor, r.time), now=now, tz=self.tz,
-                persist_minutes=s.persist_minutes, clear_minutes=s.clear_minutes,
+                state = sensors[sensor] = SensorState()
+            evaluation = evaluate(
+                r, state, limits=limits, criteria=criteria(sensor),
+                expectation=expectation(sensor, t), now=now, tz=tz,
+                persist_minutes=persist, clear_minutes=clear,
             )
             ff, pf = evaluation.flow_flags, evaluation.pressure_flags
-            out.frames.append(alert_frame(r.sensor, r.time, r.flow, r.pressure, ff, pf))
-            if evaluation.causes:
-                out.detections.append((r.sensor, r.time, evaluation.to_record()))
+            frames.append(alert_frame(sensor, t, r.flow, r.pressure, ff, pf))
+            causes = evaluation.causes
+            if causes:
+                detections.append((sensor, t, evaluation.to_record()))
             out.last_arrival = stored.arrival
-            if r.time >= self.last_flags.get(r.sensor, [0])[0]:
-                self.last_flags[r.sensor] = [r.time, ff, pf]
-            if not _clock_ahead(evaluation):
-                self._advance(r, ff, pf, expectation, out)
+            flags = last_flags.get(sensor)
+            if flags is None or t >= flags[0]:
+                last_flags[sensor] = [t, ff, pf]
+            if not (causes and _clock_ahead(evaluation)):
+                self._advance(r, ff, pf, predicted, out)
         return out
 
     def _advance(
-        self, r: Reading, ff: int, pf: int, expectation: ExpectationLookup, out: Outcome
+        self, r: Reading, ff: int, pf: int,
+        predicted: Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]],
+        out: Outcome,
     ) -> None:
         """Event-time bookkeeping; skipped for readings stamped in the future."""
-        previous = self.last_seen.get(r.sensor)
-        if previous is None or r.time > previous:
-            self.last_seen[r.sensor] = r.time
-            if previous is not None and r.time // 3600 > previous // 3600:
-                out.hours.append((r.sensor, EpochSeconds(r.time - r.time % 3600)))
-        self.event_now = max(self.event_now, r.time)
-        for block in self.reports.add(r.sensor, r.time, r.flow, r.pressure, ff, pf,
-                                      _predicted(expectation)):
+        sensor, t = r.sensor, r.time
+        previous = self.last_seen.get(sensor)
+        if previous is None or t > previous:
+            self.last_seen[sensor] = t
+            if previous is not None and t // 3600 > previous // 3600:
+                out.hours.append((sensor, EpochSeconds(t - t % 3600)))
+        if t > self.event_now:
+            self.event_now = t
+        for block in self.reports.add(sensor, t, r.flow, r.pressure, ff, pf, predicted):
             out.frames += [line.to_frame() for line in block]
 
     def tick(self, virtual_now: EpochSeconds, expectation: ExpectationLookup) -> Outcome:

@@ -55,6 +55,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core.criteria import MIN_NIGHTS, MNF_K, MNF_REL_FLOOR, robust_sigma
+from core.messages import fast_init
 from core.types import (
     STATUS_COMM_ERROR,
     STATUS_FLOW_FAULT,
@@ -125,14 +126,22 @@ class NightWindow:
 
     def night_of(self, t: EpochSeconds) -> datetime.date | None:
         """The local date on which the night containing ``t`` started; None outside."""
+        # Every reading asks: answer from the span the previous answer holds for.
+        memo = _night_memo
+        if memo is not None and memo[0] is self and memo[1] <= t < memo[2]:
+            return memo[3]
         today = datetime.datetime.fromtimestamp(t, self.tz).date()
         # Only the night starting today or (for a window crossing midnight) the one
         # that started yesterday can contain t.
+        found = None
+        edges = []
         for night in (today, today - _ONE_DAY):
             start, end = _bounds(self, night)
-            if start <= t < end:
-                return night
-        return None
+            edges += (start, end)
+            if found is None and start <= t < end:
+                found = night
+        _remember_night(self, int(t), edges, found)
+        return found
 
     def block_start(self, t: EpochSeconds) -> EpochSeconds:
         """UTC start of the block containing ``t``; ValueError outside the window."""
@@ -142,7 +151,12 @@ class NightWindow:
         return self._block_start(night, t)
 
     def _block_start(self, night: datetime.date, t: int) -> EpochSeconds:
+        memo = _block_memo
+        if (memo is not None and memo[0] is self and memo[1] == night
+                and memo[2] <= t < memo[3]):
+            return memo[4]
         night_start, _ = _bounds(self, night)
+        asked = t
         origin = datetime.datetime.combine(night, self.start)
         step = datetime.timedelta(minutes=self.block_minutes)
         for _ in range(_MAX_CLOCK_CHANGES):
@@ -155,7 +169,10 @@ class NightWindow:
             candidate = t - int((wall - aligned).total_seconds())
             offset = local.utcoffset()
             if _utcoffset(candidate, self.tz) == offset:
-                return EpochSeconds(max(candidate, night_start))
+                start = EpochSeconds(max(candidate, night_start))
+                if t == asked:  # not after walking back over a clock change
+                    _remember_block(self, night, t, candidate, start)
+                return start
             # The clock changed in (candidate, t]; after the change it never showed
             # `aligned`. The block starts at the change if the clock jumped past
             # `aligned` there, else where it showed the last multiple before it.
@@ -165,6 +182,63 @@ class NightWindow:
                 return EpochSeconds(max(change, night_start))
             t = change - 1
         return night_start
+
+
+# The last answers of NightWindow.night_of and ._block_start with the span of
+# time (UTC [lo, hi)) over which they are known to hold:
+# (window, lo, hi, night) and (window, night, lo, hi, block start). A reading
+# a minute after the previous one is answered without zoneinfo. Only spans in
+# which the zone's UTC offset is constant are remembered, so that the answer
+# follows from arithmetic on epoch seconds.
+_night_memo: tuple[NightWindow, int, int, datetime.date | None] | None = None
+_block_memo: tuple[NightWindow, datetime.date, int, int, EpochSeconds] | None = None
+
+
+def _steady_hour(t: int, tz: ZoneInfo) -> tuple[int, int, int] | None:
+    """UTC ``[start, end)`` of the hour around ``t`` and its offset (s), if constant."""
+    start = t - t % 3600
+    offset = _utcoffset(start, tz)
+    if offset is None or _utcoffset(start + 3599, tz) != offset:
+        return None
+    return start, start + 3600, int(offset.total_seconds())
+
+
+def _remember_night(window: NightWindow, t: int, edges: list[int],
+                    night: datetime.date | None) -> None:
+    global _night_memo
+    hour = _steady_hour(t, window.tz)
+    if hour is None:
+        return
+    lo, hi, offset = hour
+    # night_of looks at the nights of t's local date: stay within that date ...
+    midnight = t - (t + offset) % 86400
+    lo, hi = max(lo, midnight), min(hi, midnight + 86400)
+    # ... and on the same side of each of those nights' bounds as t.
+    for edge in edges:
+        if edge <= t:
+            lo = max(lo, edge)
+        else:
+            hi = min(hi, edge)
+    _night_memo = (window, lo, hi, night)
+
+
+def _remember_block(window: NightWindow, night: datetime.date, t: int, candidate: int,
+                    start: EpochSeconds) -> None:
+    """``start`` answers every t' of t's steady hour whose wall clock shows the same block.
+
+    ``candidate`` is where the clock showed t's aligned block time. With a
+    constant offset, every t' in ``[candidate, candidate + block)`` has the same
+    aligned wall time as t, hence the same candidate and the same answer (also
+    when t' is before the night's start: both are then clamped to it).
+    """
+    global _block_memo
+    hour = _steady_hour(t, window.tz)
+    if hour is None:
+        return
+    lo = max(hour[0], candidate)
+    hi = min(hour[1], candidate + window.block_minutes * 60)
+    if lo <= t < hi:
+        _block_memo = (window, night, lo, hi, start)
 
 
 @functools.lru_cache(maxsize=256)
@@ -221,6 +295,7 @@ def _clock_change(
 # -- what the aggregator hands on ---------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NightBlock:
     """One closed block of one sensor's night.
@@ -252,6 +327,7 @@ class NightBlock:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NightSummary:
     """One closed night of one sensor.
@@ -434,6 +510,7 @@ def _window_key(window: NightWindow) -> list[Any]:
 # -- the NIGHT verdict --------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NightVerdict:
     """The NIGHT method's judgement of one night.

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.messages import fast_init
 from core.types import FLAG_SYSTEM, EpochSeconds, SensorId
 
 BLOCK_S = 600
@@ -24,7 +25,10 @@ MAX_EMPTY_BLOCKS = 6
 
 Expected = Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]]
 
+_MISSING = object()
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReportLine:
     """One minute of a finished block, ready to become a ``$SRV`` line."""
@@ -47,11 +51,34 @@ class ReportLine:
         }
 
 
+# Per zone: UTC hour -> the zone's UTC offset (s) when it is the same for the whole
+# hour, else None. Every reading asks for its block; the offset changes twice a
+# year at most, so zoneinfo is asked once per hour instead of once per reading.
+_OFFSET_CACHE_LIMIT = 4096
+_hour_offsets: dict[ZoneInfo, dict[int, int | None]] = {}
+
+
+def _utc_offset(t: int, tz: ZoneInfo) -> int:
+    offset = datetime.fromtimestamp(t, timezone.utc).astimezone(tz).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
 def block_start(t: int, tz: ZoneInfo) -> EpochSeconds:
     """Start of the local 10-minute block containing ``t`` (UTC epoch seconds)."""
-    offset = datetime.fromtimestamp(t, timezone.utc).astimezone(tz).utcoffset()
-    shift = int(offset.total_seconds()) if offset is not None else 0
-    return EpochSeconds(t - ((t + shift) % BLOCK_S))
+    offsets = _hour_offsets.get(tz)
+    if offsets is None:
+        offsets = _hour_offsets.setdefault(tz, {})
+    hour = t // 3600
+    shift = offsets.get(hour, _MISSING)
+    if shift is _MISSING:
+        first = _utc_offset(hour * 3600, tz)
+        shift = first if _utc_offset(hour * 3600 + 3599, tz) == first else None
+        if len(offsets) >= _OFFSET_CACHE_LIMIT:
+            offsets.clear()
+        offsets[hour] = shift
+    if shift is None:  # the offset changes inside this hour
+        shift = _utc_offset(t, tz)
+    return t - ((t + shift) % BLOCK_S)  # type: ignore[return-value]  # no NewType call: hot path
 
 
 class ServerReportBuilder:
@@ -132,10 +159,10 @@ class ServerReportBuilder:
     ) -> list[ReportLine]:
         lines = []
         for index in range(BLOCK_S // 60):
-            t = EpochSeconds(start + index * 60)
+            t = start + index * 60
             pred_flow = pred_pressure = 0.0
             if index == 0:
-                ef, ep = expected(sensor, t)
+                ef, ep = expected(sensor, t)  # type: ignore[arg-type]
                 if ef is not None and ep is not None:
                     pred_flow, pred_pressure = round(ef, 3), round(ep, 3)
             row = minutes.get(index)

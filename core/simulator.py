@@ -19,12 +19,14 @@ The noise-free shapes (:func:`clean_flow`, :func:`clean_pressure`) depend on the
 sensor number only; the seed drives the noise and the fault schedule.
 
 Faults (``FAULT_KINDS``): episodes of ``dropout``, ``stuck``, ``spike``,
-``status``, ``missing``, ``garble``, ``duplicate`` and ``clock`` happen roughly
-1.5 times per sensor-week per kind at ``fault_rate=1``, never overlap each other
-on one sensor, never fall in the first two days after ``start`` and never cross
-a local midnight. ``leak`` is a step added to every sensor's flow from 22:00
-local on day ``start + leak_day``. :meth:`Simulator.truth` is the ground truth
-of which faults affect a sensor-minute. On the wire:
+``status``, ``missing``, ``garble``, ``duplicate``, ``clock`` and ``excursion``
+happen roughly 1.5 times per sensor-week per kind at ``fault_rate=1``, never
+overlap each other on one sensor, never fall in the first two days after
+``start`` and never cross a local midnight (``excursion`` is drawn last, so
+adding it moved no episode of the other kinds). ``leak`` is a step added to
+every sensor's flow from 22:00 local on day ``start + leak_day``.
+:meth:`Simulator.truth` is the ground truth of which faults affect a
+sensor-minute. On the wire:
 
 * ``dropout`` 10-40 min without the sensor's line;
 * ``stuck`` 40-120 min repeating the episode's first flow, pressure or both;
@@ -35,7 +37,12 @@ of which faults affect a sensor-minute. On the wire:
   must reject (wrong checksum, truncated, line noise without ``$``, over-long);
 * ``duplicate`` 1-5 min with the line repeated, half the time with another flow;
 * ``clock`` 1-5 min stamped 1-24 hours (and some odd seconds) ahead: the RTU's
-  clock jumped, so the stamp never collides with a genuine minute.
+  clock jumped, so the stamp never collides with a genuine minute;
+* ``excursion`` 20-120 min of flow, pressure or both shifted by 40-80 % up or
+  down (a burst, a valve operation, a pump trip): a sustained, physically
+  plausible deviation, the kind VALUE and PREDICT exist for. With ``both`` the
+  pressure moves against the flow, as in a network (a burst draws more flow and
+  drops the pressure).
 
 Realtime pacing (``speed``, ``realtime_cap``) is the port's business
 (``ports/protocol_sim.py``); this module never looks at the clock except to
@@ -61,6 +68,7 @@ from core.types import EpochSeconds, Reading, SensorId, sensor_id
 
 FAULT_KINDS = (
     "dropout", "stuck", "spike", "status", "missing", "leak", "garble", "duplicate", "clock",
+    "excursion",
 )
 EPISODIC_KINDS = tuple(kind for kind in FAULT_KINDS if kind != "leak")
 
@@ -80,7 +88,10 @@ EPISODE_MINUTES: dict[str, tuple[int, int]] = {
     "garble": (1, 5),
     "duplicate": (1, 5),
     "clock": (1, 5),
+    "excursion": (20, 120),
 }
+# An excursion shifts its quantity by this much (relative, up or down).
+EXCURSION_SHIFT = (0.4, 0.8)
 STATUS_FAULT_BITS = (0x01, 0x02, 0x04, 0x08, 0x10)
 GARBLE_STYLES = ("checksum", "truncated", "noise", "overlong")
 
@@ -385,9 +396,11 @@ class Episode:
     kind: str
     start: EpochSeconds
     end: EpochSeconds
-    quantity: str = "flow"  # "flow", "pressure" or "both" (stuck, spike, missing)
+    quantity: str = "flow"  # "flow", "pressure" or "both" (stuck, spike, missing, excursion)
     status: int = 0  # the status bits (status)
-    factor: float = 1.0  # spike multiplier; duplicate value change (1.0 = identical copy)
+    # spike multiplier; duplicate value change (1.0 = identical copy); excursion
+    # multiplier of the flow, or of the pressure when only the pressure moves
+    factor: float = 1.0
     style: str = ""  # garble style
     offset_s: int = 0  # how far ahead a clock-fault reading is stamped
 
@@ -588,6 +601,8 @@ class Simulator:
                     pressure[i0:i1] = np.nan
             elif kind == "clock":
                 stamp[i0:i1] = [s + ep.offset_s for s in stamp[i0:i1]]
+            elif kind == "excursion":
+                _excursion(ep, flow, pressure, i0, i1)
             else:  # garble and duplicate add lines after the good one
                 deferred.append((ep, i0, i1))
         flows, pressures = _nullable(flow), _nullable(pressure)
@@ -674,7 +689,22 @@ def _episode_detail(kind: str, rng: np.random.Generator) -> dict[str, Any]:
     if kind == "clock":
         # Hours ahead, and odd seconds: a drifted RTU clock does not land on the minute.
         return {"offset_s": int(rng.integers(1, 25)) * 3600 + int(rng.integers(1, 60))}
+    if kind == "excursion":
+        quantity = str(rng.choice(["flow", "pressure", "both"]))
+        shift = float(rng.uniform(*EXCURSION_SHIFT))
+        return {"quantity": quantity, "factor": 1.0 + shift if rng.random() < 0.5 else 1.0 - shift}
     return {}
+
+
+def _excursion(ep: Episode, flow: np.ndarray, pressure: np.ndarray, i0: int, i1: int) -> None:
+    """Shift minutes ``[i0, i1)`` of an excursion in place, rounded as on the wire."""
+    if ep.quantity in ("flow", "both"):
+        flow[i0:i1] = np.rint(flow[i0:i1] * ep.factor * 100.0) / 100.0
+    if ep.quantity == "pressure":
+        pressure[i0:i1] = np.rint(pressure[i0:i1] * ep.factor * 1000.0) / 1000.0
+    elif ep.quantity == "both":
+        # Against the flow: more flow, less pressure (a burst), and the reverse.
+        pressure[i0:i1] = np.rint(pressure[i0:i1] * (2.0 - ep.factor) * 1000.0) / 1000.0
 
 
 def _garbled_line(garble: _Garble, tz: ZoneInfo) -> bytes:

@@ -48,6 +48,7 @@ import lmdb
 import msgpack
 import numpy as np
 
+from core.messages import fast_constructor, fast_init
 from core.types import EpochSeconds, Reading, SensorId, StoredReading
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class StoreFullError(StoreError):
     """The map reached ``map_max_mb`` or the disk is full; nothing of that write was kept."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """What one :meth:`Store.ingest` did.
@@ -114,6 +116,7 @@ class IngestResult:
     conflicts: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RejectRecord:
     """An input line the reader refused: wall-clock time, reason, raw bytes."""
@@ -123,6 +126,7 @@ class RejectRecord:
     line: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """An outbound frame kept until sent (and acknowledged when ACK is on)."""
@@ -131,6 +135,12 @@ class OutboxEntry:
     frame: dict[str, Any]
     created: float
     attempts: int
+
+
+# Records read back from the store (trusted values) are built past the frozen
+# dataclasses' slow generated __init__ (see core.messages.fast_constructor).
+_new_reading = fast_constructor(Reading)
+_new_stored = fast_constructor(StoredReading)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -193,6 +203,11 @@ def _plain(obj: Any) -> Any:
 
 def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True, default=_plain)
+
+
+def _packer() -> msgpack.Packer:
+    """A reusable packer like :func:`_pack` (not thread-safe: one per write batch)."""
+    return msgpack.Packer(use_bin_type=True, default=_plain)
 
 
 def _unpack(data: bytes) -> Any:
@@ -573,8 +588,18 @@ class ReadView:
     def journal(self, after: int, limit: int = 1000) -> list[StoredReading]:
         blob = _scan(self._t(), self._dbs["journal"], _SEQ.pack(max(0, after) + 1), None,
                      record=_JOURNAL_RECORD.size, key_len=_SEQ.size, limit=limit)
-        return [StoredReading(seq, Reading(_sensor_id(n), EpochSeconds(t), _opt(f), _opt(p), st))
-                for seq, n, t, f, p, st in _JOURNAL_RECORD.iter_unpack(blob)]
+        # Catch-up reads whole chunks of the journal: one sensor id string per
+        # sensor number, NaN -> None inline, records built without __init__.
+        ids: dict[int, SensorId] = {}
+        new_stored, new_reading = _new_stored, _new_reading
+        out: list[StoredReading] = []
+        for seq, n, t, f, p, st in _JOURNAL_RECORD.iter_unpack(blob):
+            sid = ids.get(n)
+            if sid is None:
+                sid = ids[n] = _sensor_id(n)
+            out.append(new_stored(seq, new_reading(
+                sid, t, None if f != f else f, None if p != p else p, st)))
+        return out
 
     def journal_head(self) -> int:
         return self._meta_get(f"q:{_ARRIVAL}") or 0
@@ -610,12 +635,17 @@ class ReadView:
 
     def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
         cursor = self._t().cursor(self._dbs["outbox"])
-        out: list[OutboxEntry] = []
-        found = cursor.set_range(_SEQ.pack(max(0, after) + 1))
-        while found and len(out) < limit:
-            out.append(_outbox_entry(cursor.key(), cursor.value()))
-            found = cursor.next()
-        return out
+        if limit <= 0 or not cursor.set_range(_SEQ.pack(max(0, after) + 1)):
+            return []
+        # The transmitter reads every frame once: iterate in C and unpack the
+        # values as one stream (each is exactly one msgpack object).
+        items = list(islice(cursor.iternext(keys=True, values=True), limit))
+        values = msgpack.Unpacker(raw=False, strict_map_key=False,
+                                  max_buffer_size=sum(len(v) for _, v in items) + 1)
+        values.feed(b"".join([v for _, v in items]))
+        unpack_seq, new_entry = _SEQ.unpack, OutboxEntry
+        return [new_entry(unpack_seq(key)[0], frame, created, attempts)
+                for (key, _), (created, attempts, frame) in zip(items, values, strict=True)]
 
     def outbox_depth(self) -> int:
         return int(self._t().stat(self._dbs["outbox"])["entries"])
@@ -679,6 +709,17 @@ class WriteBatch(ReadView):
 
     Counters and sequence numbers are accumulated here and written once at the
     end, so a batch that appends a thousand frames touches each counter once.
+    Likewise the bounded databases (outbox, rejects) are trimmed to their bound
+    once, when the batch ends (or before the batch itself reads them): the
+    transaction commits as a whole, so nothing ever sees them above the bound.
+
+    Outbox frames and detections are buffered and written with one
+    ``putmulti`` call (before the batch reads that database, and at its end).
+    py-lmdb releases the GIL around every single put, get or delete, and with
+    the service's other threads busy each release can cost a whole GIL switch
+    interval (milliseconds) instead of a microsecond: one call per batch
+    instead of one per frame keeps the write transaction, and with it every
+    other writer, from waiting on that.
     """
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, rejects_max: int,
@@ -689,6 +730,23 @@ class WriteBatch(ReadView):
         self._clock = clock
         self._counts: dict[str, int] = {}
         self._seqs: dict[str, int] = {}
+        self._bounded: dict[str, int] = {}  # database -> entries to keep, trimmed in _flush
+        self._packer: msgpack.Packer | None = None
+        # database -> (key, value) puts not yet written; see _write_pending.
+        self._pending: dict[str, list[tuple[bytes, bytes]]] = {}
+
+    def _write_pending(self, name: str) -> None:
+        """Write the buffered puts of database ``name`` (in order: a later put wins)."""
+        items = self._pending.pop(name, None)
+        if not items:
+            return
+        append = name == "outbox"
+        _, added = self._t().cursor(self._dbs[name]).putmulti(items, append=append)
+        if added != len(items):
+            if append:  # sequence keys: a refusal means the persisted counter is behind
+                raise StoreError(f"sequence keys up to {items[-1][0].hex()} are not past the "
+                                 f"end of the {name} database")
+            raise StoreError(f"{len(items) - added} of {len(items)} {name} writes not kept")
 
     # sequences and counters -----------------------------------------------------
 
@@ -722,7 +780,18 @@ class WriteBatch(ReadView):
             merged[name] = merged.get(name, 0) + n
         return merged
 
+    def _settle(self, name: str) -> None:
+        """Bring database ``name`` up to date: buffered puts written, bound applied."""
+        self._write_pending(name)
+        keep = self._bounded.pop(name, None)
+        if keep is not None:
+            dropped = self._drop_oldest(self._dbs[name], keep)
+            if name == "outbox":
+                self.count("outbox_dropped", dropped)
+
     def _flush(self) -> None:
+        for name in (*self._pending, *self._bounded):
+            self._settle(name)
         txn, meta = self._t(), self._dbs["meta"]
         for name, n in self._counts.items():
             key = f"c:{name}".encode()
@@ -745,33 +814,51 @@ class WriteBatch(ReadView):
     def _ingest(self, readings: Sequence[Reading], rejects: Sequence[RejectRecord]) -> IngestResult:
         txn, rdb, jdb = self._t(), self._dbs["readings"], self._dbs["journal"]
         # The hot path of a replay (half a million readings a year per sensor):
-        # locals instead of attribute look-ups, one sensor parse per batch.
-        put, pack_key, pack_values, pack_seq = txn.put, _SENSOR_TIME.pack, _VALUES.pack, _SEQ.pack
+        # locals instead of attribute look-ups, one sensor parse per batch, and
+        # LMDB asked three times per batch (getmulti, putmulti x2) instead of
+        # twice per reading: each call releases the GIL (see WriteBatch).
+        pack_key, pack_values, pack_seq = _SENSOR_TIME.pack, _VALUES.pack, _SEQ.pack
+        new_stored = _new_stored
         numbers: dict[str, int] = {}
-        stored: list[StoredReading] = []
-        duplicates = conflicts = 0
-        seq = first = self._seq_now(_ARRIVAL)
+        rows: list[tuple[Reading, bytes, bytes]] = []
         for r in readings:
             number = numbers.get(r.sensor)
             if number is None:
                 number = numbers[r.sensor] = _sensor_number(r.sensor)
-            key = _time_key(number, int(r.time))
+            t = int(r.time)
+            key = pack_key(number, t) if t >= 0 else _time_key(number, t)  # raises
             value = pack_values(_NO_VALUE if r.flow is None else r.flow,
                                 _NO_VALUE if r.pressure is None else r.pressure, r.status)
-            if put(key, value, overwrite=False, db=rdb):
+            rows.append((r, key, value))
+        stored_before = dict(txn.cursor(rdb).getmulti([key for _, key, _ in rows])) if rows else {}
+        kept: dict[bytes, bytes] = {}  # this batch's new readings: the first write wins
+        new_items: list[tuple[bytes, bytes]] = []
+        journal_items: list[tuple[bytes, bytes]] = []
+        stored: list[StoredReading] = []
+        duplicates = conflicts = 0
+        seq = first = self._seq_now(_ARRIVAL)
+        for r, key, value in rows:
+            existing = stored_before.get(key) or kept.get(key)
+            if existing is None:
+                kept[key] = value
                 seq += 1
+                new_items.append((key, value))
                 # journal value = readings key + value: (sensor, time, flow, pressure, status)
-                if not put(pack_seq(seq), key + value, append=True, db=jdb):
-                    raise StoreError(f"arrival {seq} is not past the end of the journal")
-                stored.append(StoredReading(seq, r))
+                journal_items.append((pack_seq(seq), key + value))
+                stored.append(new_stored(seq, r))
                 continue
             duplicates += 1
-            existing = txn.get(key, db=rdb)
             if existing != value:
                 f, p, st = _VALUES.unpack(existing)
                 if not r.same_values(Reading(r.sensor, r.time, _opt(f), _opt(p), st)):
                     conflicts += 1
-        if seq != first:
+        if new_items:
+            _, added = txn.cursor(rdb).putmulti(new_items, overwrite=False)
+            if added != len(new_items):  # only this transaction writes: cannot happen
+                raise StoreError(f"{len(new_items) - added} new reading(s) were already stored")
+            _, added = txn.cursor(jdb).putmulti(journal_items, append=True)
+            if added != len(journal_items):
+                raise StoreError(f"arrivals {first + 1}..{seq} are not past the end of the journal")
             self._seqs[_ARRIVAL] = seq
         self.count("duplicates", duplicates)
         self.count("conflicts", conflicts)
@@ -784,7 +871,7 @@ class WriteBatch(ReadView):
         _append(txn, db, _SEQ.pack(self._next(_REJECT)),
                 _pack([float(reject.received), reject.reason, bytes(reject.line)]))
         self.count(f"reject.{reject.reason}")
-        self._drop_oldest(db, self._rejects_max)
+        self._bounded["rejects"] = self._rejects_max
 
     def _drop_oldest(self, db: Any, keep: int) -> int:
         txn = self._t()
@@ -800,15 +887,54 @@ class WriteBatch(ReadView):
     # outbox --------------------------------------------------------------------
 
     def append_outbox(self, frame: dict[str, Any]) -> int:
-        """Keep ``frame`` for sending; returns its sequence number (1, 2, ... never reused)."""
+        """Keep ``frame`` for sending; returns its sequence number (1, 2, ... never reused).
+
+        Beyond ``outbox_max`` entries the oldest are dropped (and counted as
+        ``outbox_dropped``) when the batch commits.
+        """
         seq = self._next(_OUTBOX)
-        db = self._dbs["outbox"]
-        _append(self._t(), db, _SEQ.pack(seq), _pack([self._clock(), 0, frame]))
-        self.count("outbox_dropped", self._drop_oldest(db, self._outbox_max))
+        packer = self._packer
+        if packer is None:
+            packer = self._packer = _packer()
+        value = packer.pack([self._clock(), 0, frame])
+        self._buffer("outbox", _SEQ.pack(seq), value)
+        self._bounded["outbox"] = self._outbox_max
         return seq
+
+    def _buffer(self, name: str, key: bytes, value: bytes) -> None:
+        self._t()  # fail now, not at the end, if the transaction is over
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = self._pending[name] = []
+        pending.append((key, value))
+
+    # Reads and changes of a buffered or bounded database within the batch see
+    # it as if every put and every trim had been done at once.
+
+    def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
+        self._settle("outbox")
+        return super().outbox(after, limit)
+
+    def outbox_depth(self) -> int:
+        self._settle("outbox")
+        return super().outbox_depth()
+
+    def outbox_oldest(self) -> OutboxEntry | None:
+        self._settle("outbox")
+        return super().outbox_oldest()
+
+    def rejects(self, limit: int = 100) -> list[RejectRecord]:
+        self._settle("rejects")
+        return super().rejects(limit)
+
+    def detections(self, sensor: SensorId, since: int | None = None,
+                   until: int | None = None) -> list[dict[str, Any]]:
+        self._settle("detections")
+        return super().detections(sensor, since, until)
 
     def mark_outbox_attempt(self, seq: int) -> None:
         """Count one more send of entry ``seq`` (no-op if it is gone)."""
+        self._settle("outbox")
         txn, db, key = self._t(), self._dbs["outbox"], _SEQ.pack(seq)
         raw = txn.get(key, db=db)
         if raw is not None:
@@ -817,6 +943,7 @@ class WriteBatch(ReadView):
 
     def delete_outbox(self, seq: int) -> bool:
         """Drop entry ``seq`` (acknowledged); False if it was not there."""
+        self._settle("outbox")
         return bool(self._t().delete(_SEQ.pack(seq), db=self._dbs["outbox"]))
 
     def delete_outbox_through(self, seq: int) -> int:
@@ -827,6 +954,7 @@ class WriteBatch(ReadView):
                       limit: int | None = None) -> int:
         if end is None:
             return 0
+        self._settle(db)
         cursor = self._t().cursor(self._dbs[db])
         deleted = 0
         found = cursor.set_range(start)
@@ -842,8 +970,7 @@ class WriteBatch(ReadView):
 
     def put_detection(self, sensor: SensorId, time: int, record: dict[str, Any]) -> None:
         """Store what fired for ``sensor`` at ``time`` (a later put replaces it)."""
-        self._t().put(_time_key(_sensor_number(sensor), int(time)), _pack(record),
-                      db=self._dbs["detections"])
+        self._buffer("detections", _time_key(_sensor_number(sensor), int(time)), _pack(record))
 
     def put_night_block(self, sensor: SensorId, start: int, record: dict[str, Any]) -> bool:
         """Store a closed 10-minute night block; False (nothing written) if already there."""

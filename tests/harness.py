@@ -25,6 +25,21 @@ ROOT = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Asia/Seoul")
 
 
+def send_all(conn: socket.socket, data: bytes) -> None:
+    """Send all of ``data``, however long the gateway holds back reading (backpressure).
+
+    Peer connections have a short timeout (for their receiving loop): ``sendall``
+    would give up after it with part of a line sent, so send piecewise. Raises
+    ``OSError`` when the connection dies.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[conn.send(view):]
+        except TimeoutError:
+            continue
+
+
 class PeerServer:
     """A TCP server that accepts one connection at a time (the gateway's port)."""
 
@@ -84,7 +99,7 @@ class PeerServer:
     def send(self, data: bytes) -> None:
         self.wait_connected()
         assert self.conn is not None
-        self.conn.sendall(data)
+        send_all(self.conn, data)
 
     def drop(self) -> None:
         """Close the current connection (the peer goes away)."""

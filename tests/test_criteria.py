@@ -155,10 +155,39 @@ def test_steep_ramp_inside_an_hour_does_not_blow_up_the_band() -> None:
     hour = T0 + 6 * 3600 + 60 * np.arange(60)
     shape = 20.0 + 40.0 * np.arange(60) / 60
     for factor in (0.5, 1.5):
-        # One band per hour cannot follow the ramp, but a third of the hour (far
-        # more than persist_minutes) is out of band: the excursion is caught.
-        assert np.mean(np.array([not band.contains(v) for v in factor * shape])) > 0.33
+        # One band per hour cannot follow the ramp (it spans the ramp's whole
+        # extent, 20 to 60), but a quarter of the hour (15 minutes, far more than
+        # persist_minutes) is out of band: the excursion is caught.
+        assert np.mean(np.array([not band.contains(v) for v in factor * shape])) > 0.25
     assert all(crit.flow.band_for(int(ti), TZ).contains(v) for ti, v in zip(hour, shape))
+
+
+def test_ten_minute_history_band_covers_the_ramp_to_the_hour_end() -> None:
+    """With one reading per 10 minutes the last part sits at :50; the ramp goes on."""
+    t, _, pressure, status = diurnal(21, step=600)
+    minute_of_day = ((t - T0) % DAY) // 60
+    ramp = np.clip((minute_of_day - 6 * 60) / 60, 0.0, 1.0)  # 06:00-07:00: 20 -> 60
+    flow = 20.0 + 40.0 * ramp + np.random.default_rng(2).normal(0, 1.0, t.size)
+    crit = build(t, flow, pressure, status)
+    assert crit is not None and crit.flow is not None
+    band = crit.flow.bands[6]
+    shape = 20.0 + 40.0 * np.arange(60) / 60  # every minute of 06:00-06:59
+    assert all(band.contains(v + 2.0) and band.contains(v - 2.0) for v in shape), band
+
+
+def test_a_past_burst_does_not_widen_the_predict_band() -> None:
+    # The seasonal-naive expectation averages past weeks: a two-hour burst on the
+    # first Saturday comes back in the expectation of the three Saturdays after it.
+    t, flow, pressure, status = diurnal(28, step=60)
+    before = build(t, flow, pressure, status)
+    burst = (t >= T0 + 5 * DAY + 10 * 3600) & (t < T0 + 5 * DAY + 12 * 3600)
+    after = build(t, np.where(burst, 1.7 * flow, flow), np.where(burst, 0.6 * pressure, pressure),
+                  status)
+    assert before is not None and after is not None
+    for name in ("flow", "pressure"):
+        b, a = before.quantity(name), after.quantity(name)
+        assert b is not None and a is not None
+        assert a.residual_band < 1.2 * b.residual_band, (name, b.residual_band, a.residual_band)
 
 
 def test_relative_floor_keeps_quiet_slots_usable() -> None:

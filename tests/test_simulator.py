@@ -225,7 +225,7 @@ def test_truth_matches_what_is_on_the_wire(faulty: Simulator) -> None:
                 assert reading.time - t > 3600
             if "spike" in truth:
                 assert reading.flow > 3 * clean or reading.pressure > 10  # type: ignore[operator]
-            else:
+            elif "excursion" not in truth:  # an excursion may reach 1.8 x (checked below)
                 assert reading.flow is None or reading.flow < 2 * clean
     assert seen == set(EPISODIC_KINDS)
     assert garbled == garble_truths > 0
@@ -295,6 +295,51 @@ def test_switching_one_kind_does_not_move_another() -> None:
         assert only.episodes_between(sensor, *window) == [
             ep for ep in every.episodes_between(sensor, *window) if ep.kind == "stuck"
         ]
+
+
+def test_excursion_was_added_without_moving_any_other_episode() -> None:
+    # Excursions are drawn after every other kind: schedules made before the kind
+    # existed (and the data of every site replaying them) stay as they were.
+    without = make(faults=ALL - {"excursion"})
+    window = (START, START + 28 * 86400)
+    for sensor in (1, 2, 3):
+        assert without.episodes_between(sensor, *window) == [
+            ep for ep in make(faults=ALL).episodes_between(sensor, *window)
+            if ep.kind != "excursion"
+        ]
+
+
+def test_excursions_shift_their_quantity_for_exactly_their_span() -> None:
+    only = make(faults={"excursion"})
+    clean = make()
+    episodes = [(s, ep) for s in (1, 2, 3)
+                for ep in only.episodes_between(s, START, START + 8 * 7 * 86400)]
+    assert {ep.quantity for _, ep in episodes} == {"flow", "pressure", "both"}
+    assert any(ep.factor > 1 for _, ep in episodes) and any(ep.factor < 1 for _, ep in episodes)
+    for sensor, ep in episodes[:12]:
+        lo, hi = EPISODE_MINUTES["excursion"]
+        assert lo <= (ep.end - ep.start) // 60 <= hi
+        assert 0.4 <= abs(ep.factor - 1.0) <= 0.8
+        sid = f"{sensor:03d}"
+        # Ten minutes either side, so the edges are checked too.
+        minutes = (ep.end - ep.start) // 60 + 20
+        seen = [r for r in only.readings(ep.start - 600, minutes) if r.sensor == sid]
+        base = [r for r in clean.readings(ep.start - 600, minutes) if r.sensor == sid]
+        assert [r.time for r in seen] == [r.time for r in base]
+        for r, b in zip(seen, base, strict=True):
+            inside = ep.start <= r.time < ep.end
+            assert only.truth(sensor, r.time) == ({"excursion"} if inside else frozenset())
+            flow_factor = ep.factor if inside and ep.quantity != "pressure" else 1.0
+            pressure_factor = 1.0
+            if inside and ep.quantity == "pressure":
+                pressure_factor = ep.factor
+            elif inside and ep.quantity == "both":  # the pressure moves against the flow
+                pressure_factor = 2.0 - ep.factor
+            assert r.flow == pytest.approx(  # type: ignore[operator]
+                b.flow * flow_factor, abs=0.006)
+            assert r.pressure == pytest.approx(  # type: ignore[operator]
+                b.pressure * pressure_factor, abs=0.0006)
+            assert r.status == 0
 
 
 def test_leak_steps_up_the_minimum_night_flow() -> None:

@@ -1,0 +1,837 @@
+"""Detection quality on the simulator's fault injection: recall, false alarms, time to detect.
+
+    python bench/detect_eval.py                          # 5 seeds x 3 sensors x 8 weeks
+    python bench/detect_eval.py --seeds 1 --sensors 1 --weeks 2   # a smoke run
+
+What runs is the service's own detection logic, offline and in-process (no
+actors, no LMDB), wired as the actors wire it (:class:`OfflineSite`):
+
+* **Detector** (``actors/detector.py``): :class:`core.monitor.SiteMonitor` on
+  every stored reading, ``now`` = the minute the reading arrives (live
+  operation: a clock-fault stamp is hours ahead of it), a silence tick at the
+  end of every minute; criteria from the initial history at first sight of a
+  sensor, rebuilt from the stored readings once they span ``criteria.min_days``
+  (:func:`core.criteria.rebuild_reason`, checked once per day of event time).
+* **Predictor** (``actors/predictor.py``): on every hour crossing, the
+  seasonal-naive forecast (3 weeks, adapted) from the hourly means of the stored
+  readings, handed to the Detector at once; PREDICT's band is the forecast's or
+  else the criteria's residual band.
+* **NightFlow** (``actors/night_flow.py``): every stored reading into
+  :class:`core.night_flow.NightFlowAggregator`; each closed night judged by
+  :func:`core.night_flow.evaluate_night` against the stored clean nights and the
+  criteria, the verdict carried by the Detector from the night's end on.
+* **Store**: first write wins per (sensor, time), so duplicates never reach
+  detection; garbled lines never get past the reader. Both are ingest matters,
+  not detection classes, and are left out of recall.
+
+Per seed, two runs of the same sensors and seed over the same span: one with
+every fault kind (``faults=all``, the leak at ``--leak-fraction`` of the clean
+minimum night flow from 22:00 on day ``--leak-day``) and one clean. The
+criteria's first source is ``--initial-days`` of the same simulator without
+faults just before the span, one reading per 10 minutes, as
+``conf/initial_data.csv`` is made (``bench/make_initial_data.py``).
+
+Per injected class, its intended method:
+
+=============================== ===============================================
+dropout                         SYSTEM (silence alert) during the gap
+stuck, status, missing, clock   SYSTEM during the episode, on its quantity
+spike                           SYSTEM (physical range) on its minute; a spike
+                                inside the range is a single reading, below
+                                ``persist_minutes`` by design
+excursion                       VALUE or PREDICT during the excursion
+leak                            NIGHT on the leak's first or second night
+=============================== ===============================================
+
+Recall is the share of episodes detected so; time to detect is from the
+episode's first minute to the first flagged minute (minutes; nights for NIGHT,
+1 = the leak's first night). False alarms are counted per method on the clean
+runs: a run of consecutive flagged minutes on one sensor is one alarm (for
+NIGHT, a run of consecutive leak verdicts), also without the site's first week
+(when the seasonal-naive forecast has no week-earlier hour yet). The faulted
+runs also give false alarms "between faults": flagged runs that touch no episode
+(nor its next ``TAIL_MINUTES``) before the leak starts, such as PREDICT firing a
+week after an excursion because the seasonal-naive forecast repeats it; a NIGHT
+verdict counts as false there unless a flow excursion fell in its night (a sensor
+fault that makes NIGHT fire is a false leak sign).
+
+The last line printed is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.detector import _residual, detection_settings, physical_range  # noqa: E402
+from actors.predictor import NAIVE_WEEKS  # noqa: E402
+from core import criteria as criteria_logic  # noqa: E402
+from core import forecast as forecasting  # noqa: E402
+from core.config import Config, default_config, load_config  # noqa: E402
+from core.criteria import InitialData, SensorCriteria  # noqa: E402
+from core.detection import Expectation  # noqa: E402
+from core.monitor import Outcome, SiteMonitor  # noqa: E402
+from core.night_flow import (  # noqa: E402
+    NightFlowAggregator, NightSummary, NightWindow, evaluate_night,
+)
+from core.simulator import FAULT_KINDS, Episode, Simulator, SimulatorSettings  # noqa: E402
+from core.types import (  # noqa: E402
+    FLAG_NIGHT, FLAG_PREDICT, FLAG_SYSTEM, FLAG_VALUE, EpochSeconds, Reading, SensorId,
+    StoredReading, sensor_id,
+)
+
+MINUTE_S = 60
+HOUR_S = 3600
+DAY_S = 86400
+WEEK_MIN = 7 * 1440
+INITIAL_STEP_S = 600  # one reading per 10 minutes, as conf/initial_data.csv
+DEFAULT_START = "2025-03-03"  # a Monday
+# After an episode ends its flags may linger (hysteresis, a stuck run clearing):
+# a flagged run starting this soon after an episode belongs to it.
+TAIL_MINUTES = 30
+METHODS = {"SYSTEM": FLAG_SYSTEM, "VALUE": FLAG_VALUE, "PREDICT": FLAG_PREDICT,
+           "NIGHT": FLAG_NIGHT}
+# Each injected class and the method(s) meant to catch it.
+INTENDED: dict[str, tuple[str, ...]] = {
+    "dropout": ("SYSTEM",), "stuck": ("SYSTEM",), "spike": ("SYSTEM",),
+    "status": ("SYSTEM",), "missing": ("SYSTEM",), "clock": ("SYSTEM",),
+    "excursion": ("VALUE", "PREDICT"), "leak": ("NIGHT",),
+}
+# Handled at ingest (the reader rejects, the store keeps the first copy): no detection.
+INGEST_ONLY = ("garble", "duplicate")
+# Classes pooled into each method's recall. A spike is reported on its own: most
+# spikes stay inside the physical range, and one reading is below persist_minutes.
+POOLED = {"SYSTEM": ("dropout", "stuck", "status", "missing", "clock"),
+          "VALUE": ("excursion",), "PREDICT": ("excursion",), "NIGHT": ("leak",)}
+TARGETS = {"recall": ">= 0.95", "false_alarms_per_sensor_week": "<= 1"}
+NOTES = {
+    "spike": "one reading: SYSTEM catches it only beyond the physical range; inside the "
+             "range it is below persist_minutes by design",
+    "between_faults": "false alarms on the faulted runs outside every episode (+ "
+                      f"{TAIL_MINUTES} min) and before the leak",
+    "after_first_week": "without the site's first week, when the seasonal-naive forecast "
+                        "has no week-earlier hour yet",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The service's logic, offline
+
+
+@dataclass
+class _History:
+    """One sensor's stored readings (first write wins) and their hourly sums."""
+
+    base_hour: int
+    hours: int
+    times: list[int] = field(default_factory=list)
+    flow: list[float] = field(default_factory=list)
+    pressure: list[float] = field(default_factory=list)
+    status: list[int] = field(default_factory=list)
+    keys: set[int] = field(default_factory=set)
+    sums: np.ndarray = field(init=False)  # (4, hours): flow sum, count, pressure sum, count
+
+    def __post_init__(self) -> None:
+        self.sums = np.zeros((4, self.hours))
+
+    def add(self, r: Reading) -> bool:
+        if r.time in self.keys:
+            return False
+        self.keys.add(r.time)
+        f = np.nan if r.flow is None else r.flow
+        p = np.nan if r.pressure is None else r.pressure
+        self.times.append(r.time)
+        self.flow.append(f)
+        self.pressure.append(p)
+        self.status.append(r.status)
+        h = r.time // HOUR_S - self.base_hour
+        if 0 <= h < self.hours:
+            if f == f:
+                self.sums[0, h] += f
+                self.sums[1, h] += 1
+            if p == p:
+                self.sums[2, h] += p
+                self.sums[3, h] += 1
+        return True
+
+    def arrays(self, since: int, until: int) -> tuple[np.ndarray, ...]:
+        """(time, flow, pressure, status) of readings in ``[since, until)``, by time."""
+        t = np.array(self.times, dtype=np.int64)
+        keep = (t >= since) & (t < until)
+        order = np.argsort(t[keep], kind="stable")
+        return (t[keep][order], np.array(self.flow)[keep][order],
+                np.array(self.pressure)[keep][order], np.array(self.status)[keep][order])
+
+    def hourly(self, since: int, hours: int) -> forecasting.HourlySeries:
+        """Hourly means of ``hours`` hours from ``since`` (NaN where nothing was stored)."""
+        lo = since // HOUR_S - self.base_hour
+        out = np.full((2, hours), np.nan)
+        a, b = max(lo, 0), min(lo + hours, self.hours)
+        if b > a:
+            s = self.sums[:, a:b]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[0, a - lo:b - lo] = np.where(s[1] > 0, s[0] / s[1], np.nan)
+                out[1, a - lo:b - lo] = np.where(s[3] > 0, s[2] / s[3], np.nan)
+        return forecasting.HourlySeries(EpochSeconds(since), out[0], out[1])
+
+
+@dataclass(frozen=True)
+class NightRecord:
+    """A closed night as NightFlow stores it (``leak`` None: no verdict)."""
+
+    night: dt.date
+    ends: int
+    mnf: float | None
+    leak: bool | None
+    threshold: float | None
+    cause: dict[str, Any] | None
+    closed_by_future_stamp: bool
+
+
+class OfflineSite:
+    """Detector + Predictor + NightFlow of one site, minute by minute, in one thread.
+
+    Mirrors the actors' wiring (see the module docstring); every decision is
+    made by the same core functions the actors call. Flags are recorded per
+    sensor, quantity and *arrival* minute (a clock-fault reading counts in the
+    minute it arrived, not at its future stamp).
+    """
+
+    def __init__(self, config: Config, initial: InitialData, sensors: Sequence[SensorId],
+                 start: int, minutes: int) -> None:
+        self.config = config
+        self.tz = config.site.tz
+        self.start = start
+        self.minutes = minutes
+        self.monitor = SiteMonitor(detection_settings(config), self.tz)
+        night = config.night
+        self.window = NightWindow(start=night.start, end=night.end, tz=self.tz,
+                                  block_minutes=night.block_minutes,
+                                  min_readings=night.min_readings)
+        self.aggregator = NightFlowAggregator(self.window)
+        self.initial = initial
+        self.criteria: dict[SensorId, SensorCriteria | None] = {}
+        self.forecasts: dict[SensorId, forecasting.Forecast | None] = {}
+        self.issued: dict[SensorId, int] = {}
+        self.history_hours = forecasting.history_hours(weeks=NAIVE_WEEKS)
+        # Hourly sums from well before the span (forecasts look back) to a day
+        # after it (clock-fault stamps are up to 24 h ahead).
+        base_hour = start // HOUR_S - self.history_hours - 24
+        span_hours = self.history_hours + 24 + minutes // 60 + 48
+        self.store = {s: _History(base_hour, span_hours) for s in sensors}
+        self.nights: dict[SensorId, dict[dt.date, NightRecord]] = {s: {} for s in sensors}
+        self.criteria_log: list[tuple[SensorId, int, int, str]] = []
+        self._first_time: dict[SensorId, int] = {}
+        self._checked_day: dict[SensorId, int] = {}
+        self._arrival = 0
+        self._now = start
+        self.flags = {s: np.zeros((2, minutes), dtype=np.uint8) for s in sensors}
+
+    # -- one minute --------------------------------------------------------------
+
+    def step(self, minute: int, readings: Iterable[Reading]) -> None:
+        """Ingest, detect and tick the readings that arrived in ``minute``."""
+        self._now = minute
+        batch: list[StoredReading] = []
+        for r in readings:
+            if self.store[r.sensor].add(r):  # the store: first write wins
+                self._arrival += 1
+                batch.append(StoredReading(self._arrival, r))
+        for stored in batch:  # NightFlow (may run ahead: verdicts wait for their night's end)
+            _, summaries = self.aggregator.add(stored.reading)
+            for summary in summaries:
+                self._close_night(summary, future=stored.reading.time > minute)
+        if batch:
+            self._detect(minute, batch)
+        out = self.monitor.tick(EpochSeconds(minute + MINUTE_S - 1), self._expectation)
+        self._record(out, None)
+
+    def _detect(self, minute: int, batch: list[StoredReading]) -> None:
+        """Detector.process, then the forecasts its hour crossings ask for."""
+        for stored in batch:
+            if stored.reading.sensor not in self.criteria:
+                self._load_sensor(stored.reading.sensor)
+        out = self.monitor.process(batch, now=EpochSeconds(minute),
+                                   criteria=self.criteria.get, expectation=self._expectation)
+        self._record(out, minute)
+        for sensor, hour in out.hours:  # Predictor.on_hour -> Detector.on_forecast
+            if hour > self.issued.get(sensor, 0):
+                self._forecast(sensor, hour)
+        self._check_criteria_schedule({s.reading.sensor for s in batch})
+
+    def _record(self, out: Outcome, arrived: int | None) -> None:
+        for frame in out.frames:
+            if frame["type"] != "ALR":
+                continue
+            at = frame["time"] if arrived is None else arrived
+            i = (at - self.start) // MINUTE_S
+            if 0 <= i < self.minutes:
+                flags = self.flags[frame["sensor"]]
+                flags[0, i] |= frame["flow_flags"]
+                flags[1, i] |= frame["pressure_flags"]
+
+    # -- Detector ----------------------------------------------------------------
+
+    def _expectation(self, sensor: SensorId, t: EpochSeconds) -> Expectation | None:
+        # As Detector._expectation: the forecast's band, else the criteria's.
+        forecast = self.forecasts.get(sensor)
+        if forecast is None:
+            return None
+        flow, pressure = forecast.expected_at(t)
+        if flow is None and pressure is None:
+            return None
+        crit = self.criteria.get(sensor)
+        return Expectation(
+            flow=flow, pressure=pressure,
+            flow_band=forecast.flow_band or _residual(crit, "flow"),
+            pressure_band=forecast.pressure_band or _residual(crit, "pressure"),
+        )
+
+    def _load_sensor(self, sensor: SensorId) -> None:
+        self.criteria[sensor] = None
+        self.forecasts[sensor] = None
+        self._build_criteria(sensor, "first start")
+
+    def _check_criteria_schedule(self, sensors: set[SensorId]) -> None:
+        cfg = self.config.criteria
+        for sensor in sensors:
+            newest = self.monitor.last_seen.get(sensor)
+            if newest is None or self._checked_day.get(sensor) == newest // DAY_S:
+                continue
+            self._checked_day[sensor] = newest // DAY_S
+            reason = criteria_logic.rebuild_reason(
+                self.criteria.get(sensor), store_days=self._store_days(sensor, newest),
+                newest=EpochSeconds(newest), min_days=cfg.min_days,
+                rebuild_days=cfg.rebuild_days,
+            )
+            if reason:
+                self._build_criteria(sensor, reason)
+
+    def _store_days(self, sensor: SensorId, newest: int) -> float:
+        first = self._first_time.get(sensor)
+        if first is None:
+            history = self.store[sensor]
+            first = self._first_time[sensor] = min(history.times) if history.times else newest
+        return (newest - first) / DAY_S
+
+    def _build_criteria(self, sensor: SensorId, reason: str) -> None:
+        cfg = self.config
+        history = self.store[sensor]
+        current = self.criteria.get(sensor)
+        version = current.version + 1 if current else 1
+        built = None
+        newest = max(history.times) if history.times else None  # the store's latest reading
+        if newest is not None and self._store_days(sensor, newest) >= cfg.criteria.min_days:
+            arrays = history.arrays(newest - cfg.criteria.window_days * DAY_S, newest + 1)
+            built = self._build_from(sensor, arrays, version, "store")
+        elif current is None and sensor in self.initial:
+            built = self._build_from(sensor, self.initial[sensor], version, "initial_data")
+        if built is not None:
+            self.criteria[sensor] = built
+            self.criteria_log.append((sensor, self._now, built.version, built.source))
+
+    def _build_from(self, sensor: SensorId, arrays: Sequence[np.ndarray], version: int,
+                    source: str) -> SensorCriteria | None:
+        night = self.config.night
+        return criteria_logic.build_criteria(
+            sensor, *arrays, tz=self.tz, version=version, source=source,
+            physical=physical_range(self.config), night_start=night.start,
+            night_end=night.end,
+        )
+
+    # -- Predictor ---------------------------------------------------------------
+
+    def _forecast(self, sensor: SensorId, hour: int) -> None:
+        since = hour - self.history_hours * HOUR_S
+        history = self.store[sensor].hourly(since, self.history_hours)
+        self.forecasts[sensor] = forecasting.naive_forecast(
+            sensor, history, EpochSeconds(hour), weeks=NAIVE_WEEKS)
+        self.issued[sensor] = hour
+
+    # -- NightFlow ---------------------------------------------------------------
+
+    def _close_night(self, summary: NightSummary, *, future: bool) -> None:
+        sensor = summary.sensor
+        stored = self.nights[sensor]
+        verdict = None
+        if summary.mnf is not None:
+            clean = [rec.mnf for _, rec in sorted(stored.items())
+                     if rec.mnf is not None and rec.leak is False]
+            crit = self.criteria.get(sensor)
+            verdict = evaluate_night(
+                summary.mnf, clean[-self.config.night.baseline_nights:],
+                criteria_baseline=crit.mnf_baseline if crit else None,
+                criteria_allowed_excess=crit.mnf_allowed_excess if crit else None,
+                baseline_nights=self.config.night.baseline_nights,
+            )
+        ends = self.window.bounds(summary.night)[1]
+        stored[summary.night] = NightRecord(
+            summary.night, int(ends), summary.mnf, verdict.leak if verdict else None,
+            verdict.threshold if verdict else None,
+            verdict.cause() if verdict and verdict.leak else None, future,
+        )
+        if verdict is not None:  # NightClosed -> Detector._schedule_stored_nights
+            applied = self.monitor.night_applied.get(sensor, "")
+            for night, rec in sorted(stored.items()):
+                if night.isoformat() > applied and rec.leak is not None:
+                    self.monitor.schedule_night_verdict(
+                        sensor, rec.ends, night.isoformat(), rec.leak, rec.cause)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to evaluate."""
+
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    sensors: int = 3
+    weeks: int = 8
+    start: int = 0  # local midnight, epoch seconds
+    initial_days: int = 28
+    leak_day: int | None = None  # None: two weeks before the span's end
+    leak_fraction: float = 0.1
+    timezone: str = "Asia/Seoul"
+
+    @property
+    def minutes(self) -> int:
+        return self.weeks * WEEK_MIN
+
+    def leak_day_of(self, seed_index: int) -> int:
+        """The leak's day: two weeks or half the span before its end, shifted a
+        little per seed so that it starts on various weekdays."""
+        days = self.weeks * 7
+        if self.leak_day is not None:
+            return self.leak_day
+        return max(days // 2, days - 14 - 2 * (seed_index % 4))
+
+
+@dataclass
+class Run:
+    """One simulated run's ground truth and what detection made of it."""
+
+    faulted: bool
+    seed: int
+    site: OfflineSite
+    sim: Simulator
+    seconds: float
+
+
+def initial_history(plan: Plan, seed: int) -> InitialData:
+    """``plan.initial_days`` clean days before the span, one reading per 10 minutes."""
+    since = plan.start - plan.initial_days * DAY_S
+    sim = Simulator(SimulatorSettings(sensors=plan.sensors, seed=seed, start=EpochSeconds(since),
+                                      timezone=plan.timezone, realtime_cap=False))
+    rows: dict[SensorId, list[Reading]] = defaultdict(list)
+    for r in sim.readings(EpochSeconds(since), plan.initial_days * 1440):
+        if r.time % INITIAL_STEP_S == 0:
+            rows[r.sensor].append(r)
+    return {
+        sensor: (np.array([r.time for r in rs], dtype=np.int64),
+                 np.array([np.nan if r.flow is None else r.flow for r in rs]),
+                 np.array([np.nan if r.pressure is None else r.pressure for r in rs]),
+                 np.array([r.status for r in rs], dtype=np.int64))
+        for sensor, rs in rows.items()
+    }
+
+
+def arrivals(sim: Simulator, start: int, minutes: int) -> Iterator[tuple[int, list[Reading]]]:
+    """(arrival minute, readings) for each minute, generated a day at a time.
+
+    A clock-fault reading is stamped hours ahead with odd seconds; it arrives in
+    the minute it was generated, found from its episode's offset.
+    """
+    offsets = {
+        sid: [(ep.start, ep.end, ep.offset_s)
+              for ep in sim.episodes_between(n, EpochSeconds(start),
+                                             EpochSeconds(start + minutes * MINUTE_S))
+              if ep.kind == "clock"]
+        for n, sid in enumerate(_sensor_ids(sim.settings.sensors), start=1)
+    }
+
+    def arrived(r: Reading) -> int:
+        if r.time % MINUTE_S == 0:
+            return int(r.time)
+        for lo, hi, offset in offsets[r.sensor]:
+            if lo <= r.time - offset < hi:
+                return int(r.time - offset)
+        raise AssertionError(f"reading {r} is off the minute but no clock fault")
+
+    done = 0
+    while done < minutes:
+        chunk = min(1440, minutes - done)
+        t = start + done * MINUTE_S
+        for minute, group in groupby(sim.readings(EpochSeconds(t), chunk), key=arrived):
+            yield minute, list(group)
+        done += chunk
+
+
+def run_once(plan: Plan, config: Config, seed: int, seed_index: int, faulted: bool,
+             initial: InitialData) -> Run:
+    began = time.perf_counter()
+    faults = frozenset(FAULT_KINDS) if faulted else frozenset()
+    sim = Simulator(SimulatorSettings(
+        sensors=plan.sensors, seed=seed, start=EpochSeconds(plan.start), timezone=plan.timezone,
+        faults=faults, leak_day=plan.leak_day_of(seed_index), leak_fraction=plan.leak_fraction,
+        realtime_cap=False,
+    ))
+    site = OfflineSite(config, initial, _sensor_ids(plan.sensors), plan.start, plan.minutes)
+    expected = plan.start
+    for minute, readings in arrivals(sim, plan.start, plan.minutes):
+        while expected < minute:  # minutes in which nothing arrived still tick
+            site.step(expected, ())
+            expected += MINUTE_S
+        site.step(minute, readings)
+        expected = minute + MINUTE_S
+    return Run(faulted, seed, site, sim, time.perf_counter() - began)
+
+
+def _sensor_ids(n: int) -> list[SensorId]:
+    return [sensor_id(i) for i in range(1, n + 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass
+class ClassScore:
+    """Episodes of one class, how many were detected and how fast (per method too)."""
+
+    episodes: int = 0
+    detected: int = 0
+    ttd: list[float] = field(default_factory=list)
+    ttd_by_method: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, found: dict[str, float | None]) -> None:
+        """One episode; ``found`` maps each intended method to its time to detect (None: missed)."""
+        self.episodes += 1
+        hits = [v for v in found.values() if v is not None]
+        if hits:
+            self.detected += 1
+            self.ttd.append(min(hits))
+        for method, v in found.items():
+            if v is not None:
+                self.ttd_by_method[method].append(v)
+
+    def recall(self, method: str | None = None) -> float | None:
+        hits = self.detected if method is None else len(self.ttd_by_method[method])
+        return _ratio(hits, self.episodes)
+
+
+def _quantity_rows(ep: Episode) -> tuple[int, ...]:
+    """Which flag rows (0 flow, 1 pressure) an episode's detection must be on."""
+    if ep.kind in ("stuck", "spike", "missing", "excursion"):
+        return {"flow": (0,), "pressure": (1,), "both": (0, 1)}[ep.quantity]
+    return (0, 1)
+
+
+def _first_flag(flags: np.ndarray, rows: tuple[int, ...], bit: int, lo: int,
+                hi: int) -> int | None:
+    hit = np.flatnonzero(np.bitwise_or.reduce(flags[list(rows), lo:hi], axis=0) & bit)
+    return int(hit[0]) if hit.size else None
+
+
+def score_episodes(run: Run, classes: dict[str, ClassScore]) -> None:
+    site, sim = run.site, run.sim
+    start, end = site.start, site.start + site.minutes * MINUTE_S
+    for n, sensor in enumerate(_sensor_ids(sim.settings.sensors), start=1):
+        flags = site.flags[sensor]
+        for ep in sim.episodes_between(n, EpochSeconds(start), EpochSeconds(end)):
+            if ep.kind in INGEST_ONLY:
+                continue
+            lo = (ep.start - start) // MINUTE_S
+            hi = min((ep.end - start) // MINUTE_S, site.minutes)
+            rows = _quantity_rows(ep)
+            classes[ep.kind].add({m: _first_flag(flags, rows, METHODS[m], lo, hi)
+                                  for m in INTENDED[ep.kind]})
+        if sim.leak_start is not None and sim.leak_start < end:
+            leak_night = dt.datetime.fromtimestamp(sim.leak_start, site.tz).date()
+            nights = [rec for night, rec in sorted(site.nights[sensor].items())
+                      if night >= leak_night]
+            if len(nights) < 2:
+                continue  # the span ends before two leak nights were judged
+            caught = next((i for i, rec in enumerate(nights[:2], start=1) if rec.leak), None)
+            classes["leak"].add({"NIGHT": caught})
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate(([False], mask, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _night_alarms(records: Iterable[NightRecord]) -> list[NightRecord]:
+    """The first night of each run of leak verdicts (a night without verdict breaks none)."""
+    alarms, previous = [], False
+    for rec in records:
+        if rec.leak is None:
+            continue
+        if rec.leak and not previous:
+            alarms.append(rec)
+        previous = rec.leak
+    return alarms
+
+
+@dataclass
+class AlarmCount:
+    """False alarms per method over some sensor-minutes, and over those after the first week.
+
+    In its first week a site has no week-earlier hour for the seasonal-naive
+    forecast (it falls back on earlier days), so the first week is also counted apart.
+    """
+
+    alarms: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    later: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sensor_minutes: int = 0
+    later_minutes: int = 0
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, method: str, minute: int, label: str) -> None:
+        self.alarms[method] += 1
+        self.later[method] += minute >= WEEK_MIN
+        self.examples[method].append(label)
+
+    def per_week(self, method: str, *, after_first_week: bool = False) -> float | None:
+        minutes = self.later_minutes if after_first_week else self.sensor_minutes
+        alarms = self.later if after_first_week else self.alarms
+        return alarms[method] / (minutes / WEEK_MIN) if minutes else None
+
+
+def count_false_alarms(run: Run, clean: AlarmCount, between: AlarmCount) -> None:
+    """Clean runs: every alarm is false. Faulted runs: alarms touching no episode,
+    before the leak."""
+    site, sim = run.site, run.sim
+    start, end = site.start, site.start + site.minutes * MINUTE_S
+    for n, sensor in enumerate(_sensor_ids(sim.settings.sensors), start=1):
+        flags = site.flags[sensor][0] | site.flags[sensor][1]
+        # Minutes where an alarm is not false: an episode and its tail, the leak.
+        # NIGHT is meant for excess flow only: a night it flags for a sensor
+        # fault (missing blocks, a clock-fault stamp) is a false alarm.
+        covered = np.zeros(site.minutes, dtype=bool)
+        excess_flow = np.zeros(site.minutes, dtype=bool)
+        if run.faulted:
+            for ep in sim.episodes_between(n, EpochSeconds(start), EpochSeconds(end)):
+                lo, hi = (ep.start - start) // MINUTE_S, (ep.end - start) // MINUTE_S
+                covered[lo:hi + TAIL_MINUTES] = True
+                if ep.kind == "excursion" and ep.quantity != "pressure":
+                    excess_flow[lo:hi] = True
+            if sim.leak_start is not None:
+                covered[max(0, (sim.leak_start - start) // MINUTE_S):] = True
+                excess_flow[max(0, (sim.leak_start - start) // MINUTE_S):] = True
+        count = between if run.faulted else clean
+        count.sensor_minutes += int(np.count_nonzero(~covered))
+        count.later_minutes += int(np.count_nonzero(~covered[WEEK_MIN:]))
+        for method, bit in METHODS.items():
+            if method == "NIGHT":
+                spans = []
+                for rec in _night_alarms(rec for _, rec in sorted(site.nights[sensor].items())):
+                    lo_t, hi_t = site.window.bounds(rec.night)
+                    spans.append((max(0, (lo_t - start) // MINUTE_S),
+                                  min(site.minutes, (hi_t - start) // MINUTE_S), rec.night))
+            else:
+                spans = [(a, b, None) for a, b in _runs(flags & bit > 0)]
+            for a, b, night in spans:
+                if not (excess_flow if night else covered)[a:b].any():
+                    label = night.isoformat() if night else _stamp(start + a * MINUTE_S, site)
+                    count.add(method, a, f"seed {run.seed} {sensor} {label}")
+
+
+def _stamp(t: int, site: OfflineSite) -> str:
+    return dt.datetime.fromtimestamp(t, site.tz).strftime("%Y-%m-%d %a %H:%M")
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def evaluate(plan: Plan, config: Config, *,
+             log: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run every seed, faulted and clean: the report (the JSON object) and the details
+    (every false alarm and criteria build, for ``--examples``)."""
+    classes: dict[str, ClassScore] = defaultdict(ClassScore)
+    clean, between = AlarmCount(), AlarmCount()
+    criteria_events: list[str] = []
+    future_closed = future_leak = 0
+    began = time.perf_counter()
+    for index, seed in enumerate(plan.seeds):
+        initial = initial_history(plan, seed)
+        for faulted in (True, False):
+            run = run_once(plan, config, seed, index, faulted, initial)
+            if log:
+                log(f"seed {seed} {'faulted' if faulted else 'clean  '}: "
+                    f"{plan.sensors} sensor(s) x {plan.weeks} weeks in {run.seconds:.1f} s")
+            if faulted:
+                score_episodes(run, classes)
+                leak_night = (dt.datetime.fromtimestamp(run.sim.leak_start, run.site.tz).date()
+                              if run.sim.leak_start is not None else dt.date.max)
+                early = [rec for nights in run.site.nights.values() for rec in nights.values()
+                         if rec.closed_by_future_stamp]
+                future_closed += len(early)
+                future_leak += sum(bool(rec.leak) and rec.night < leak_night for rec in early)
+            count_false_alarms(run, clean, between)
+            criteria_events += [
+                f"seed {seed} {'faulted' if faulted else 'clean'} {s} v{v} {src} at "
+                f"{_stamp(t, run.site)}" for s, t, v, src in run.site.criteria_log]
+    methods: dict[str, Any] = {}
+    for method, pooled in POOLED.items():
+        episodes = sum(classes[k].episodes for k in pooled)
+        ttd = [v for k in pooled for v in classes[k].ttd_by_method[method]]
+        methods[method] = {
+            "classes": list(pooled),
+            "episodes": episodes,
+            "recall": _ratio(len(ttd), episodes),
+            "median_ttd": _median(ttd),
+            "ttd_unit": "nights" if method == "NIGHT" else "minutes",
+            "false_alarms_per_sensor_week": _round(clean.per_week(method)),
+            "false_alarms": clean.alarms[method],
+            "false_alarms_per_sensor_week_after_first_week": _round(
+                clean.per_week(method, after_first_week=True)),
+            "false_alarms_between_faults_per_sensor_week": _round(between.per_week(method)),
+            "false_alarms_between_faults": between.alarms[method],
+            "false_alarms_between_faults_per_sensor_week_after_first_week": _round(
+                between.per_week(method, after_first_week=True)),
+        }
+    report: dict[str, Any] = {
+        "bench": "detect_eval",
+        "seeds": list(plan.seeds),
+        "sensors": plan.sensors,
+        "weeks": plan.weeks,
+        "sensor_weeks": round(len(plan.seeds) * plan.sensors * plan.weeks, 2),
+        "clean_sensor_weeks": round(clean.sensor_minutes / WEEK_MIN, 2),
+        "between_faults_sensor_weeks": round(between.sensor_minutes / WEEK_MIN, 2),
+        "leak_fraction": plan.leak_fraction,
+        "methods": methods,
+        "classes": {
+            kind: {"episodes": score.episodes, "recall": score.recall(),
+                   "median_ttd": _median(score.ttd),
+                   "method": "/".join(INTENDED[kind]),
+                   **({"recall_by_method": {m: score.recall(m) for m in INTENDED[kind]}}
+                      if len(INTENDED[kind]) > 1 else {})}
+            for kind in INTENDED if (score := classes[kind]).episodes
+        },
+        "ingest_only": list(INGEST_ONLY),
+        "nights_closed_by_future_stamp": future_closed,
+        "nights_closed_by_future_stamp_false_leak": future_leak,
+        "notes": NOTES,
+        "targets": TARGETS,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    details = {"clean": dict(clean.examples), "between_faults": dict(between.examples),
+               "criteria": criteria_events}
+    return report, details
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [f"detect_eval: seeds {report['seeds']}, {report['sensors']} sensor(s) x "
+             f"{report['weeks']} weeks each, faulted and clean "
+             f"({report['sensor_weeks']} sensor-weeks each; leak {report['leak_fraction']:.0%}"
+             f" of the minimum night flow)", ""]
+    lines.append(f"{'class':<10} {'method':<14} {'episodes':>8} {'recall':>7} {'median TTD':>11}")
+    for kind, c in report["classes"].items():
+        unit = "nights" if kind == "leak" else "min"
+        ttd = "-" if c["median_ttd"] is None else f"{c['median_ttd']:g} {unit}"
+        recall = "-" if c["recall"] is None else f"{c['recall']:.3f}"
+        extra = ""
+        if "recall_by_method" in c:
+            extra = "  (" + ", ".join(f"{m} {v:.3f}" for m, v in c["recall_by_method"].items()
+                                      if v is not None) + ")"
+        lines.append(f"{kind:<10} {c['method']:<14} {c['episodes']:>8} {recall:>7} {ttd:>11}"
+                     + extra)
+    lines.append(f"{'garble':<10} {'(ingest)':<14}  rejected by the reader, never detected")
+    lines.append(f"{'duplicate':<10} {'(ingest)':<14}  first copy kept by the store")
+    lines += ["", f"{'':<25} {'false alarms per sensor-week (count)':^46}",
+              f"{'method':<8} {'recall':>7} {'TTD':>8} {'clean':>13} {'after wk 1':>10} "
+              f"{'between faults':>15} {'after wk 1':>10}"]
+    for method, m in report["methods"].items():
+        recall = "-" if m["recall"] is None else f"{m['recall']:.3f}"
+        ttd = "-" if m["median_ttd"] is None else f"{m['median_ttd']:g}"
+        lines.append(
+            f"{method:<8} {recall:>7} {ttd:>8} "
+            f"{_num(m['false_alarms_per_sensor_week']):>7} ({m['false_alarms']:>3}) "
+            f"{_num(m['false_alarms_per_sensor_week_after_first_week']):>10} "
+            f"{_num(m['false_alarms_between_faults_per_sensor_week']):>9} "
+            f"({m['false_alarms_between_faults']:>3}) "
+            f"{_num(m['false_alarms_between_faults_per_sensor_week_after_first_week']):>10}")
+    lines.append(f"(TTD in minutes, nights for NIGHT; clean: {report['clean_sensor_weeks']} "
+                 f"sensor-weeks; between faults: {report['between_faults_sensor_weeks']} "
+                 f"sensor-weeks outside episodes + {TAIL_MINUTES} min, before the leak)")
+    lines.append(f"nights closed early by a clock-fault stamp: "
+                 f"{report['nights_closed_by_future_stamp']} "
+                 f"({report['nights_closed_by_future_stamp_false_leak']} judged a leak before "
+                 f"the leak began)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated simulator seeds")
+    parser.add_argument("--sensors", type=int, default=3)
+    parser.add_argument("--weeks", type=int, default=8, help="evaluated weeks per run")
+    parser.add_argument("--start", default=DEFAULT_START, help="local date YYYY-MM-DD")
+    parser.add_argument("--initial-days", type=int, default=28)
+    parser.add_argument("--leak-day", type=int, default=None)
+    parser.add_argument("--leak-fraction", type=float, default=0.1)
+    parser.add_argument("--config", default=None, help="site.toml (default: built-in defaults)")
+    parser.add_argument("--examples", action="store_true", help="list false alarms and criteria")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config) if args.config else default_config()
+    tz = config.site.tz
+    start = int(dt.datetime.combine(dt.date.fromisoformat(args.start), dt.time(0), tz).timestamp())
+    plan = Plan(seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+                sensors=args.sensors, weeks=args.weeks, start=start,
+                initial_days=args.initial_days, leak_day=args.leak_day,
+                leak_fraction=args.leak_fraction, timezone=config.site.timezone)
+    report, examples = evaluate(plan, config, log=lambda msg: print(msg, flush=True))
+    print()
+    print(format_table(report))
+    if args.examples:
+        for name, items in examples.items():
+            print(f"\n{name}:")
+            if isinstance(items, dict):
+                for method, found in items.items():
+                    for x in found:
+                        print(f"  {method}: {x}")
+            else:
+                for x in items:
+                    print(f"  {x}")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Soak: the service on the built-in simulator for a simulated 60 days, faults on.
+
+Workload: ``python supervisor.py`` reading ``sim://?sensors=3&speed=0&faults=all``
+(every simulator fault: dropouts, stuck values, spikes, status bits, missing
+values, a leak, garbled lines, duplicates, RTU clock jumps) from local midnight
+``--days`` days ago, as fast as the gateway reads, until it has caught up with the
+present; frames go to a TCP peer. Process faults on top: an actor crash through
+the test hook every ``--crash-every`` seconds (round robin over every actor but
+the reader, within the restart intensity) and one ``kill -9`` of the whole
+service early on, followed by a restart (the simulator then replays from its
+start: everything before the kill comes again as duplicates).
+
+Measured: valid readings the simulator produced for the period (and the rejects
+it should cause), readings stored and lost, frames and ``$ALR`` out, restarts,
+rejects counted, RSS and open file descriptors of the service after warm-up (a
+fifth of the period, after the kill) and at the end. RSS counts LMDB's mapped
+pages, which grow with the store and are the kernel's to reclaim, so the heap
+(``RssAnon``) is reported too, at every tenth of the period: a leak grows it
+steadily, a high-water mark levels off. Prints the figures and, last, a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import frames  # noqa: E402
+from core.simulator import Simulator, SimulatorSettings  # noqa: E402
+from tests.faults.helpers import Site, open_fds, rss_mb  # noqa: E402
+from tests.harness import ROOT, TZ, wait_for  # noqa: E402
+
+CRASHABLE = ("detector", "night_flow", "predictor", "transmitter", "trainer")
+KILL_AT = 0.1  # share of the period stored when the service is killed
+WARM_UP = 0.2  # share of the period after which RSS and fds are taken as "start"
+
+
+def expected(url: str, start: int, end: int) -> tuple[set[tuple[str, int]], int, Counter]:
+    """What the simulator sends for [start, end): unique readings, valid lines, rejects."""
+    sim = Simulator(SimulatorSettings.from_url(url))
+    unique: set[tuple[str, int]] = set()
+    valid = 0
+    rejects: Counter = Counter()
+    for line in sim.lines_for_minutes(start, (end - start) // 60):
+        decoded = frames.decode_reading(line.rstrip(b"\r\n"), TZ)
+        if isinstance(decoded, frames.Reject):
+            rejects[str(decoded.reason)] += 1
+        elif decoded is not None:
+            valid += 1
+            if decoded.time < end:
+                unique.add((decoded.sensor, decoded.time))
+    return unique, valid, rejects
+
+
+def progress(site: Site, start: int, end: int) -> tuple[float, bool]:
+    """(share of the period stored for the slowest sensor, everything stored processed and sent)."""
+    with site.open_store() as store:
+        latest = [store.latest_reading(s) for s in store.sensors()]
+        newest = min((r.time for r in latest if r is not None and r.time < end + 86400),
+                     default=start)
+        idle = (store.offset("detector") == store.journal_head()
+                and store.offset("transmitter") == store.peek_outbox_seq())
+        return (newest - start) / (end - start), idle
+
+
+def frame_counts(site: Site) -> tuple[set[tuple[str, int]], int, int, int]:
+    """What the upstream got: (readings alerted, silence $ALR, distinct frames, highest seq).
+
+    An ``$ALR`` with both values empty is a silence alert unless a stored reading
+    had both missing; the caller tells them apart with the store.
+    """
+    with site.upstream._lock:
+        data = bytes(site.upstream.received)
+    alerted: set[tuple[str, int]] = set()
+    empty: set[tuple[str, int]] = set()
+    seqs: set[int] = set()
+    for line in data.split(b"\r\n"):
+        fields = line.split(b",")
+        if len(fields) < 3 or not fields[1].isdigit():
+            continue
+        seqs.add(int(fields[1]))
+        if line.startswith(b"$ALR,"):
+            frame = frames.decode(line, TZ)
+            if isinstance(frame, frames.AlertFrame):
+                key = (frame.sensor, frame.time)
+                (empty if frame.flow is None and frame.pressure is None else alerted).add(key)
+    return alerted, empty, len(seqs), max(seqs, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--sensors", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--crash-every", type=float, default=15.0,
+                        help="seconds between injected actor crashes (0: none)")
+    parser.add_argument("--no-kill", action="store_true", help="no kill -9 of the service")
+    parser.add_argument("--workdir", type=Path, help="keep the store and log here")
+    args = parser.parse_args()
+
+    today = dt.datetime.now(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    first_day = today - dt.timedelta(days=args.days)
+    start, end = int(first_day.timestamp()), int(today.timestamp())
+    url = (f"sim://?sensors={args.sensors}&speed=0&seed={args.seed}&faults=all"
+           f"&start={first_day:%Y%m%d}&tz=Asia/Seoul")
+    unique, valid_lines, rejects_sent = expected(url, start, end)
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        workdir = args.workdir or Path(tmp_dir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        site = Site(workdir, sections={
+            "serial": {"port": url},
+            "criteria": {"initial_data": str(ROOT / "conf" / "initial_data.csv")},
+            "train": {"min_days": 3650},  # training has its own benchmark (bench/train.py)
+        })
+        site.start()
+        began = time.monotonic()
+        restarts = 0
+        kill_at = None if args.no_kill else KILL_AT
+        crashes, next_crash = 0, time.monotonic() + args.crash_every
+        rss_start = fds_start = anon_start = None
+        anon_by_tenth: dict[int, float] = {}  # heap at each tenth of the period: growth or plateau
+        try:
+            while True:
+                share, idle = progress(site, start, end)
+                if kill_at is not None and share >= kill_at:
+                    site.kill()
+                    site.start()
+                    restarts += 1
+                    kill_at = None
+                    continue
+                if rss_start is None and kill_at is None and share >= WARM_UP:
+                    rss_start, fds_start = rss_mb(site.pid), open_fds(site.pid)
+                    anon_start = rss_mb(site.pid, "RssAnon")
+                if kill_at is None and int(share * 10) not in anon_by_tenth:
+                    anon_by_tenth[int(share * 10)] = round(rss_mb(site.pid, "RssAnon"), 1)
+                if args.crash_every and time.monotonic() >= next_crash and share < 1:
+                    site.crash(CRASHABLE[crashes % len(CRASHABLE)], "soak")
+                    crashes += 1
+                    next_crash = time.monotonic() + args.crash_every
+                if share >= 1 and idle:
+                    break
+                if site.exited():
+                    raise RuntimeError(f"the service exited:\n{site.log()[-3000:]}")
+                time.sleep(0.5)
+            time.sleep(2.0)  # the last frames out
+            rss_end, fds_end = rss_mb(site.pid), open_fds(site.pid)
+            anon_end = rss_mb(site.pid, "RssAnon")
+            elapsed = time.monotonic() - began
+            alerted, empty, frames_out, last_seq = frame_counts(site)
+            with site.open_store() as store:
+                stored_in_period = sum(store.count_readings(s, start, end) for s in store.sensors())
+                stored_keys = {(r.sensor, r.time)
+                               for sensor in store.sensors() for r in store.readings(sensor)}
+                counters = store.counters()
+            alerted |= empty & stored_keys  # readings with both values missing
+            silence = len(empty - stored_keys)
+            unalerted = len(stored_keys - alerted)
+            if args.workdir:
+                (workdir / "upstream.bin").write_bytes(bytes(site.upstream.received))
+        finally:
+            code = site.stop(timeout=30) if not site.exited() else site.service.process.returncode
+            site.close()
+
+    restarts += sum(v for k, v in counters.items() if k.startswith("restart."))
+    # Without ACK the outbox is an audit trail: sent frames are trimmed from it.
+    trimmed = counters.get("outbox_dropped", 0)
+    rejects = sum(v for k, v in counters.items() if k.startswith("reject."))
+    result = {
+        "bench": "soak", "simulated_days": args.days, "sensors": args.sensors,
+        "wall_s": round(elapsed, 1),
+        "readings_in": valid_lines, "readings_unique": len(unique),
+        "readings_stored": stored_in_period, "readings_stored_total": len(stored_keys),
+        "readings_lost": len(unique) - stored_in_period,
+        "duplicates": counters.get("duplicates", 0),
+        "alr_out": len(alerted), "alr_silence_out": silence, "stored_without_alr": unalerted,
+        "frames_out": frames_out, "frames_lost": last_seq - frames_out, "outbox_trimmed": trimmed,
+        "restarts": restarts, "injected_crashes": crashes,
+        "rejects": rejects, "rejects_sent_once": sum(rejects_sent.values()),
+        "rss_start_mb": round(rss_start or 0, 1), "rss_end_mb": round(rss_end, 1),
+        "rss_growth_pct": round(100 * (rss_end / (rss_start or rss_end) - 1), 1),
+        "rss_anon_start_mb": round(anon_start or 0, 1), "rss_anon_end_mb": round(anon_end, 1),
+        "rss_anon_by_tenth_mb": [anon_by_tenth[k] for k in sorted(anon_by_tenth)],
+        "fds_start": fds_start, "fds_end": fds_end, "exit": code,
+    }
+    print(f"{args.days} simulated days of {args.sensors} sensors with every simulator fault, "
+          f"{crashes} injected actor crashes, {0 if args.no_kill else 1} kill -9, "
+          f"in {elapsed:.0f} s")
+    print(f"readings: {valid_lines} valid lines sent, {len(unique)} unique, "
+          f"{stored_in_period} stored ({len(unique) - stored_in_period} lost); "
+          f"$ALR out {len(alerted)} (+{silence} silence, {unalerted} stored readings without); "
+          f"rejects {rejects}")
+    print(f"RSS {result['rss_start_mb']} -> {result['rss_end_mb']} MB "
+          f"({result['rss_growth_pct']:+.1f} %, budget +10 %); open fds {fds_start} -> {fds_end}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Storage limits: the LMDB map fills, and the disk itself fills.
+
+The map starts at 1 MB and must grow under load without losing a reading. The
+disk is a 2 MB tmpfs mounted for the test (root only; skipped otherwise): when it
+fills, the log and ``status`` say so clearly, the reader holds what it read and
+waits, the actors the full store stopped are restarted with growing delays; when
+space returns (the tmpfs is enlarged) everything is stored and alerted. If space
+never returns the restart intensity stops the service in order, non-zero, and
+the store is intact for the next start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.faults.helpers import (
+    assert_store_consistent, encode_all, minute_stream, reading_alerts, stored_everything,
+)
+from tests.harness import TZ, wait_for
+
+BASE = int(datetime(2026, 6, 1, 0, 0, tzinfo=TZ).timestamp())
+SENSORS = ("001", "002")
+
+
+def alerted(site) -> int:
+    return len({(a.sensor, a.time) for a in reading_alerts(site.frames())})
+
+
+@pytest.mark.slow
+def test_the_map_grows_under_load_and_nothing_is_lost(make_site):
+    site = make_site(sections={"storage": {"map_size_mb": 1, "map_max_mb": 64}})
+    readings = minute_stream(SENSORS, BASE, 6000)
+    site.start()
+    site.send(b"".join(encode_all(readings)))
+    wait_for(lambda: alerted(site) == len(readings), timeout=60, what="every $ALR")
+    assert site.stop() == 0
+    log = site.log()
+    assert "map grown from 1 to 2 MB" in log and "map grown from 2 to 4 MB" in log, log
+    assert "restarting" not in log and "Traceback" not in log
+    with site.open_store() as store:
+        assert_store_consistent(store)
+        assert len(stored_everything(store)) == len(readings)
+        assert store.offset("detector") == len(readings)
+
+
+@dataclass(frozen=True)
+class SmallDisk:
+    """A mounted 2 MB tmpfs."""
+
+    path: Path
+
+    def resize(self, mb: int) -> None:
+        """Give it more room: the operator freed space."""
+        subprocess.run(["mount", "-o", f"remount,size={mb}m", str(self.path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[SmallDisk]:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(disk)
+    finally:
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_reported_and_caught_up_on_when_space_returns(small_disk, make_site):
+    site = make_site(store_dir=small_disk.path / "store.lmdb",
+                     sections={"storage": {"map_size_mb": 1}})
+    readings = minute_stream(SENSORS, BASE, 6000)
+    site.start()
+    site.send(b"".join(encode_all(readings)))
+    wait_for(lambda: "store full" in site.log(), timeout=30, what="the store to fill")
+    status = site.status()
+    assert "DISK FULL" in status, status
+    log = site.log()
+    assert "disk full" in log and "free disk space" in log
+    assert "restart intensity" not in log and not site.exited()
+    with site.open_store() as store:
+        held_back = store.journal_head()
+    assert held_back < len(readings), "the disk was meant to fill up"
+
+    small_disk.resize(64)  # space returns
+    wait_for(lambda: alerted(site) == len(readings), timeout=60, what="the catch-up")
+    assert "store writable again" in site.log()
+    assert "DISK FULL" not in site.status()
+    assert site.stop() == 0
+    log = site.log()
+    assert log.count("store full, ") <= 2, "the full store must not flood the log"
+    assert "restarting transmitter" not in log, "sending does not need the store to grow"
+    with site.open_store() as store:
+        assert_store_consistent(store)
+        assert set(stored_everything(store)) == {(r.sensor, r.time) for r in readings}
+        assert store.offset("detector") == store.offset("night_flow") == len(readings)
+
+
+@pytest.mark.slow
+def test_a_disk_that_stays_full_stops_the_service_in_order_and_the_store_survives(
+        small_disk, make_site):
+    site = make_site(store_dir=small_disk.path / "store.lmdb", sections={
+        "storage": {"map_size_mb": 1}, "supervisor": {"restart_max": 2},
+    })
+    readings = minute_stream(SENSORS, BASE, 6000)
+    site.start()
+    site.send(b"".join(encode_all(readings)))
+    wait_for(site.exited, timeout=40, what="the service to give up")
+    assert site.service.process.returncode == 1
+    log = site.log()
+    assert "restart intensity exceeded" in log and "StoreFullError" in log and "disk full" in log
+    assert "stopped (exit 1)" in log and "actors still running" not in log
+
+    small_disk.resize(64)
+    site.start()  # as systemd would, once space is freed: the store opens and catches up
+    with site.open_store() as store:
+        head = store.journal_head()
+    wait_for(lambda: alerted(site) >= head, timeout=30, what="the catch-up after the restart")
+    assert site.stop() == 0
+    with site.open_store() as store:
+        assert_store_consistent(store)
+        assert store.offset("detector") == store.offset("night_flow") == store.journal_head()
