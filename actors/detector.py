@@ -21,7 +21,7 @@ from core.messages import (
     CriteriaChanged, ForecastIssued, HourClosed, NightClosed, OutboxAppended,
     Tick,
 )
-from core.monitor import DetectionSettings, Outcome, SiteMonitor
+from core.monitor import DetectionSettings, Outcome, SiteMonitor, expectation_for
 from core.types import EpochSeconds, SensorId, StoredReading
 
 CONSUMER = "detector"
@@ -45,6 +45,16 @@ def detection_settings(config: Any) -> DetectionSettings:
 def physical_range(config: Any) -> PhysicalRange:
     s = config.system
     return PhysicalRange(s.flow_min, s.flow_max, s.pressure_min, s.pressure_max)
+
+
+def build_sensor_criteria(config: Any, sensor: SensorId, arrays: Any, version: int,
+                          source: str) -> SensorCriteria | None:
+    """Criteria of ``sensor`` from ``(time, flow, pressure, status)`` arrays, per the config."""
+    night = config.night
+    return criteria_logic.build_criteria(
+        sensor, *arrays, tz=config.site.tz, version=version, source=source,
+        physical=physical_range(config), night_start=night.start, night_end=night.end,
+    )
 
 
 class Detector(JournalConsumer):
@@ -131,18 +141,7 @@ class Detector(JournalConsumer):
             self.peers.tell("transmitter", OutboxAppended(last_seq))
 
     def _expectation(self, sensor: SensorId, t: EpochSeconds) -> Expectation | None:
-        forecast = self.forecasts.get(sensor)
-        if forecast is None:
-            return None
-        flow, pressure = forecast.expected_at(t)
-        if flow is None and pressure is None:
-            return None
-        crit = self.criteria.get(sensor)
-        return Expectation(
-            flow=flow, pressure=pressure,
-            flow_band=forecast.flow_band or _residual(crit, "flow"),
-            pressure_band=forecast.pressure_band or _residual(crit, "pressure"),
-        )
+        return expectation_for(self.forecasts.get(sensor), self.criteria.get(sensor), t)
 
     # -- criteria, forecasts, night verdicts -------------------------------------
 
@@ -202,12 +201,13 @@ class Detector(JournalConsumer):
             arrays = self.store.reading_arrays(
                 sensor, since=newest.time - cfg.criteria.window_days * DAY_S, until=newest.time + 1
             )
-            built = self._build_from(sensor, arrays.time, arrays.flow, arrays.pressure,
-                                     arrays.status, version, "store")
+            built = build_sensor_criteria(
+                cfg, sensor, (arrays.time, arrays.flow, arrays.pressure, arrays.status),
+                version, "store")
         elif current is None:
             history = self._initial_history().get(sensor)
             if history is not None:
-                built = self._build_from(sensor, *history, version, "initial_data")
+                built = build_sensor_criteria(cfg, sensor, history, version, "initial_data")
         if built is None:
             if current is None and reason == "first start":
                 self.log.warning("sensor %s: no criteria yet (no history): SYSTEM detection only", sensor)
@@ -220,14 +220,6 @@ class Detector(JournalConsumer):
         self.log.info("sensor %s: criteria v%d from %s (%s, %.1f days)",
                       sensor, built.version, built.source, reason, built.days)
 
-    def _build_from(self, sensor: SensorId, t: Any, flow: Any, pressure: Any, status: Any,
-                    version: int, source: str) -> SensorCriteria | None:
-        night = self.config.night
-        return criteria_logic.build_criteria(
-            sensor, t, flow, pressure, status, tz=self.tz, version=version, source=source,
-            physical=physical_range(self.config), night_start=night.start, night_end=night.end,
-        )
-
     def _initial_history(self) -> dict[SensorId, Any]:
         if self._initial_data is None:
             path = self.config.criteria.initial_data
@@ -238,10 +230,3 @@ class Detector(JournalConsumer):
                 except (OSError, criteria_logic.InitialDataError) as exc:
                     self.log.error("initial data %s unusable: %s", path, exc)
         return self._initial_data
-
-
-def _residual(crit: SensorCriteria | None, quantity: str) -> float | None:
-    if crit is None:
-        return None
-    q = getattr(crit, quantity)
-    return q.residual_band if q is not None else None

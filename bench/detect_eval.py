@@ -77,7 +77,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.detector import _residual, detection_settings, physical_range  # noqa: E402
+from actors.detector import build_sensor_criteria, detection_settings  # noqa: E402
+from core.monitor import expectation_for  # noqa: E402
 from actors.predictor import NAIVE_WEEKS  # noqa: E402
 from core import criteria as criteria_logic  # noqa: E402
 from core import forecast as forecasting  # noqa: E402
@@ -287,19 +288,7 @@ class OfflineSite:
     # -- Detector ----------------------------------------------------------------
 
     def _expectation(self, sensor: SensorId, t: EpochSeconds) -> Expectation | None:
-        # As Detector._expectation: the forecast's band, else the criteria's.
-        forecast = self.forecasts.get(sensor)
-        if forecast is None:
-            return None
-        flow, pressure = forecast.expected_at(t)
-        if flow is None and pressure is None:
-            return None
-        crit = self.criteria.get(sensor)
-        return Expectation(
-            flow=flow, pressure=pressure,
-            flow_band=forecast.flow_band or _residual(crit, "flow"),
-            pressure_band=forecast.pressure_band or _residual(crit, "pressure"),
-        )
+        return expectation_for(self.forecasts.get(sensor), self.criteria.get(sensor), t)
 
     def _load_sensor(self, sensor: SensorId) -> None:
         self.criteria[sensor] = None
@@ -337,21 +326,13 @@ class OfflineSite:
         newest = max(history.times) if history.times else None  # the store's latest reading
         if newest is not None and self._store_days(sensor, newest) >= cfg.criteria.min_days:
             arrays = history.arrays(newest - cfg.criteria.window_days * DAY_S, newest + 1)
-            built = self._build_from(sensor, arrays, version, "store")
+            built = build_sensor_criteria(cfg, sensor, arrays, version, "store")
         elif current is None and sensor in self.initial:
-            built = self._build_from(sensor, self.initial[sensor], version, "initial_data")
+            built = build_sensor_criteria(cfg, sensor, self.initial[sensor], version,
+                                          "initial_data")
         if built is not None:
             self.criteria[sensor] = built
             self.criteria_log.append((sensor, self._now, built.version, built.source))
-
-    def _build_from(self, sensor: SensorId, arrays: Sequence[np.ndarray], version: int,
-                    source: str) -> SensorCriteria | None:
-        night = self.config.night
-        return criteria_logic.build_criteria(
-            sensor, *arrays, tz=self.tz, version=version, source=source,
-            physical=physical_range(self.config), night_start=night.start,
-            night_end=night.end,
-        )
 
     # -- Predictor ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from core import detection
 from core.criteria import SensorCriteria
 from core.detection import Expectation, SensorState, SystemLimits
+from core.forecast import Forecast
 from core.server_report import ServerReportBuilder
 from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, StoredReading
 
@@ -45,6 +46,28 @@ class Outcome:
         self.frames += other.frames
         self.detections += other.detections
         self.hours += other.hours
+
+
+def expectation_for(
+    forecast: Forecast | None, criteria: SensorCriteria | None, t: EpochSeconds
+) -> Expectation | None:
+    """What PREDICT judges a reading at ``t`` by: the forecast for that minute and
+    its band (the model's own, else the criteria's default residual band)."""
+    if forecast is None:
+        return None
+    flow, pressure = forecast.expected_at(t)
+    if flow is None and pressure is None:
+        return None
+    return Expectation(
+        flow=flow, pressure=pressure,
+        flow_band=forecast.flow_band or _residual(criteria, "flow"),
+        pressure_band=forecast.pressure_band or _residual(criteria, "pressure"),
+    )
+
+
+def _residual(criteria: SensorCriteria | None, quantity: str) -> float | None:
+    q = criteria.quantity(quantity) if criteria is not None else None
+    return q.residual_band if q is not None else None
 
 
 def alert_frame(
