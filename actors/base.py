@@ -24,6 +24,10 @@ from storage.store import Store
 
 CrashReport = Callable[[str, BaseException | None], None]
 
+# The actors that consume the arrival journal, each with its own offset: the
+# reader tells them of new arrivals and the journal is kept until all have them.
+JOURNAL_CONSUMERS = ("detector", "night_flow")
+
 
 class InjectedCrash(RuntimeError):
     """Raised by the test-only crash hook; never raised in production."""
@@ -54,11 +58,20 @@ class Peers:
 
     def tell(self, role: str, message: Any) -> bool:
         """Send ``message`` (a messages dataclass) to ``role``; False if not delivered."""
+        return self._tell_encoded(role, messages.encode(message))
+
+    def tell_each(self, roles: tuple[str, ...], message: Any) -> None:
+        """Send one ``message`` to several roles, encoded once (readings go to two)."""
+        envelope = messages.encode(message)
+        for role in roles:
+            self._tell_encoded(role, envelope)
+
+    def _tell_encoded(self, role: str, envelope: bytes) -> bool:
         ref = self.get(role)
         if ref is None:
             return False
         try:
-            ref.tell(messages.encode(message))
+            ref.tell(envelope)
         except pykka.ActorDeadError:
             return False
         return True
@@ -179,14 +192,17 @@ class JournalConsumer(GatewayActor):
         self.tell_self(messages.Resume())
 
     def on_readings(self, message: messages.ReadingsCommitted) -> None:
-        batch = [s for s in message.stored() if s.arrival > self.offset]
-        if batch and batch[0].arrival != self.offset + 1:
+        rows = message.rows
+        if not rows or rows[-1][0] <= self.offset:
+            return  # already taken from the journal
+        if rows[0][0] != self.offset + 1 or self.store.journal_head() > rows[-1][0]:
+            # A gap (readings committed while this actor restarted), or more
+            # arrivals queued behind this message: take a whole chunk from the
+            # journal. Behind, the batches grow, so one commit covers more readings
+            # and the consumer catches up instead of falling further behind.
             self.on_resume(messages.Resume())
-            batch = [s for s in batch if s.arrival > self.offset]
-            if batch and batch[0].arrival != self.offset + 1:
-                return  # still behind: the queued Resume will get there
-        if batch:
-            self.process(batch)
+            return
+        self.process(message.stored())
 
     def on_resume(self, _: messages.Resume) -> None:
         batch = self.store.journal(self.offset, self.catch_up_chunk)

@@ -14,7 +14,7 @@ from typing import Any
 
 import serial
 
-from actors.base import ActorContext, GatewayActor
+from actors.base import JOURNAL_CONSUMERS, ActorContext, GatewayActor
 from core import frames
 from core.messages import ReadingsCommitted
 from core.types import Reading
@@ -36,7 +36,6 @@ SENDER_STALLED_S = 2.0
 # Both limits are at most this share of the outbox: undetected arrivals become
 # about two frames each ($ALR, $SRV), so what may still come stays within it.
 OUTBOX_SHARE = 5
-CONSUMERS = ("detector", "night_flow")
 
 
 class SerialReader(GatewayActor):
@@ -195,9 +194,7 @@ class SerialReader(GatewayActor):
         if result.conflicts:
             self.log.warning("%d duplicate reading(s) with differing values ignored", result.conflicts)
         if result.stored:
-            message = ReadingsCommitted.of(result.stored)
-            for consumer in CONSUMERS:
-                self.peers.tell(consumer, message)
+            self.peers.tell_each(JOURNAL_CONSUMERS, ReadingsCommitted.of(result.stored))
 
     def _wait_for_consumers(self) -> None:
         while not self._stopping.is_set():

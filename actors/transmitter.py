@@ -26,7 +26,9 @@ from ports import PortError, open_port
 from storage.store import OutboxEntry, StoreFullError
 
 CONSUMER = "transmitter"
-SEND_CHUNK = 500
+SEND_CHUNK = 1000
+# Chunks per drain, then the offset is recorded and other messages get a turn.
+DRAIN_CHUNKS = 20
 CLOCK_TOLERANCE_S = 300
 
 
@@ -206,7 +208,20 @@ class Transmitter(GatewayActor):
     # -- sending -----------------------------------------------------------------
 
     def _send_pending(self) -> None:
-        while self.port is not None:
+        recorded = self.sent
+        try:
+            self._write_pending()
+        finally:
+            # One commit per drain, not per chunk: a crash before it costs resends
+            # of what was written (the upstream keys frames by seq), never frames.
+            if self.sent != recorded:
+                sent = self.sent
+                self._persist(lambda b: b.set_offset(CONSUMER, sent))
+
+    def _write_pending(self) -> None:
+        for _ in range(DRAIN_CHUNKS):
+            if self.port is None:
+                return
             entries = self.store.outbox(after=self.sent, limit=SEND_CHUNK)
             if not entries:
                 return
@@ -217,12 +232,12 @@ class Transmitter(GatewayActor):
             data = b"".join(frames.encode(frame_from_entry(e), self.tz) for e in entries)
             if not self._write(data):
                 return
-            last = entries[-1].seq
-            self._persist(lambda b: b.set_offset(CONSUMER, last))
-            self.sent = last
+            self.sent = entries[-1].seq
             if self.cfg.ack:
                 sent_at = time.monotonic()
                 self._last_try.update((e.seq, sent_at) for e in entries)
+        # More may be waiting: go on after whatever else is queued (ACKs, ticks, pings).
+        self.tell_self(OutboxAppended(self.sent + 1))
 
     def _resend_unacknowledged(self) -> None:
         now = time.monotonic()

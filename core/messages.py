@@ -262,23 +262,10 @@ _FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {
 }
 
 
-# The last ReadingsCommitted encoded and its envelope: the reader tells the same
-# message to every consumer, and a batch of readings is worth packing only once.
-# A strong reference, so identity cannot be confused with a later object's.
-_last_readings: tuple[Any, bytes] | None = None
-
-
 def encode(message: Any) -> bytes:
     """Encode a message dataclass into its envelope."""
-    global _last_readings
-    last = _last_readings
-    if last is not None and last[0] is message:
-        return last[1]
     payload = {f.name: getattr(message, f.name) for f in _FIELDS[type(message)]}
-    raw = msgpack.packb([message.TYPE, ENVELOPE_VERSION, payload], use_bin_type=True)
-    if type(message) is ReadingsCommitted:
-        _last_readings = (message, raw)
-    return raw
+    return msgpack.packb([message.TYPE, ENVELOPE_VERSION, payload], use_bin_type=True)
 
 
 def decode(raw: Any) -> Any:
