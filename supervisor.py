@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 EXIT_OK = 0
@@ -88,14 +89,18 @@ def run_service(config: object) -> int:
     import pykka.debug
 
     from actors import ACTOR_CLASSES
-    from actors.supervision import Supervisor
+    from actors.base import shifted_clock
+    from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
     from storage.store import Store, StoreError
 
     cfg = config.storage  # type: ignore[attr-defined]
+    test_hooks = config.supervisor.test_hooks  # type: ignore[attr-defined]
+    clock = shifted_clock(hooks_dir(config) / CLOCK_OFFSET_FILE) if test_hooks else time.time
     try:
         store = Store(
             Path(cfg.path), map_size_mb=cfg.map_size_mb, map_max_mb=cfg.map_max_mb,
             rejects_max=cfg.rejects_max, outbox_max=config.upstream.outbox_max,  # type: ignore[attr-defined]
+            clock=clock,
         )
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)
@@ -110,8 +115,7 @@ def run_service(config: object) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
     supervisor = Supervisor(
-        config, store, ACTOR_CLASSES,  # type: ignore[arg-type]
-        test_hooks=config.supervisor.test_hooks,  # type: ignore[attr-defined]
+        config, store, ACTOR_CLASSES, test_hooks=test_hooks, clock=clock,  # type: ignore[arg-type]
     )
     try:
         supervisor.start()

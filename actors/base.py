@@ -9,10 +9,12 @@ good. Each actor therefore reports its failure to the supervisor, which starts a
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pykka
@@ -27,6 +29,7 @@ CrashReport = Callable[[str, BaseException | None], None]
 # The actors that consume the arrival journal, each with its own offset: the
 # reader tells them of new arrivals and the journal is kept until all have them.
 JOURNAL_CONSUMERS = ("detector", "night_flow")
+CLOCK_FILE_POLL_S = 0.2
 
 
 class InjectedCrash(RuntimeError):
@@ -100,6 +103,32 @@ class ActorContext:
     stats: RuntimeStats
     report_crash: CrashReport
     test_hooks: bool = False
+    # The gateway's wall clock (epoch seconds). A Pi without a real-time clock
+    # boots with a stale time that NTP later corrects; tests shift it through
+    # :func:`shifted_clock`.
+    clock: Callable[[], float] = time.time
+
+
+def shifted_clock(offset_file: Path, base: Callable[[], float] = time.time) -> Callable[[], float]:
+    """The wall clock shifted by the seconds written in ``offset_file`` (tests only).
+
+    A test writes a number there to make the gateway's clock wrong (a stale
+    boot time) and another to correct it (NTP); no file means no shift. The
+    file is looked at no more than every ``CLOCK_FILE_POLL_S``.
+    """
+    state = {"offset": 0.0, "checked": -math.inf}
+
+    def clock() -> float:
+        now = time.monotonic()
+        if now - state["checked"] >= CLOCK_FILE_POLL_S:
+            state["checked"] = now
+            try:
+                state["offset"] = float(offset_file.read_text())
+            except (OSError, ValueError):
+                state["offset"] = 0.0
+        return base() + state["offset"]
+
+    return clock
 
 
 class GatewayActor(pykka.ThreadingActor):

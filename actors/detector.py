@@ -112,7 +112,7 @@ class Detector(JournalConsumer):
             if stored.reading.sensor not in self.criteria:
                 self._load_sensor(stored.reading.sensor)
         out = self.monitor.process(
-            batch, now=EpochSeconds(int(time.time())),
+            batch, now=EpochSeconds(int(self.context.clock())),
             criteria=self.criteria.get, expectation=self._expectation,
         )
         self._event_at_monotonic = time.monotonic()

@@ -143,7 +143,7 @@ class SerialReader(GatewayActor):
                 port.timeout, draining = PORT_TIMEOUT_S, False
             if chunk:
                 self._delivered = True
-                now = time.time()
+                now = self.context.clock()
                 if not readings and not rejects:
                     first_pending = time.monotonic()
                 for line in splitter.feed(chunk):

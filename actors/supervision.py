@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,6 +42,7 @@ REPORT_GRACE_S = 0.5
 # restart in the window: a full disk gets time to be freed, and the restart
 # intensity stops the service in order only if it is not.
 STORE_FULL_RETRY_S = 1.0
+CLOCK_OFFSET_FILE = "clock_offset_s"
 
 
 def hooks_dir(config: Config) -> Path:
@@ -49,7 +50,8 @@ def hooks_dir(config: Config) -> Path:
 
     A file ``<role>.<anything>.msg`` holds one encoded envelope (e.g. a
     ``messages.Crash`` or deliberately malformed bytes); the supervisor tells it
-    to that actor and deletes the file. Never looked at in production.
+    to that actor and deletes the file. ``CLOCK_OFFSET_FILE`` there shifts the
+    gateway's wall clock by its number of seconds. Never looked at in production.
     """
     return Path(config.storage.path).with_suffix(".hooks")
 
@@ -70,7 +72,7 @@ class Supervisor:
 
     def __init__(
         self, config: Config, store: Store, actor_classes: Sequence[type[GatewayActor]],
-        *, test_hooks: bool = False,
+        *, test_hooks: bool = False, clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
@@ -81,7 +83,7 @@ class Supervisor:
         self.crashes: queue.Queue[Crash] = queue.Queue()
         self.context = ActorContext(
             config=config, store=store, peers=self.peers, stats=self.stats,
-            report_crash=self._report_crash, test_hooks=test_hooks,
+            report_crash=self._report_crash, test_hooks=test_hooks, clock=clock,
         )
         self._restart_times: deque[float] = deque()
         self._dead_since: dict[str, float] = {}
@@ -113,7 +115,7 @@ class Supervisor:
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + TICK_S
-                    self._broadcast(messages.Tick(time.time()))
+                    self._broadcast(messages.Tick(self.context.clock()))
                 if watchdog_every and now >= next_watchdog:
                     next_watchdog = now + watchdog_every / 2
                     if self.all_answer(timeout=min(PING_TIMEOUT_S, watchdog_every / 4)):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.base import JOURNAL_CONSUMERS
-from actors.supervision import hooks_dir
+from actors.supervision import CLOCK_OFFSET_FILE, hooks_dir
 from core import frames, messages
 from core.config import load_config
 from core.types import EpochSeconds, Reading, SensorId
@@ -181,6 +181,13 @@ class Site:
         tmp = self.hooks / f".{role}.{n}.tmp"
         tmp.write_bytes(raw)
         tmp.rename(self.hooks / f"{role}.{n}.msg")  # atomic: never read half-written
+
+    def shift_clock(self, offset_s: float) -> None:
+        """Test hook: the gateway's wall clock runs ``offset_s`` off from now on."""
+        self.hooks.mkdir(parents=True, exist_ok=True)
+        tmp = self.hooks / f".{CLOCK_OFFSET_FILE}.tmp"
+        tmp.write_text(repr(float(offset_s)))
+        tmp.rename(self.hooks / CLOCK_OFFSET_FILE)
 
     def crash(self, role: str, reason: str = "injected", hang_s: float = 0.0) -> None:
         self.send_to_actor(role, messages.encode(messages.Crash(reason, hang_s)))
