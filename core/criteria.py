@@ -56,8 +56,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 
+from core.localtime import group_medians, local_seconds
 from core.types import (
     STATUS_FLOW_FAULT,
     STATUS_PRESSURE_FAULT,
@@ -166,7 +166,7 @@ def slot_of(t: EpochSeconds | int, tz: ZoneInfo) -> int:
 
 def slots_of(time: np.ndarray, tz: ZoneInfo) -> np.ndarray:
     """Vectorised :func:`slot_of`."""
-    return _slots_of_local(_local_seconds(time, tz))
+    return _slots_of_local(local_seconds(time, tz))
 
 
 def _slots_of_local(local: np.ndarray) -> np.ndarray:
@@ -350,7 +350,7 @@ def build_criteria(
     days = (until - since) / DAY_S
     if days < min_days:
         return None
-    local = _local_seconds(t, tz)
+    local = local_seconds(t, tz)
     slots = _slots_of_local(local)
     seconds = local % 3600
     built = {
@@ -496,9 +496,7 @@ def seasonal_naive_expectation(t: np.ndarray, v: np.ndarray) -> np.ndarray:
     hour = t // HOUR_S
     index = hour - hour[0]
     n = int(index[-1]) + 2  # one hour beyond the last, for the interpolation
-    hourly = (
-        pd.Series(v).groupby(index).median().reindex(range(n)).to_numpy(dtype=np.float64)
-    )
+    hourly = group_medians(index, v, n)
     total, weeks = np.zeros(n), np.zeros(n)
     for k in range(1, NAIVE_WEEKS + 1):
         lag = k * WEEK_HOURS
@@ -533,7 +531,7 @@ def predict_band(time: np.ndarray, residual: np.ndarray, tz: ZoneInfo) -> float 
     if np.count_nonzero(ok) < MIN_RESIDUAL_PAIRS:
         return None
     t, r = t[ok], r[ok]
-    local = _local_seconds(t, tz)
+    local = local_seconds(t, tz)
     slots, parts = _slots_of_local(local), (local % 3600) // PART_S
     widest = 0.0
     for s in range(SLOTS):
@@ -560,16 +558,6 @@ def _residual_band(t: np.ndarray, v: np.ndarray, bands: list[Band], tz: ZoneInfo
     return float(np.median([(b.high - b.low) / 2 for b in bands]))
 
 
-def _local_index(time: np.ndarray, tz: ZoneInfo) -> pd.DatetimeIndex:
-    return pd.to_datetime(np.asarray(time, dtype=np.int64), unit="s", utc=True).tz_convert(tz)
-
-
-def _local_seconds(time: np.ndarray, tz: ZoneInfo) -> np.ndarray:
-    """Local wall-clock time as seconds since 1970-01-01 local (for day arithmetic)."""
-    naive = _local_index(time, tz).tz_localize(None)
-    return naive.to_numpy().astype("datetime64[s]").astype(np.int64)
-
-
 def _seconds_of_day(t: datetime.time) -> int:
     return t.hour * 3600 + t.minute * 60 + t.second
 
@@ -592,7 +580,7 @@ def nightly_mnf(
         return {}
     start_s, end_s = _seconds_of_day(night_start), _seconds_of_day(night_end)
     window_s = (end_s - start_s) % DAY_S or DAY_S
-    local = _local_seconds(time, tz)
+    local = local_seconds(time, tz)
     # Shift so that each night window starts at the beginning of a "night day".
     shifted = local - start_s
     in_window = (shifted % DAY_S) < window_s
@@ -601,18 +589,24 @@ def nightly_mnf(
     spacing = float(np.median(np.diff(time))) if time.size > 1 else float(BLOCK_S)
     per_block = max(1, int(round(BLOCK_S / max(spacing, 1.0))))
     min_readings = max(1, math.ceil(per_block / 2))
-    frame = pd.DataFrame(
-        {"block": local[in_window] // BLOCK_S, "night": shifted[in_window] // DAY_S,
-         "flow": flow[in_window]}
-    )
-    blocks = frame.groupby(["night", "block"])["flow"].agg(["mean", "size"])
-    blocks = blocks[blocks["size"] >= min_readings]
-    if blocks.empty:
+    keys = np.stack([shifted[in_window] // DAY_S, local[in_window] // BLOCK_S], axis=1)
+    values = np.asarray(flow, dtype=np.float64)[in_window]
+    # Blocks as (night, block) groups, sorted by night: mean flow and reading count.
+    blocks, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    size = np.bincount(inverse, minlength=len(blocks))
+    measured = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (np.bincount(inverse, weights=np.where(measured, values, 0.0), minlength=len(blocks))
+                / np.bincount(inverse, weights=measured, minlength=len(blocks)))
+    kept = size >= min_readings
+    if not kept.any():
         return {}
-    per_night = blocks.groupby(level="night")["mean"].agg(["min", "size"])
+    nights, mean = blocks[kept, 0], mean[kept]
+    night, starts, count = np.unique(nights, return_index=True, return_counts=True)
+    lowest = np.fmin.reduceat(mean, starts)
     needed = MIN_NIGHT_COVERAGE * window_s / BLOCK_S
-    per_night = per_night[per_night["size"] >= needed]
-    return {int(n): float(m) for n, m in per_night["min"].items()}
+    return {int(n): float(m) for n, m, c in zip(night, lowest, count, strict=True) if c >= needed}
 
 
 def _mnf_baseline(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +128,10 @@ def test_scripted_stream_end_to_end(tmp_path, ports):
 
         status = run_cli(config, "status")
         assert status.returncode == 0, status.stderr
+        # The memory budget: the service keeps heavy libraries out (pandas ~40 MB,
+        # TensorFlow far more); the criteria work in numpy, training in its own process.
+        mapped = Path(f"/proc/{service.process.pid}/maps").read_text()
+        assert "pandas" not in mapped and "tensorflow" not in mapped
         for reason in GARBAGE:
             assert f"{reason}=1" in status.stdout, (reason, status.stdout)
         assert "duplicates: 2 (differing: 1)" in status.stdout
