@@ -100,7 +100,7 @@ def run_service(config: object) -> int:
         store = Store(
             Path(cfg.path), map_size_mb=cfg.map_size_mb, map_max_mb=cfg.map_max_mb,
             rejects_max=cfg.rejects_max, outbox_max=config.upstream.outbox_max,  # type: ignore[attr-defined]
-            clock=clock,
+            clock=clock, reserve_mb=cfg.reserve_mb,
         )
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)

@@ -37,7 +37,7 @@ from core.simulator import Simulator, SimulatorSettings  # noqa: E402
 from tests.faults.helpers import Site, open_fds, rss_mb  # noqa: E402
 from tests.harness import ROOT, TZ, wait_for  # noqa: E402
 
-CRASHABLE = ("detector", "night_flow", "predictor", "transmitter", "trainer")
+CRASHABLE = ("detector", "night_flow", "predictor", "transmitter", "trainer", "housekeeper")
 KILL_AT = 0.1  # share of the period stored when the service is killed
 WARM_UP = 0.2  # share of the period after which RSS and fds are taken as "start"
 

@@ -72,7 +72,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     counters = store.counters()
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
           f"{store.used_pct():.1f}% used", file=out)
-    print(disk_line(Path(config.storage.path)), file=out)
+    print(disk_line(Path(config.storage.path), store.reserve_left()), file=out)
     print(f"arrivals {store.journal_head()}; detector at {store.offset('detector')}, "
           f"night flow at {store.offset('night_flow')}; outbox sent through "
           f"{store.offset('transmitter')}, {store.outbox_depth()} kept", file=out)
@@ -101,10 +101,11 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
           file=out)
 
 
-def disk_line(path: Path) -> str:
+def disk_line(path: Path, reserve_left: int = 0) -> str:
     """Free space on the store's file system, and a clear word when it is full.
 
-    A full disk stops the service from storing readings (it holds them and
+    A full disk stops the service from storing readings once the store's
+    reserved space (``storage.reserve_mb``) is used up (it holds them and
     waits, then stops in order): the operator must see it here, not only in
     the service's log.
     """
@@ -113,10 +114,15 @@ def disk_line(path: Path) -> str:
     except OSError as exc:
         return f"disk: unknown ({exc})"
     line = f"disk: {usage.free / MB:.1f} MB free of {usage.total / MB:.1f} MB"
-    if usage.free < min(MB, usage.total // 20):
-        line += (" -- DISK FULL: new readings cannot be stored; free space "
-                 "(or lower storage.retention_days)")
-    return line
+    if reserve_left:
+        line += f", {reserve_left / MB:.1f} MB reserved for the store"
+    if usage.free >= min(MB, usage.total // 20):
+        return line
+    if reserve_left >= MB:
+        return line + (" -- DISK FULL: the store writes into its reserve; free space "
+                       "before that runs out")
+    return line + (" -- DISK FULL: new readings cannot be stored; free space "
+                   "(or lower storage.retention_days)")
 
 
 def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:

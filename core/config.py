@@ -483,6 +483,7 @@ class StorageConfig:
     retention_days: int
     map_size_mb: int
     map_max_mb: int
+    reserve_mb: int
     commit_max_readings: int
     commit_max_ms: float
     rejects_max: int
@@ -591,13 +592,18 @@ SCHEMA: tuple[Section, ...] = (
         Setting("path", FilePath(), "data/demo.lmdb",
                 "store directory; relative = against the service's working directory"),
         Setting("retention_days", Integer(1, 3650), 365,
-                "readings older than this before the newest reading are deleted daily"),
+                "readings older than this before the newest reading are deleted (checked hourly)"),
         Setting("map_size_mb", Integer(1, 4096), 64,
                 "initial LMDB map size; the map grows when full"),
         # 32-bit Raspberry Pi OS has under 2 GB of address space for the whole
         # process: keep map_max_mb <= 1024 there.
         Setting("map_max_mb", Integer(1, 1 << 20), 1024,
                 "largest the map may grow to; keep <= 1024 on 32-bit Raspberry Pi OS"),
+        # A full disk is most often someone else's doing (logs, copies): space
+        # allocated up front keeps the store writing through it.
+        Setting("reserve_mb", Integer(0, 1 << 20), 64,
+                "disk space allocated to the store at start, kept through a disk that "
+                "others fill (about 25 MB per sensor-year); 0 = none"),
         Setting("commit_max_readings", Integer(1, 100_000), 500,
                 "group commit: most readings in one write transaction"),
         Setting("commit_max_ms", Float(0, 1000), 5.0,

@@ -400,6 +400,27 @@ def _initial_map_bytes(path: Path, map_size_mb: int, map_max_mb: int) -> int:
     return max(size, -(-used // MB) * MB)
 
 
+def _reserve_disk(data: Path, nbytes: int) -> None:
+    """Allocate the data file's disk blocks up to ``nbytes`` (what is there stays).
+
+    LMDB takes disk space as the store grows; with the blocks allocated up
+    front, a disk that other files fill does not stop the store writing. Only
+    the file's length changes for LMDB, which writes pages where it likes.
+    """
+    try:
+        fd = os.open(data, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size < nbytes:
+                os.posix_fallocate(fd, 0, nbytes)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.warning("store at %s: could not reserve %d MB of disk (%s); it takes space as it "
+                    "grows", data.parent, nbytes // MB, exc.strerror or exc)
+        return
+    log.info("store at %s: %d MB of disk reserved", data.parent, nbytes // MB)
+
+
 def _lmdb_open(path: Path, *, readonly: bool, map_bytes: int, sync: bool) -> lmdb.Environment:
     return lmdb.open(
         str(path), map_size=map_bytes, subdir=True, readonly=readonly, create=not readonly,
@@ -998,7 +1019,7 @@ class Store:
     def __init__(
         self, path: str | os.PathLike[str], *, readonly: bool = False, map_size_mb: int = 64,
         map_max_mb: int = 1024, rejects_max: int = 1000, outbox_max: int = 100_000,
-        sync: bool = True, clock: Callable[[], float] | None = None,
+        sync: bool = True, clock: Callable[[], float] | None = None, reserve_mb: int = 0,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -1023,6 +1044,8 @@ class Store:
             )
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        if reserve_mb and not readonly:
+            _reserve_disk(self.path / "data.mdb", reserve_mb * MB)
 
     # lifecycle -----------------------------------------------------------------
 
@@ -1238,6 +1261,21 @@ class Store:
             info, psize = env.info(), env.stat()["psize"]
         capacity = max(int(info["map_size"]), self._max_bytes)
         return 100.0 * (int(info["last_pgno"]) + 1) * psize / capacity
+
+    def reserve_left(self) -> int:
+        """Bytes of the data file not yet used by pages: room the disk cannot take away.
+
+        The file is as long as the space reserved for it (``reserve_mb``) or the
+        pages LMDB has written, whichever is more.
+        """
+        shared = self._env()
+        with shared.using() as env:
+            info, psize = env.info(), env.stat()["psize"]
+        try:
+            length = (self.path / "data.mdb").stat().st_size
+        except OSError:
+            return 0
+        return max(0, length - (int(info["last_pgno"]) + 1) * psize)
 
     def map_size_mb(self) -> float:
         """The current map size (it grows by doubling up to ``map_max_mb``)."""

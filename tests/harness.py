@@ -148,7 +148,8 @@ def write_config(path: Path, *, serial_port: str, upstream_port: str, store: Pat
         "site": {"name": "test", "timezone": "Asia/Seoul"},
         "serial": {"port": serial_port, "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0},
         "upstream": {"port": upstream_port},
-        "storage": {"path": str(store)},
+        # No disk reserved by default: a suite of services would allocate gigabytes.
+        "storage": {"path": str(store), "reserve_mb": 0},
         "criteria": {"initial_data": initial_data},
     }
     for section, values in (sections or {}).items():

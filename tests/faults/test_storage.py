@@ -1,8 +1,10 @@
 """Storage limits: the LMDB map fills, and the disk itself fills.
 
 The map starts at 1 MB and must grow under load without losing a reading. The
-disk is a 2 MB tmpfs mounted for the test (root only; skipped otherwise): when it
-fills, the log and ``status`` say so clearly, the reader holds what it read and
+disk is a small tmpfs mounted for the test (root only; skipped otherwise). Filled
+by another program, it does not stop a store with reserved space
+(``storage.reserve_mb``). When the store itself needs more than the disk has,
+the log and ``status`` say so clearly, the reader holds what it read and
 waits, the actors the full store stopped are restarted with growing delays; when
 space returns (the tmpfs is enlarged) everything is stored and alerted. If space
 never returns the restart intensity stops the service in order, non-zero, and
@@ -11,6 +13,7 @@ the store is intact for the next start.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,6 +107,41 @@ def test_a_full_disk_is_reported_and_caught_up_on_when_space_returns(small_disk,
         assert_store_consistent(store)
         assert set(stored_everything(store)) == {(r.sensor, r.time) for r in readings}
         assert store.offset("detector") == store.offset("night_flow") == len(readings)
+
+
+def fill(disk: Path) -> Path:
+    """Another program fills the disk: a file grows until the disk refuses more."""
+    junk = disk / "junk.log"
+    with open(junk, "wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+    return junk
+
+
+@pytest.mark.slow
+def test_a_disk_filled_by_others_does_not_stop_a_store_with_reserved_space(
+        small_disk, make_site):
+    small_disk.resize(8)
+    site = make_site(store_dir=small_disk.path / "store.lmdb",
+                     sections={"storage": {"map_size_mb": 4, "reserve_mb": 4}})
+    site.start()
+    assert "4 MB of disk reserved" in site.log()
+    fill(small_disk.path)
+    assert shutil.disk_usage(small_disk.path).free < 65536, "the disk should be full"
+    readings = minute_stream(SENSORS, BASE, 1200)
+    site.send(b"".join(encode_all(readings)))
+    wait_for(lambda: alerted(site) == len(readings), timeout=60, what="every $ALR")
+    status = site.status()
+    assert "DISK FULL: the store writes into its reserve" in status, status
+    assert site.stop() == 0
+    log = site.log()
+    assert "store full" not in log and "disk full" not in log, log
+    with site.open_store() as store:
+        assert_store_consistent(store)
+        assert set(stored_everything(store)) == {(r.sensor, r.time) for r in readings}
 
 
 @pytest.mark.slow
