@@ -1,15 +1,19 @@
-"""Housekeeper: keeps the store to its size, a year of readings and no more.
+"""Housekeeper: keeps the store to a year of readings and out of the service's memory.
 
-Two jobs on the supervisor's tick, each in bounded transactions so that the
+Its jobs, on the supervisor's tick, in bounded transactions so that the
 reader's group commits are never held up for long:
 
 * the arrival journal is trimmed up to the slowest journal consumer's offset
   (what every consumer has processed is never needed again);
 * retention (``storage.retention_days``, event time) deletes readings,
   detections and night blocks older than that before each sensor's newest
-  reading.
+  reading;
+* the store's pages are dropped from the process's resident memory
+  (:meth:`Store.release_mapped_pages`): they are the page cache's, and the
+  service's RSS then shows its own memory, not the size of the store; freed
+  heap goes back to the OS too (:func:`ports.memory.release_free_heap`).
 
-Nothing else depends on either: a crash here costs a late trim, never data.
+Nothing else depends on these jobs: a crash here costs a late trim, never data.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import time
 
 from actors.base import JOURNAL_CONSUMERS, ActorContext, GatewayActor
 from core.messages import Tick
+from ports.memory import release_free_heap
 from storage.store import StoreFullError
 
 # The journal grows by one entry per reading; trimmed this often (wall time) it
-# stays a small, recycled part of the map even during a fast replay.
-TRIM_EVERY_S = 30.0
+# stays a small, recycled part of the map even during a fast replay. The store's
+# pages leave the process's memory as often: a fast replay maps many per second.
+TRIM_EVERY_S = 10.0
 # Retention moves with event time (a day per day live); hourly is plenty.
 RETENTION_EVERY_S = 3600.0
 
@@ -41,6 +47,8 @@ class Housekeeper(GatewayActor):
             if now >= self._next_trim:
                 self._next_trim = now + TRIM_EVERY_S
                 self.trim_journal()
+                self.store.release_mapped_pages()
+                release_free_heap()
             if now >= self._next_retention:
                 self._next_retention = now + RETENTION_EVERY_S
                 self.apply_retention()

@@ -30,11 +30,14 @@ process, so every :class:`Store` on the same directory in a process shares one
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import logging
 import math
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -398,6 +401,23 @@ def _initial_map_bytes(path: Path, map_size_mb: int, map_max_mb: int) -> int:
     while size < used * 3 // 2 and size < map_max_mb * MB:
         size *= 2
     return max(size, -(-used // MB) * MB)
+
+
+_MADV_DONTNEED = 4  # Linux <sys/mman.h>
+
+
+@functools.cache
+def _madvise() -> Callable[[int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
 
 
 def _reserve_disk(data: Path, nbytes: int) -> None:
@@ -1261,6 +1281,37 @@ class Store:
             info, psize = env.info(), env.stat()["psize"]
         capacity = max(int(info["map_size"]), self._max_bytes)
         return 100.0 * (int(info["last_pgno"]) + 1) * psize / capacity
+
+    def release_mapped_pages(self) -> int:
+        """Drop the store's pages from this process's resident memory; returns bytes advised.
+
+        LMDB reads through a shared, read-only mapping of the data file, so every
+        page ever read stays counted in the process's RSS until the kernel wants
+        the memory back: RSS would grow with the store, hiding the service's own
+        memory. ``madvise(MADV_DONTNEED)`` on that mapping drops the page-table
+        entries only; the pages stay in the page cache and the next read maps
+        them again. Safe on a read-only file mapping (nothing there is dirty);
+        done while a transaction slot is held, so no remap moves the mapping
+        meanwhile. Linux only; elsewhere nothing happens.
+        """
+        madvise = _madvise()
+        if madvise is None:
+            return 0
+        shared = self._env()
+        data = str((self.path / "data.mdb").resolve())
+        advised = 0
+        with shared.using():
+            try:
+                maps = Path("/proc/self/maps").read_text()
+            except OSError:
+                return 0
+            for line in maps.splitlines():
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5] == data and "w" not in fields[1]:
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    if madvise(start, end - start, _MADV_DONTNEED) == 0:
+                        advised += end - start
+        return advised
 
     def reserve_left(self) -> int:
         """Bytes of the data file not yet used by pages: room the disk cannot take away.

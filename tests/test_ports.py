@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from core import frames
 from core.simulator import Simulator, SimulatorSettings
 from core.types import Reading
 from ports import PortError, open_port
+from ports.memory import release_free_heap
 
 TZ = ZoneInfo("Asia/Seoul")
 START = 1_735_657_200  # 2025-01-01 00:00 +09:00
@@ -189,3 +191,15 @@ def test_missing_device_is_a_port_error(tmp_path) -> None:
 def test_bad_urls_are_port_errors(url: str, reason: str) -> None:
     with pytest.raises(PortError, match=reason):
         open_port(url)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_freed_heap_goes_back_to_the_os() -> None:
+    def burst() -> None:  # in another thread: glibc gives it an arena of its own
+        junk = [bytes(200) for _ in range(300_000)]
+        del junk
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    thread.join()
+    assert release_free_heap() is True

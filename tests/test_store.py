@@ -337,6 +337,31 @@ def test_readonly_store_refuses_writes(tmp_path: Path) -> None:
             reader.ingest([reading(S1, 120)])
 
 
+# -- memory ------------------------------------------------------------------------------------
+
+
+def _rss_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc: Linux")
+def test_released_pages_leave_the_process_memory_and_read_back_intact(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.lmdb") as store:
+        readings = minutes("001", 1_767_225_600, 200_000)
+        for i in range(0, len(readings), 20_000):
+            store.ingest(readings[i:i + 20_000])
+        assert len(store.reading_arrays(S1).time) == 200_000  # every page read: mapped
+        before = _rss_file_kb()
+        advised = store.release_mapped_pages()
+        after = _rss_file_kb()
+        assert advised >= 8 * 1024 * 1024, advised
+        assert before - after >= 5 * 1024, (before, after)  # the store's pages, several MB
+        assert store.readings(S1) == readings  # mapped again from the page cache
+
+
 # -- map growth and full store --------------------------------------------------------------
 
 

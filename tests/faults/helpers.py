@@ -234,6 +234,22 @@ def rss_mb(pid: int, kind: str = "VmRSS") -> float:
     raise ValueError(f"no {kind} for {pid}")
 
 
+def mapped_store_mb(pid: int) -> float:
+    """Resident pages of the process's mappings of an LMDB data file, in MB.
+
+    They are page cache the service reads the store through (the Housekeeper
+    drops them from the process every few seconds), not memory it holds.
+    """
+    total_kb, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not line.startswith(head[0] + ":"):
+            inside = line.rstrip().endswith("/data.mdb")  # a mapping's first line
+        elif inside and line.startswith("Rss:"):
+            total_kb += int(head[1])
+    return total_kb / 1024
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
