@@ -8,6 +8,7 @@ offsets in the store's arrival journal.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -36,6 +37,12 @@ SENDER_STALLED_S = 2.0
 # Both limits are at most this share of the outbox: undetected arrivals become
 # about two frames each ($ALR, $SRV), so what may still come stays within it.
 OUTBOX_SHARE = 5
+# While the store cannot take them (a full disk), readings are held in memory and
+# the port is read on: a serial line does not wait, what is not read is lost. A
+# day of ten sensors at most (a few MB); beyond it the port waits after all.
+HOLD_MAX = 14_400
+FULL_RETRY_S = 1.0
+FULL_LOG_EVERY_S = 60.0
 
 
 class SerialReader(GatewayActor):
@@ -55,6 +62,11 @@ class SerialReader(GatewayActor):
         self._max_backlog = min(MAX_BACKLOG, max(1, outbox_max // OUTBOX_SHARE))
         self._sent_seen = -1
         self._sent_moved_at = 0.0
+        self._pending_readings: list[Reading] = []  # read, not yet committed
+        self._pending_rejects: list[RejectRecord] = []
+        self._full_since: float | None = None  # monotonic time the store first refused
+        self._full_retry_at = 0.0
+        self._full_logged_at = -math.inf
 
     def on_start(self) -> None:
         self._thread = threading.Thread(
@@ -130,11 +142,16 @@ class SerialReader(GatewayActor):
         """
         cfg = self.config.storage
         splitter = frames.LineSplitter()
-        readings: list[Reading] = []
-        rejects: list[RejectRecord] = []
-        first_pending = 0.0
+        # Held on the actor, not here: what a full store refused outlives a lost port.
+        readings, rejects = self._pending_readings, self._pending_rejects
+        first_pending = time.monotonic()
         draining = False
         while not self._stopping.is_set():
+            if len(readings) >= HOLD_MAX:  # the store is full and so is the hold
+                self._stopping.wait(FULL_RETRY_S)
+                if self._commit(readings, rejects):
+                    readings, rejects = self._pending()
+                continue
             self._wait_for_consumers()
             chunk = port.read(READ_CHUNK if draining else 1)
             if chunk and not draining:
@@ -153,11 +170,20 @@ class SerialReader(GatewayActor):
                 continue
             full = pending >= cfg.commit_max_readings
             old = (time.monotonic() - first_pending) * 1000 >= cfg.commit_max_ms
-            if not chunk or full or old:
-                self._commit(readings, rejects)
-                readings, rejects = [], []
-        if readings or rejects:
-            self._commit(readings, rejects)
+            if (not chunk or full or old) and self._commit(readings, rejects):
+                readings, rejects = self._pending()
+        while (readings or rejects) and not self._commit(readings, rejects, retry_now=True):
+            if self._stopping.wait(FULL_RETRY_S):
+                # Stopping with the store still full: what is held cannot be kept.
+                self.log.error("stopping with %d reading(s) the full store never took",
+                               len(readings))
+                return
+        self._pending()
+
+    def _pending(self) -> tuple[list[Reading], list[RejectRecord]]:
+        """Start new, empty lists of what awaits its commit."""
+        self._pending_readings, self._pending_rejects = [], []
+        return self._pending_readings, self._pending_rejects
 
     def _decode_into(
         self, line: bytes, now: float, readings: list[Reading], rejects: list[RejectRecord]
@@ -171,30 +197,34 @@ class SerialReader(GatewayActor):
         else:
             readings.append(decoded)
 
-    def _commit(self, readings: list[Reading], rejects: list[RejectRecord]) -> None:
-        full_for = 0
-        while True:
-            try:
-                result = self.store.ingest(readings, rejects)
-                break
-            except StoreFullError as exc:
-                # Reading on into memory is not safe for long: the port waits (its
-                # peer buffers) until there is space again.
-                self.context.stats.storage_error = str(exc)
-                if full_for % 60 == 0:  # once a minute, not once a retry
-                    self.log.error("store full, %d reading(s) held in memory, the port waits: %s",
-                                   len(readings), exc)
-                full_for += 1
-                if self._stopping.wait(1.0):
-                    raise
-        if full_for:
-            self.log.warning("store writable again after %d s: %d held reading(s) stored",
-                             full_for, len(readings))
+    def _commit(self, readings: list[Reading], rejects: list[RejectRecord], *,
+                retry_now: bool = False) -> bool:
+        """Store and pass on; False if the store is full (the caller holds them)."""
+        now = time.monotonic()
+        if self._full_since is not None and now < self._full_retry_at and not retry_now:
+            return False
+        try:
+            result = self.store.ingest(readings, rejects)
+        except StoreFullError as exc:
+            self.context.stats.storage_error = str(exc)
+            if self._full_since is None:
+                self._full_since = now
+            self._full_retry_at = now + FULL_RETRY_S
+            if now - self._full_logged_at >= FULL_LOG_EVERY_S:
+                self._full_logged_at = now
+                self.log.error("store full, %d reading(s) held in memory (at most %d, then the "
+                               "port waits): %s", len(readings), HOLD_MAX, exc)
+            return False
+        if self._full_since is not None:
+            self.log.warning("store writable again after %.0f s: %d held reading(s) stored",
+                             now - self._full_since, len(readings))
+            self._full_since, self._full_logged_at = None, -math.inf
         self.context.stats.storage_error = None
         if result.conflicts:
             self.log.warning("%d duplicate reading(s) with differing values ignored", result.conflicts)
         if result.stored:
             self.peers.tell_each(JOURNAL_CONSUMERS, ReadingsCommitted.of(result.stored))
+        return True
 
     def _wait_for_consumers(self) -> None:
         while not self._stopping.is_set():
