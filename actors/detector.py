@@ -39,6 +39,7 @@ def detection_settings(config: Any) -> DetectionSettings:
         ),
         persist_minutes=config.detection.persist_minutes,
         clear_minutes=config.detection.clear_minutes,
+        gross_factor=config.detection.gross_factor,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from actors.base import ActorContext, JournalConsumer
 from core.messages import NightClosed
 from core.night_flow import NightFlowAggregator, NightSummary, NightWindow, evaluate_night
-from core.types import SensorId, StoredReading
+from core.types import StoredReading
 
 CONSUMER = "night_flow"
 
@@ -32,15 +32,20 @@ class NightFlow(JournalConsumer):
         self.aggregator: NightFlowAggregator | None = None
 
     def on_start(self) -> None:
-        self.aggregator = NightFlowAggregator(self.window, self.store.consumer_state(CONSUMER))
+        self.aggregator = NightFlowAggregator(
+            self.window, self.store.consumer_state(CONSUMER),
+            clock_ahead_s=self.config.system.clock_ahead_minutes * 60)
         super().on_start()
 
     def process(self, batch: list[StoredReading]) -> None:
         assert self.aggregator is not None
         blocks = []
         summaries: list[NightSummary] = []
+        # The gateway clock, as the Detector judges clock_ahead: a reading stamped
+        # ahead of it must not close a night early.
+        now = int(self.context.clock())
         for stored in batch:
-            closed_blocks, closed_nights = self.aggregator.add(stored.reading)
+            closed_blocks, closed_nights = self.aggregator.add(stored.reading, now)
             blocks += closed_blocks
             summaries += closed_nights
         verdicts = [(s, self._judge(s)) for s in summaries]

@@ -28,8 +28,8 @@ NAIVE_WEEKS = 3
 def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[dict[str, Any]]:
     """The ``$FCD`` lines of a forecast, in outbox form.
 
-    A day without any forecast value (a sensor without history) has no line:
-    the protocol has no way to say "unknown" in a daily mean.
+    A day with an hour without forecast (a sensor with less than a week of
+    history) has no line: the mean of part of a day is not the day's mean.
     """
     return [
         {"type": "FCD", "sensor": fc.sensor, "issued": fc.issued, "day": day.isoformat(),
@@ -49,6 +49,7 @@ class Predictor(GatewayActor):
         self.pending: dict[str, int] = {}
         self.models: dict[SensorId, tuple[str, Any, Any] | None] = {}
         self.histories: dict[SensorId, forecasting.HourlySeries] = {}
+        self.days_forecast: dict[SensorId, int] = {}
         self.last_duration_ms = 0.0
 
     def on_start(self) -> None:
@@ -80,9 +81,12 @@ class Predictor(GatewayActor):
         started = time.perf_counter()
         fc = self._compute(sensor, issued)
         frames = fcd_frames(fc, self.tz)
-        if len(frames) < 7:
-            self.log.warning("sensor %s: forecast for %d of 7 days only (too little history)",
-                             sensor, len(frames))
+        # In a site's first week every hourly forecast is short: say so when the
+        # number of days changes, not 168 times a week.
+        if len(frames) != self.days_forecast.get(sensor, 7):
+            self.log.warning("sensor %s: forecast for %d of 7 days (a day needs every hour "
+                             "seen a week earlier)", sensor, len(frames))
+        self.days_forecast[sensor] = len(frames)
         self.issued[sensor] = issued
         state = {"issued": dict(self.issued)}
 

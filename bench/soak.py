@@ -43,7 +43,7 @@ from core import frames  # noqa: E402
 from core.simulator import Simulator, SimulatorSettings  # noqa: E402
 from actors.housekeeper import TRIM_EVERY_S  # noqa: E402
 from tests.faults.helpers import Site, mapped_store_mb, open_fds, rss_mb  # noqa: E402
-from tests.harness import ROOT, TZ, wait_for  # noqa: E402
+from tests.harness import ROOT, TZ  # noqa: E402
 
 CRASHABLE = ("detector", "night_flow", "predictor", "transmitter", "trainer", "housekeeper")
 KILL_AT = 0.1  # share of the period stored when the service is killed

@@ -504,10 +504,11 @@ class SystemConfig:
 
 @dataclass(frozen=True, slots=True)
 class DetectionConfig:
-    """[detection]: persistence and hysteresis of VALUE and PREDICT."""
+    """[detection]: persistence and hysteresis of VALUE and PREDICT, gross outliers."""
 
     persist_minutes: int
     clear_minutes: int
+    gross_factor: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +629,11 @@ SCHEMA: tuple[Section, ...] = (
                 "consecutive out-of-band readings before VALUE or PREDICT fires"),
         Setting("clear_minutes", Integer(1, 240), 5,
                 "hysteresis: consecutive normal readings before an alert clears"),
+        # The band already lies >= 5 robust sigmas from the slot's shape: one
+        # band width beyond it is no noise, but a spike (a x4 meter reading).
+        Setting("gross_factor", Float(0, 100), 1.0,
+                "a reading beyond its VALUE band by more than this many band widths "
+                "raises VALUE at once, without persist_minutes; 0 = never"),
     )),
     Section("criteria", "criteria bands", CriteriaConfig, (
         Setting("initial_data", FilePath(optional=True), "conf/initial_data.csv",

@@ -57,6 +57,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core.forecast import weekly_medians
 from core.localtime import group_medians, local_seconds
 from core.types import (
     STATUS_FLOW_FAULT,
@@ -414,9 +415,10 @@ def _quantity_criteria(
             # Not even the twin hour has data: the whole day's spread, no shape.
             bands.append(_slot_band(v, np.zeros(v.size, dtype=np.int64), level))
     # PREDICT's band is learned from in-band readings only: the seasonal-naive
-    # expectation averages past weeks, so one excursion in the history would come
-    # back in the expectation of each of the next NAIVE_WEEKS weeks, and in a
-    # weekend slot (few days) those echoes outvote the medians of predict_band.
+    # expectation combines past weeks (a median, but of two weeks that is their
+    # mean), so an excursion in the history could come back in the expectation
+    # of the next weeks, and in a weekend slot (few days) those echoes would
+    # outvote the medians of predict_band.
     normal = _within_bands(bands, slots, v)
     return QuantityCriteria(
         bands=tuple(bands), physical_min=physical[0], physical_max=physical[1],
@@ -486,29 +488,18 @@ def _within_bands(bands: tuple[Band, ...] | list[Band], slots: np.ndarray,
 def seasonal_naive_expectation(t: np.ndarray, v: np.ndarray) -> np.ndarray:
     """What the service's seasonal-naive forecast expects at each reading (NaN: nothing).
 
-    As in service (``core.forecast``): the forecast of an hour is the mean of the
-    same hour in the last ``NAIVE_WEEKS`` weeks, and the minute expectation holds
-    the hour's value until its middle, then moves linearly toward the next
-    hour's. One difference on purpose: each past hour is its median, not its
-    mean, so that outliers in the history do not leak into the band learned
-    from it. ``t`` must be sorted.
+    As in service (``core.forecast``): the forecast of an hour is the median of
+    the same hour in the last ``NAIVE_WEEKS`` weeks (:func:`core.forecast.weekly_medians`),
+    and the minute expectation holds the hour's value until its middle, then
+    moves linearly toward the next hour's. One difference on purpose: each past
+    hour is its median, not its mean, so that outliers in the history do not
+    leak into the band learned from it. ``t`` must be sorted.
     """
     hour = t // HOUR_S
     index = hour - hour[0]
     n = int(index[-1]) + 2  # one hour beyond the last, for the interpolation
     hourly = group_medians(index, v, n)
-    total, weeks = np.zeros(n), np.zeros(n)
-    for k in range(1, NAIVE_WEEKS + 1):
-        lag = k * WEEK_HOURS
-        if lag >= n:
-            break
-        earlier = np.full(n, np.nan)
-        earlier[lag:] = hourly[:-lag]
-        ok = np.isfinite(earlier)
-        total += np.where(ok, earlier, 0.0)
-        weeks += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        naive = np.where(weeks > 0, total / np.maximum(weeks, 1), np.nan)
+    naive = weekly_medians(hourly, NAIVE_WEEKS)[:n]
     frac = np.clip(((t % HOUR_S) - HOUR_S / 2) / HOUR_S, 0.0, None)
     return naive[index] * (1.0 - frac) + naive[index + 1] * frac
 

@@ -36,11 +36,21 @@ Decisions an operator should know:
   ``persist_minutes``-th consecutive deviating trusted reading and clear only
   after ``clear_minutes`` consecutive good ones; the readings in between stay
   flagged (their cause shows the in-band value against the band).
+* **Gross outliers.** A trusted reading beyond its VALUE band by more than
+  ``gross_factor`` times the band's own width (cause ``gross``) raises VALUE on
+  that reading: persistence is there to sit out noise near the band, and with
+  the band at least 5 robust sigmas from the slot's shape, one band width more
+  is no noise of any plausible tail (a one-minute spike, a meter reading x4).
+  It clears with hysteresis like any VALUE alert.
+* **Clock faults and jumps.** :class:`ClockGuard` decides whether a reading
+  is ahead of time (of the gateway clock, or jumping ahead of its sensor's
+  timeline in a replay); such a reading is judged like a future one.
 * Without criteria a sensor gets SYSTEM only; without an expectation, no PREDICT.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -103,8 +113,10 @@ class Cause:
     ``reason`` is one of ``status_bit`` (observed: the status byte),
     ``missing``, ``range`` (threshold ``[min, max]``), ``stuck`` (observed: minutes
     unchanged, threshold: ``stuck_minutes``), ``clock_ahead`` (observed: seconds
-    ahead of the gateway clock), ``silence``, ``band`` (threshold: the slot's
-    ``[low, high]``), ``forecast`` (threshold: ``[expected - band, expected + band]``),
+    ahead of the gateway clock, or in a replay of the sensor's own timeline: see
+    :class:`ClockGuard`), ``silence``, ``band`` (threshold: the slot's
+    ``[low, high]``), ``gross`` (threshold: the band widened each side by
+    ``gross_factor`` band widths), ``forecast`` (threshold: ``[expected - band, expected + band]``),
     ``mnf`` (from the night verdict).
     """
 
@@ -172,11 +184,15 @@ class Persistence:
     active: bool = False
     clear: int = 0  # consecutive good readings while active
 
-    def step(self, deviates: bool, persist: int, clear_after: int) -> bool:
-        """Account one trusted reading; True while the method is firing."""
+    def step(self, deviates: bool, persist: int, clear_after: int, at_once: bool = False) -> bool:
+        """Account one trusted reading; True while the method is firing.
+
+        ``at_once``: the reading deviates grossly and fires without waiting for
+        ``persist`` readings (it clears as any other).
+        """
         if not self.active:
             self.run = self.run + 1 if deviates else 0
-            if self.run >= persist:
+            if self.run >= persist or at_once:
                 self.active, self.clear = True, 0
         elif deviates:
             self.clear = 0
@@ -280,8 +296,13 @@ def evaluate(
     tz: ZoneInfo,
     persist_minutes: int = 3,
     clear_minutes: int = 5,
+    gross_factor: float = 1.0,
 ) -> Evaluation:
-    """Judge one reading; updates ``state`` for in-order, non-future readings."""
+    """Judge one reading; updates ``state`` for in-order, non-future readings.
+
+    ``gross_factor`` > 0: a reading beyond its VALUE band by more than that many
+    band widths raises VALUE at once (0: never without ``persist_minutes``).
+    """
     causes: list[Cause] = []
     t = reading.time
     ahead = t - now
@@ -300,7 +321,7 @@ def evaluate(
     else:
         exp_flow = exp_pressure = (None, None)
     judged = (reading, causes, limits, version, slot, in_order, clock_ahead,
-              persist_minutes, clear_minutes)
+              persist_minutes, clear_minutes, gross_factor)
     flow_flags = _judge("flow", reading.flow, state.flow, qc_flow, exp_flow, *judged)
     pressure_flags = _judge(
         "pressure", reading.pressure, state.pressure, qc_pressure, exp_pressure, *judged
@@ -328,6 +349,7 @@ def _judge(
     clock_ahead: float | None,
     persist: int,
     clear_after: int,
+    gross_factor: float,
 ) -> int:
     """SYSTEM, VALUE and PREDICT for one quantity; appends causes, returns its flags."""
     flags = 0
@@ -370,9 +392,20 @@ def _judge(
     assert value is not None
     if qc is not None:
         band = qc.bands[slot]
-        if qs.value.step(not band.low <= value <= band.high, persist, clear_after):
+        low, high = band.low, band.high
+        outside = not low <= value <= high
+        # A gross outlier (beyond the band by more than gross_factor band widths)
+        # is no noise that persistence must sit out: it fires on its first reading.
+        margin = gross_factor * (high - low)
+        gross = (outside and gross_factor > 0.0 and not qs.value.active
+                 and not low - margin <= value <= high + margin)
+        if qs.value.step(outside, persist, clear_after, gross):
             flags |= FLAG_VALUE
-            causes.append(Cause("VALUE", quantity, "band", value, [band.low, band.high], version))
+            if gross:
+                causes.append(Cause("VALUE", quantity, "gross", value,
+                                    [low - margin, high + margin], version))
+            else:
+                causes.append(Cause("VALUE", quantity, "band", value, [low, high], version))
     forecast, allowed = expected
     if allowed is None and qc is not None:
         allowed = qc.residual_band
@@ -411,6 +444,152 @@ def apply_night_verdict(state: SensorState, leak: bool, cause: dict[str, Any] | 
     """Carry a night's verdict: NIGHT on every flow evaluation until a night clears it."""
     state.night_active = leak
     state.night_cause = dict(cause) if (leak and cause is not None) else None
+
+
+# -- clock faults and jumps ------------------------------------------------------
+
+# What ClockGuard.admit says of a reading (see ClockGuard).
+IN_TIME = "in_time"
+AHEAD = "ahead"
+JUMP = "jump"
+CONFIRMED = "confirmed"
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """:meth:`ClockGuard.admit`'s verdict on one reading.
+
+    ``ahead_s`` is how far the reading is ahead (of the gateway clock for
+    ``AHEAD``, of the sensor's own timeline for ``JUMP``); ``released`` the held
+    items this ``CONFIRMED`` or ``IN_TIME`` reading releases (oldest first), to be
+    taken in before it; ``dropped`` how many held items it showed to be a glitch.
+    """
+
+    verdict: str
+    ahead_s: float = 0.0
+    released: tuple[Any, ...] = ()
+    dropped: int = 0
+
+
+_ADMITTED = Admission(IN_TIME)
+
+
+class ClockGuard:
+    """Keeps readings stamped ahead of time from moving a sensor's event time.
+
+    Two rules, each with the tolerance ``clock_ahead_s`` (``system.clock_ahead_minutes``):
+
+    * **Ahead of the gateway clock** (``AHEAD``): a clock fault, live. Never
+      taken in; a later reading does not change that.
+    * **A jump ahead of the sensor's timeline** (``JUMP``): a reading stamped more
+      than ``clock_ahead_s`` after where the sensor's timeline stands now: its
+      newest reading taken in, carried forward by the gateway clock since (so a
+      sensor back after an outage, live, is not a jump), or the site's newest if
+      that is further (a sensor silent while the others went on is not a jump
+      in a replay either). In real time this
+      coincides with the first rule; in a replay (readings from the past, the
+      gateway clock far ahead of them) it is the only sign of a clock fault. A
+      sensor back after an outage in a replay looks the same, so a jump is held
+      (the caller keeps its item with :meth:`hold`) until **confirmed**: the
+      sensor's readings run on from it (each at most ``clock_ahead_s`` after the
+      one before) for ``clock_ahead_s``; that reading is ``CONFIRMED`` and every
+      held item is released, oldest first. A clock glitch of the RTU lasts a few
+      minutes and falls back; a sensor back after an outage goes on from where
+      it is.
+
+    A reading shows every held one stamped at or after it to be a glitch (it
+    was stamped too far): those are dropped. So is the whole jump when the old
+    timeline goes on; held readings stamped before such a reading (the gateway
+    clock moved on meanwhile) are released with it. Readings not newer than the
+    sensor's newest taken in (late ones) are ``IN_TIME`` and change nothing.
+    State is plain data (:meth:`state`), held items included, so the caller
+    persists it with its offset.
+    """
+
+    def __init__(self, clock_ahead_s: int, state: Mapping[str, Any] | None = None) -> None:
+        self.clock_ahead_s = clock_ahead_s
+        # sensor -> [newest time taken in, gateway clock then]
+        self._newest: dict[str, list[int]] = {}
+        # sensor -> [times held (ascending), their items]
+        self._held: dict[str, list[list[Any]]] = {}
+        # The site's newest time taken in and the gateway clock then.
+        self._site = [int(x) for x in (state or {}).get("site", (0, 0))]
+        for sensor, (newest, at, held) in (state or {}).get("sensors", {}).items():
+            self._newest[sensor] = [int(newest), int(at)]
+            if held is not None:
+                self._held[sensor] = [[int(t) for t in held[0]], list(held[1])]
+
+    def state(self) -> dict[str, Any]:
+        return {"sensors": {s: [newest, at, self._held.get(s)]
+                            for s, (newest, at) in self._newest.items()},
+                "site": list(self._site)}
+
+    def admit(self, sensor: str, t: int, now: int) -> Admission:
+        """Judge a reading of ``sensor`` stamped ``t`` arriving at gateway time ``now``.
+
+        After a ``JUMP`` the caller must :meth:`hold` the reading's item.
+        """
+        limit = self.clock_ahead_s
+        if t - now > limit:
+            return Admission(AHEAD, float(t - now))
+        site = self._site
+        newest = self._newest.get(sensor)
+        if newest is None:
+            self._newest[sensor] = [t, now]
+            if t > site[0]:
+                site[0], site[1] = t, now
+            return _ADMITTED
+        last, at = newest
+        if t <= last:
+            return _ADMITTED  # late: nothing moves
+        # Where the sensor's timeline, or the site's, stands now (written out:
+        # this runs for every reading).
+        reference = last + now - at if now > at else last
+        site_t, site_at = site
+        if now > site_at:
+            site_t += now - site_at
+        if site_t > reference:
+            reference = site_t
+        jump = t - reference
+        held = self._held.get(sensor)
+        if held is None:
+            if jump <= limit:  # the common case: the next reading of the timeline
+                newest[0], newest[1] = t, now
+                if t > site[0]:
+                    site[0], site[1] = t, now
+                return _ADMITTED
+            held = self._held[sensor] = [[], []]
+        times, items = held
+        cut = bisect.bisect_left(times, t)
+        dropped = len(times) - cut  # held readings stamped at or after t: too far
+        del times[cut:], items[cut:]
+        if jump <= limit:  # the old timeline goes on: the jump was a glitch
+            verdict = IN_TIME
+        elif t - _run_start(times, t, limit) >= limit:
+            verdict = CONFIRMED
+        else:
+            times.append(t)
+            return Admission(JUMP, float(jump), dropped=dropped)
+        del self._held[sensor]
+        newest[0], newest[1] = t, now
+        if t > site[0]:
+            site[0], site[1] = t, now
+        return Admission(verdict, released=tuple(items), dropped=dropped)
+
+    def hold(self, sensor: str, item: Any) -> None:
+        """Keep ``item`` (plain data) for the reading :meth:`admit` just called a jump."""
+        self._held[sensor][1].append(item)
+
+
+def _run_start(times: list[int], t: int, limit: int) -> int:
+    """First time of the run ending at ``t`` in which each step is at most ``limit``."""
+    start = t
+    for earlier in reversed(times):
+        if start - earlier > limit:
+            break
+        start = earlier
+    return start
 
 
 def silence_alerts(

@@ -17,12 +17,14 @@ values, the share of missing hours and calendar features of its first hour
 (local hour of day and day of week as sin/cos, weekend). The head is a dense layer
 straight to the next 168 hours.
 
-It predicts the *residual* against a seasonal-naive base: the mean of the same
-hour in the last ``base_weeks`` weeks, adapted to the level and amplitude of
-the last week (:func:`seasonal_base`). The base already carries the daily and
+It predicts the *residual* against a seasonal-naive base: the mean of the
+same hour in the last ``base_weeks`` weeks, adapted to the level and amplitude
+of the last week (:func:`seasonal_base`). The base already carries the daily and
 weekly shape and follows a season, so the network only learns what the recent
-past says beyond it; averaging weeks halves the noise a one-week-old value
+past says beyond it; combining weeks cuts the noise a one-week-old value
 carries, which is why the model beats "same hour last week" by a wide margin.
+The seasonal-naive forecast without a model takes the median of those weeks
+instead (:func:`weekly_medians`), so one past excursion stays out of it.
 :func:`window_features` and :func:`seasonal_base` are shared by training and
 inference, so the two cannot drift apart.
 """
@@ -42,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core.localtime import local_seconds
 from core.types import EpochSeconds, SensorId
 
 HORIZON_HOURS = 168
@@ -179,19 +182,23 @@ class Forecast:
 
         Hourly means belong to the middle of their hour; between two middles the
         expectation is interpolated linearly, before the first and after the last
-        middle it is held, so a minute-level reading meets a smooth curve.
+        middle it is held, so a minute-level reading meets a smooth curve. A
+        minute whose own hour has no forecast (NaN: no basis) gets None; next to
+        such an hour its neighbour's value is held instead of interpolated.
         """
         if not self.issued <= t < self.until:
             return None, None
-        pos = (t - self.issued - HOUR_S / 2) / HOUR_S
-        if pos <= 0:
-            i, frac = 0, 0.0
-        elif pos >= HORIZON_HOURS - 1:
-            i, frac = HORIZON_HOURS - 1, 0.0
+        own = (t - self.issued) // HOUR_S
+        # The other hour middle around t: the previous one before t's middle, the next after.
+        after = (t - self.issued) % HOUR_S >= HOUR_S // 2
+        other = own + 1 if after else own - 1
+        if not 0 <= other < HORIZON_HOURS:
+            other, frac = own, 0.0
         else:
-            i = int(pos)
-            frac = pos - i
-        return _interp(self.flow, i, frac), _interp(self.pressure, i, frac)
+            # Distance of t from its own hour's middle, in hours (0 .. 0.5).
+            frac = abs((t - self.issued - HOUR_S / 2) / HOUR_S - own)
+        return (_between(self.flow, own, other, frac),
+                _between(self.pressure, own, other, frac))
 
     def hour_times(self) -> np.ndarray:
         """Start of each forecast hour (epoch seconds)."""
@@ -202,7 +209,8 @@ class Forecast:
 
         An hour counts toward the local day it starts in; the issue day has only
         its remaining hours, and the hours of an eighth day are left out. A day
-        without any known value is NaN.
+        with an hour without forecast is NaN: the mean of part of a day (its
+        nights only, say, in a site's first week) is not that day's mean.
         """
         dates = [datetime.datetime.fromtimestamp(int(t), tz).date() for t in self.hour_times()]
         first = dates[0]
@@ -210,7 +218,7 @@ class Forecast:
         for day in range(7):
             date = first + datetime.timedelta(days=day)
             mask = np.fromiter((d == date for d in dates), dtype=bool, count=HORIZON_HOURS)
-            out.append((date, _nanmean(self.flow[mask]), _nanmean(self.pressure[mask])))
+            out.append((date, _full_mean(self.flow[mask]), _full_mean(self.pressure[mask])))
         return out
 
     def to_record(self) -> dict[str, Any]:
@@ -243,17 +251,21 @@ class Forecast:
         )
 
 
-def _interp(values: np.ndarray, i: int, frac: float) -> float | None:
-    if frac == 0.0:
-        v = float(values[i])
-    else:
-        v = float(values[i]) * (1.0 - frac) + float(values[i + 1]) * frac
-    return None if math.isnan(v) else v
+def _between(values: np.ndarray, own: int, other: int, frac: float) -> float | None:
+    """``values[own]`` moved ``frac`` of the way toward ``values[other]``; None when
+    ``values[own]`` is unknown, held when only ``values[other]`` is."""
+    v = float(values[own])
+    if math.isnan(v):
+        return None
+    if frac:
+        w = float(values[other])
+        if not math.isnan(w):
+            v = v * (1.0 - frac) + w * frac
+    return v
 
 
-def _nanmean(x: np.ndarray) -> float:
-    ok = np.isfinite(x)
-    return float(x[ok].mean()) if ok.any() else math.nan
+def _full_mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size and np.isfinite(x).all() else math.nan
 
 
 def _to_list(values: np.ndarray) -> list[float | None]:
@@ -272,43 +284,70 @@ def weekly_means(values: np.ndarray, weeks: int) -> np.ndarray:
     """Mean of the same hour in each of the previous ``weeks`` weeks, where present.
 
     Entry ``t`` (for ``0 <= t < len(values) + 168``, so it reaches one week past
-    the data) averages ``values[t - 168*k]`` for ``k = 1..weeks``; NaN when none
-    of them is known. Every term lies at least a week before ``t``.
+    the data) averages the known ``values[t - 168*k]`` for ``k = 1..weeks``; NaN
+    when none of them is known. Every term lies at least a week before ``t``.
+    The base of the LSTM: averaging weeks cuts the noise of one week more than a
+    median does, and the network sees any excursion in its own input window.
     """
+    earlier = _past_weeks(values, weeks)
+    ok = np.isfinite(earlier)
+    count = ok.sum(axis=0)
+    total = np.where(ok, earlier, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def weekly_medians(values: np.ndarray, weeks: int) -> np.ndarray:
+    """As :func:`weekly_means`, the median instead of the mean: the seasonal-naive forecast.
+
+    With no model to see it, one past excursion (a burst, a valve operation) in
+    one of three weeks is outvoted by the other two instead of coming back a
+    week later as a third of itself in the expectation PREDICT compares with.
+    """
+    return _column_medians(_past_weeks(values, weeks))
+
+
+def _past_weeks(values: np.ndarray, weeks: int) -> np.ndarray:
+    """Row ``k-1``: ``values`` shifted ``k`` weeks later, over ``len(values) + 168`` hours."""
     n = values.shape[0]
-    total = np.zeros(n + WEEK_HOURS)
-    count = np.zeros(n + WEEK_HOURS)
+    earlier = np.full((weeks, n + WEEK_HOURS), np.nan)
     for k in range(1, weeks + 1):
         lo = WEEK_HOURS * k
         hi = n + WEEK_HOURS
         if lo >= hi:
             break
-        seg = values[:hi - lo]
-        ok = np.isfinite(seg)
-        total[lo:hi] += np.where(ok, seg, 0.0)
-        count[lo:hi] += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        earlier[k - 1, lo:hi] = values[:hi - lo]
+    return earlier
+
+
+def _column_medians(rows: np.ndarray) -> np.ndarray:
+    """Median of the finite values of each column (NaN where none), without
+    np.nanmedian's all-NaN warnings; rows are few, so a sort per column is cheap."""
+    ordered = np.sort(rows, axis=0)  # NaN sorts last
+    count = np.isfinite(rows).sum(axis=0)
+    cols = np.arange(rows.shape[1])
+    lo = ordered[np.maximum(count - 1, 0) // 2, cols]
+    hi = ordered[np.maximum(count, 1) // 2, cols]
+    return np.where(count > 0, np.where(count % 2 == 1, lo, (lo + hi) / 2), np.nan)
 
 
 def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
-                  fit_hours: int = FIT_HOURS) -> np.ndarray:
+                  fit_hours: int = FIT_HOURS, *, median: bool = False) -> np.ndarray:
     """Seasonal-naive forecasts (one row of 168 hours per origin) from hourly ``values``.
 
     The base of hour ``t`` is the mean of the same hour in the last ``weeks``
-    weeks (:func:`weekly_means`). Averaging weeks removes noise but lags a
-    drifting level by half the span (the annual season moves the weekly pattern
-    by more than the noise), so with ``fit_hours`` > 0 the base is adapted: over
+    weeks (:func:`weekly_means`; with ``median`` :func:`weekly_medians`).
+    Combining weeks removes noise but lags a drifting level by half the span
+    (the annual season moves the weekly pattern by more than the noise), so with ``fit_hours`` > 0 the base is adapted: over
     the last ``fit_hours`` before the origin the actual values are regressed on
     their own base, ``value - base = a + g * (base - mean)``, and the same level
     shift ``a`` and amplitude change ``g`` are applied to the forecast. A weekly
     pattern of the form ``A + s(t) * B(hour of week)``, as a season makes of
     flow and of pressure, is then followed without lag. With too little to fit,
-    or ``fit_hours=0``, the plain mean is used. An origin is an index into
+    or ``fit_hours=0``, the plain mean (median) is used. An origin is an index into
     ``values`` (the forecast's first hour); only values before it are used.
     """
     origins = np.asarray(origins, dtype=np.int64)
-    means = weekly_means(values, weeks)
+    means = weekly_medians(values, weeks) if median else weekly_means(values, weeks)
     base = _take(means, origins[:, None] + np.arange(HORIZON_HOURS)[None, :])
     if fit_hours <= 0:
         return base
@@ -342,39 +381,24 @@ def _fit_level(actual: np.ndarray, base: np.ndarray,
 def _naive_values(values: np.ndarray, weeks: int, fit_hours: int) -> np.ndarray:
     """Seasonal-naive forecast of the 168 hours after ``values`` (its origin is the end).
 
-    Where no week-earlier value exists, the same hour of day on earlier days is
-    used, then the mean of everything known: a forecast from little history is
-    rough but never empty while there is any data.
+    An hour with no value one week or more before it gets no forecast (NaN):
+    the same hour of an earlier day is not the same hour of the week (a Monday
+    morning is not a Sunday morning), and a forecast made up from too little
+    history would raise PREDICT on every weekday the site has not seen yet.
     """
-    n = values.shape[0]
-    base = seasonal_base(values, np.array([n]), weeks, fit_hours)[0]
-    gaps = ~np.isfinite(base)
-    if gaps.any():
-        idx = n + np.arange(HORIZON_HOURS)
-        total = np.zeros(HORIZON_HOURS)
-        count = np.zeros(HORIZON_HOURS)
-        for d in range(1, 7 * weeks + 1):
-            v = _take(values, idx - 24 * d)
-            ok = np.isfinite(v)
-            total += np.where(ok, v, 0.0)
-            count += ok
-        with np.errstate(invalid="ignore", divide="ignore"):
-            daily = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        base = np.where(gaps, daily, base)
-    gaps = ~np.isfinite(base)
-    if gaps.any():
-        base = np.where(gaps, _nanmean(values), base)
-    return base
+    return seasonal_base(values, np.array([values.shape[0]]), weeks, fit_hours, median=True)[0]
 
 
 def naive_forecast(sensor: SensorId, history: HourlySeries, issued: EpochSeconds,
                    weeks: int = 3, adapt: bool = True) -> Forecast:
-    """Seasonal-naive forecast: each hour is the mean of the same hour in the last ``weeks`` weeks.
+    """Seasonal-naive forecast: each hour is the median of that hour in the last ``weeks`` weeks.
 
-    With ``adapt`` the mean is adapted to the level and amplitude of the last
+    With ``adapt`` the median is adapted to the level and amplitude of the last
     week (see :func:`seasonal_base`), which keeps it from lagging a season.
-    Only history before ``issued`` is used. With less than a week of history it
-    falls back on the same hour of earlier days, then on the overall mean.
+    Only history before ``issued`` is used. An hour without any value one to
+    ``weeks`` weeks before it is NaN (no basis: :meth:`Forecast.expected_at`
+    gives None there and PREDICT stays quiet), so in a site's first week only
+    the hours already seen a week earlier are forecast.
     """
     fit_hours = FIT_HOURS if adapt else 0
     hours = naive_history_hours(weeks, adapt)
@@ -553,8 +577,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 def local_calendar(times: np.ndarray, tz: ZoneInfo) -> np.ndarray:
     """Calendar features of UTC hour starts: (n, 5) = hour sin/cos, weekday sin/cos, weekend."""
     times = np.asarray(times, dtype=np.int64)
-    offsets = _utc_offsets(times, tz)
-    local = times + offsets
+    local = local_seconds(times, tz)
     hour = (local % 86400) / 3600.0
     day = ((local // 86400) + _EPOCH_WEEKDAY) % 7  # Monday = 0
     week_pos = (day + hour / 24.0) / 7.0
@@ -563,29 +586,6 @@ def local_calendar(times: np.ndarray, tz: ZoneInfo) -> np.ndarray:
         np.sin(2 * np.pi * week_pos), np.cos(2 * np.pi * week_pos),
         (day >= 5).astype(np.float64),
     ], axis=-1)
-
-
-def _utc_offsets(times: np.ndarray, tz: ZoneInfo) -> np.ndarray:
-    """UTC offset in seconds at each time; one zoneinfo lookup per distinct day."""
-    if times.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    days, inverse = np.unique(times // 86400, return_inverse=True)
-    # Transitions happen at most once a day in practice: check both day ends.
-    lookup = {}
-    for day in days.tolist():
-        for t in (day * 86400, day * 86400 + 86399):
-            lookup[t] = int(datetime.datetime.fromtimestamp(t, tz).utcoffset().total_seconds())
-    first = np.array([lookup[d * 86400] for d in days.tolist()], dtype=np.int64)
-    last = np.array([lookup[d * 86400 + 86399] for d in days.tolist()], dtype=np.int64)
-    offsets = first[inverse]
-    changed = (first != last)[inverse]
-    if changed.any():
-        offsets = offsets.copy()
-        offsets[changed] = [
-            int(datetime.datetime.fromtimestamp(int(t), tz).utcoffset().total_seconds())
-            for t in times[changed].tolist()
-        ]
-    return offsets
 
 
 def window_features(values: np.ndarray, start: int, origins: np.ndarray, spec: FeatureSpec,

@@ -29,8 +29,9 @@ run in this order, the first failure wins:
 Field syntax is strict: sid exactly three digits ``001``-``999``; times exactly
 14 digits, a real calendar time (seconds 00-59) in the site's zone, not before
 1970 UTC; numbers ``-?digits[.digits]`` (no sign ``+``, exponent, nan, inf or
-spaces), an empty measured value (flow, pressure) meaning "not measured";
-other numbers (predictions, forecast means, store percentage) are required;
+spaces), an empty measured value (flow, pressure) meaning "not measured" and an
+empty prediction meaning "no forecast"; other numbers (forecast means, store
+percentage) are required;
 status and flags exactly two hex digits, unknown bits kept; seq and counters
 non-negative decimal integers; ``clock`` is ``0`` or ``1``; ``day`` is
 ``YYYYMMDD``.
@@ -115,7 +116,8 @@ class AlertFrame:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ServerReportLine:
-    """``$SRV``: one minute of a finished 10-minute block, with the forecast (or 0)."""
+    """``$SRV``: one minute of a finished 10-minute block, with the forecast (0 off ``:00``,
+    None where there is none)."""
 
     seq: int
     sensor: SensorId
@@ -124,8 +126,8 @@ class ServerReportLine:
     pressure: float | None
     flow_flags: int
     pressure_flags: int
-    pred_flow: float
-    pred_pressure: float
+    pred_flow: float | None
+    pred_pressure: float | None
 
 
 @fast_init
@@ -489,7 +491,7 @@ def _decode_srv(f: list[str], tz: ZoneInfo) -> ServerReportLine:
     return ServerReportLine(
         _count("seq", f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
         _measured("pressure", f[5]), _hex2("flow_flags", f[6]), _hex2("pressure_flags", f[7]),
-        _number("pred_flow", f[8]), _number("pred_pressure", f[9]),
+        _measured("pred_flow", f[8]), _measured("pred_pressure", f[9]),
     )
 
 

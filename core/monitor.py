@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 
 from core import detection
 from core.criteria import SensorCriteria
-from core.detection import Expectation, SensorState, SystemLimits
+from core.detection import (
+    AHEAD, JUMP, ClockGuard, Expectation, SensorState, SystemLimits,
+)
 from core.forecast import Forecast
 from core.server_report import ServerReportBuilder
-from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, StoredReading
+from core.types import FLAG_SYSTEM, EpochSeconds, SensorId, StoredReading
 
 CriteriaLookup = Callable[[SensorId], SensorCriteria | None]
 ExpectationLookup = Callable[[SensorId, EpochSeconds], Expectation | None]
@@ -31,6 +33,7 @@ class DetectionSettings:
     limits: SystemLimits
     persist_minutes: int = 3
     clear_minutes: int = 5
+    gross_factor: float = 1.0
 
 
 @dataclass
@@ -108,6 +111,7 @@ class SiteMonitor:
         # carried on readings from before its night ended. Rebuilt from the store.
         self.pending_nights: dict[SensorId, list[tuple[int, str, bool, dict[str, Any] | None]]] = {}
         self.reports = ServerReportBuilder(tz, state.get("reports"))
+        self.clock = ClockGuard(settings.limits.clock_ahead_s, state.get("clock"))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -118,21 +122,32 @@ class SiteMonitor:
             "night_applied": dict(self.night_applied),
             "last_flags": dict(self.last_flags),
             "reports": self.reports.state(),
+            "clock": self.clock.state(),
         }
 
     def process(
         self, batch: Iterable[StoredReading], *, now: EpochSeconds,
         criteria: CriteriaLookup, expectation: ExpectationLookup,
     ) -> Outcome:
-        """Evaluate readings in arrival order; ``now`` is the gateway clock."""
+        """Evaluate readings in arrival order; ``now`` is the gateway clock.
+
+        Every reading is evaluated and alerted at once. One stamped ahead (of the
+        gateway clock, or jumping ahead of its sensor's timeline in a replay: see
+        :class:`core.detection.ClockGuard`) is flagged SYSTEM ``clock_ahead`` and
+        moves no event time: no hour crossing, no server report. A jump the
+        sensor's next readings confirm (a sensor back after an outage) is then
+        taken into event time and the server reports after all.
+        """
         out = Outcome()
         s = self.settings
         # The loop runs for every reading of the site: everything it uses per
         # reading is bound to a local once per batch.
         evaluate, tz, limits = detection.evaluate, self.tz, s.limits
         persist, clear = s.persist_minutes, s.clear_minutes
+        gross = s.gross_factor
         sensors, pending_nights, last_flags = self.sensors, self.pending_nights, self.last_flags
         frames, detections = out.frames, out.detections
+        admit, advance = self.clock.admit, self._advance
         predicted = _predicted(expectation)
         for stored in batch:
             r = stored.reading
@@ -142,10 +157,15 @@ class SiteMonitor:
             state = sensors.get(sensor)
             if state is None:
                 state = sensors[sensor] = SensorState()
+            admission = admit(sensor, t, now)
+            verdict = admission.verdict
+            # A jump is judged against the sensor's timeline: evaluate flags it
+            # as clock_ahead by the seconds it jumped, and leaves the state alone.
+            judged_now = now if verdict is not JUMP else EpochSeconds(int(t - admission.ahead_s))
             evaluation = evaluate(
                 r, state, limits=limits, criteria=criteria(sensor),
-                expectation=expectation(sensor, t), now=now, tz=tz,
-                persist_minutes=persist, clear_minutes=clear,
+                expectation=expectation(sensor, t), now=judged_now, tz=tz,
+                persist_minutes=persist, clear_minutes=clear, gross_factor=gross,
             )
             ff, pf = evaluation.flow_flags, evaluation.pressure_flags
             frames.append(alert_frame(sensor, t, r.flow, r.pressure, ff, pf))
@@ -156,17 +176,21 @@ class SiteMonitor:
             flags = last_flags.get(sensor)
             if flags is None or t >= flags[0]:
                 last_flags[sensor] = [t, ff, pf]
-            if not (causes and _clock_ahead(evaluation)):
-                self._advance(r, ff, pf, predicted, out)
+            if verdict is JUMP:
+                self.clock.hold(sensor, [t, r.flow, r.pressure, ff, pf])
+            elif verdict is not AHEAD:
+                for held in admission.released:  # a confirmed jump's readings first
+                    advance(sensor, *held, predicted, out)
+                advance(sensor, t, r.flow, r.pressure, ff, pf, predicted, out)
         return out
 
     def _advance(
-        self, r: Reading, ff: int, pf: int,
+        self, sensor: SensorId, t: EpochSeconds, flow: float | None, pressure: float | None,
+        ff: int, pf: int,
         predicted: Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]],
         out: Outcome,
     ) -> None:
-        """Event-time bookkeeping; skipped for readings stamped in the future."""
-        sensor, t = r.sensor, r.time
+        """Event-time bookkeeping; never for readings stamped ahead (unconfirmed)."""
         previous = self.last_seen.get(sensor)
         if previous is None or t > previous:
             self.last_seen[sensor] = t
@@ -174,7 +198,7 @@ class SiteMonitor:
                 out.hours.append((sensor, EpochSeconds(t - t % 3600)))
         if t > self.event_now:
             self.event_now = t
-        for block in self.reports.add(sensor, t, r.flow, r.pressure, ff, pf, predicted):
+        for block in self.reports.add(sensor, t, flow, pressure, ff, pf, predicted):
             out.frames += [line.to_frame() for line in block]
 
     def tick(self, virtual_now: EpochSeconds, expectation: ExpectationLookup) -> Outcome:
@@ -217,10 +241,6 @@ class SiteMonitor:
                     state = self.sensors[sensor] = SensorState()
                 detection.apply_night_verdict(state, leak, cause)
                 self.night_applied[sensor] = night
-
-
-def _clock_ahead(evaluation: detection.Evaluation) -> bool:
-    return any(c.reason == "clock_ahead" for c in evaluation.causes)
 
 
 def _predicted(expectation: ExpectationLookup) -> Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]]:

@@ -39,6 +39,13 @@ Decisions an operator should know:
   night open, older than the sensor's newest reading) belongs to a block or
   night already closed and handed on; it is ignored and produces nothing.
   Readings out of order *within* the open block are averaged normally.
+* **Readings stamped ahead.** Given the gateway clock (``now``), a reading
+  stamped more than ``clock_ahead_s`` after it (an RTU clock fault) neither
+  enters nor closes a block or night: it is dropped, as it would otherwise close
+  the night hours early and judge it on part of its blocks. In a replay, a reading
+  jumping ahead of its sensor's timeline is held until the next readings confirm
+  it (a sensor back after an outage) and dropped when they do not (a glitch):
+  the same :class:`core.detection.ClockGuard` the Detector uses.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core.criteria import MIN_NIGHTS, MNF_K, MNF_REL_FLOOR, robust_sigma
+from core.detection import AHEAD, JUMP, ClockGuard
 from core.messages import fast_init
 from core.types import (
     STATUS_COMM_ERROR,
@@ -409,20 +417,47 @@ class NightFlowAggregator:
     not fit the new blocks): the open nights are dropped with a warning.
     """
 
-    def __init__(self, window: NightWindow, state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, window: NightWindow, state: Mapping[str, Any] | None = None,
+                 *, clock_ahead_s: int = 300) -> None:
         self.window = window
         self._open: dict[SensorId, _OpenNight] = {}
         # Readings of a sensor older than this are late (see the module docstring).
         self._until: dict[SensorId, int] = {}
+        self.clock = ClockGuard(clock_ahead_s, (state or {}).get("clock"))
         if state:
             self._restore(state)
 
-    def add(self, reading: Reading) -> tuple[list[NightBlock], list[NightSummary]]:
-        """Fold in one reading; return the blocks and nights it closed.
+    def add(self, reading: Reading,
+            now: int | None = None) -> tuple[list[NightBlock], list[NightSummary]]:
+        """Fold in one reading arriving at gateway time ``now``; return the blocks
+        and nights it closed.
 
         A late reading (one belonging to a block or night already closed) is
-        ignored and returns nothing.
+        ignored and returns nothing; so is one stamped ahead of time (see the
+        module docstring; not checked when ``now`` is None).
         """
+        if now is None:
+            return self._add(reading)
+        admission = self.clock.admit(reading.sensor, reading.time, now)
+        verdict = admission.verdict
+        if verdict is AHEAD:
+            return [], []
+        if verdict is JUMP:
+            r = reading
+            self.clock.hold(r.sensor, [r.time, r.flow, r.pressure, r.status])
+            return [], []
+        if not admission.released:
+            return self._add(reading)
+        blocks: list[NightBlock] = []
+        nights: list[NightSummary] = []
+        for t, flow, pressure, status in admission.released:
+            closed = self._add(Reading(reading.sensor, EpochSeconds(t), flow, pressure, status))
+            blocks += closed[0]
+            nights += closed[1]
+        closed = self._add(reading)
+        return blocks + closed[0], nights + closed[1]
+
+    def _add(self, reading: Reading) -> tuple[list[NightBlock], list[NightSummary]]:
         sensor, t = reading.sensor, reading.time
         until = self._until.get(sensor)
         if until is not None and t < until:
@@ -461,7 +496,8 @@ class NightFlowAggregator:
             sensors[sensor] = {
                 "until": until, "open": current.to_dict() if current is not None else None,
             }
-        return {"version": STATE_VERSION, "window": _window_key(self.window), "sensors": sensors}
+        return {"version": STATE_VERSION, "window": _window_key(self.window), "sensors": sensors,
+                "clock": self.clock.state()}
 
     def _restore(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:

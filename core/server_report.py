@@ -4,7 +4,11 @@ Blocks follow the readings' event time in the site's local time: minutes
 ``hh:m0`` to ``hh:m9``. A block is finished when a reading of the same sensor
 falls into a later block, or when the sensor has been silent past the block's
 end for the silence grace period. A minute without a reading goes out empty and
-SYSTEM-flagged. State is plain data so the Detector persists it with its offset.
+SYSTEM-flagged. The ``:00`` line carries the forecast for its minute; a quantity
+without forecast there (no basis yet: a site's first week) is None, an empty
+field on the wire (PROTOCOL.md: an empty numeric field is a missing value; 0
+would read as a forecast of no flow). The other lines carry 0. State is plain
+data so the Detector persists it with its offset.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ class ReportLine:
     pressure: float | None
     flow_flags: int
     pressure_flags: int
-    pred_flow: float
-    pred_pressure: float
+    pred_flow: float | None
+    pred_pressure: float | None
 
     def to_frame(self) -> dict[str, Any]:
+        """The outbox form (a missing forecast stays None: an empty field)."""
         return {
             "type": "SRV", "sensor": self.sensor, "time": self.time, "flow": self.flow,
             "pressure": self.pressure, "flow_flags": self.flow_flags,
@@ -160,11 +165,12 @@ class ServerReportBuilder:
         lines = []
         for index in range(BLOCK_S // 60):
             t = start + index * 60
-            pred_flow = pred_pressure = 0.0
+            pred_flow: float | None = 0.0
+            pred_pressure: float | None = 0.0
             if index == 0:
                 ef, ep = expected(sensor, t)  # type: ignore[arg-type]
-                if ef is not None and ep is not None:
-                    pred_flow, pred_pressure = round(ef, 3), round(ep, 3)
+                pred_flow = None if ef is None else round(ef, 3)
+                pred_pressure = None if ep is None else round(ep, 3)
             row = minutes.get(index)
             if row is None:
                 lines.append(ReportLine(sensor, t, None, None, FLAG_SYSTEM, FLAG_SYSTEM,

@@ -7,7 +7,7 @@ and what it told.
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from datetime import datetime
 
 import msgpack
@@ -21,7 +21,7 @@ from actors.trainer import Trainer
 from actors.transmitter import Transmitter
 from core import frames, messages
 from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, Reading, SensorId
-from tests.conftest import Harness, make_config
+from tests.conftest import make_config
 from tests.harness import TZ, PeerServer, wait_for
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
@@ -150,6 +150,26 @@ def test_night_flow_stores_blocks_and_tells_the_detector(harness, store):
     assert len(blocks) == 42 and all(b["complete"] for b in blocks)
     assert store.doc("night", "001/2026-01-05")["mnf"] == pytest.approx(3.03, abs=0.01)
     assert store.offset("night_flow") == len(night)
+
+
+def test_night_flow_lets_no_reading_stamped_ahead_of_the_gateway_clock_close_a_night(
+        harness, store):
+    detector = harness.record("detector")
+    start = int(datetime(2026, 1, 5, 22, 0, tzinfo=TZ).timestamp())
+    clock = {"now": start + 3600}
+    harness.context = dataclasses.replace(harness.context, clock=lambda: clock["now"])
+    night_flow = harness.start(NightFlow)
+    first = [reading(m, flow=3.0, base=start) for m in range(60)]
+    ahead = reading(60, flow=9.0, base=start + 8 * 3600 + 17)  # an RTU clock 8 h ahead
+    harness.tell(night_flow, commit(store, first + [ahead]))
+    wait_for(lambda: store.offset("night_flow") == 61)
+    assert store.docs("night", prefix="001/") == [], "a future stamp closed the night"
+    clock["now"] = start + 8 * 3600  # the night goes on in real time and ends
+    rest = [reading(m, flow=3.0, base=start) for m in range(60, 7 * 60 + 1)]
+    harness.tell(night_flow, commit(store, rest))
+    detector.wait_for(lambda r: any(isinstance(m, messages.NightClosed) for m in r))
+    assert store.doc("night", "001/2026-01-05")["complete_blocks"] == 42
+    assert all(b["mean"] == 3.0 for b in store.night_blocks(S1))
 
 
 def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):

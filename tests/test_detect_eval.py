@@ -65,6 +65,22 @@ def test_system_faults_are_caught(report) -> None:
                for k in ("dropout", "stuck", "status", "missing", "clock"))
 
 
+def test_spikes_are_caught_by_value_and_clock_faults_close_no_night(report) -> None:
+    data, _ = report
+    spike = data["classes"]["spike"]
+    assert spike["method"] == "SYSTEM/VALUE" and set(spike["recall_by_method"]) == {
+        "SYSTEM", "VALUE"}
+    # Seed 1's spikes in two weeks all stay inside the physical range: VALUE's.
+    assert spike["episodes"] >= 1 and spike["recall_by_method"]["VALUE"] == 1.0
+    assert data["classes"]["clock"]["episodes"] >= 1
+    assert data["nights_closed_by_future_stamp"] == 0
+    for method in data["methods"].values():
+        later = method["recall_after_first_week"]
+        assert later is None or 0.0 <= later <= 1.0
+    # The seasonal-naive forecast has nothing a week earlier in the first week.
+    assert data["methods"]["PREDICT"]["false_alarms"] == 0
+
+
 def test_clock_fault_readings_arrive_in_the_minute_they_were_sent() -> None:
     bench = load_bench()
     sim = Simulator(SimulatorSettings(sensors=2, seed=1, start=START, faults=frozenset({"clock"}),

@@ -9,12 +9,19 @@ from zoneinfo import ZoneInfo
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from actors.detector import detection_settings
+from core.config import ConfigError, parse_config
 from core.criteria import SLOTS, Band, QuantityCriteria, SensorCriteria
 from core.detection import (
+    AHEAD,
+    CONFIRMED,
+    IN_TIME,
+    JUMP,
     Cause,
+    ClockGuard,
     Evaluation,
     Expectation,
     Persistence,
@@ -25,6 +32,7 @@ from core.detection import (
     evaluate,
     silence_alerts,
 )
+from core.monitor import DetectionSettings, SiteMonitor
 from core.types import (
     FLAG_NIGHT,
     FLAG_PREDICT,
@@ -33,6 +41,7 @@ from core.types import (
     EpochSeconds,
     Reading,
     SensorId,
+    StoredReading,
 )
 from tests.test_criteria import T0, build, diurnal, true_flow
 
@@ -71,7 +80,7 @@ class Run:
     def step(
         self, flow: float | None = 10.0, pressure: float | None = 4.0, status: int = 0, *,
         expectation: Expectation | None = None, time: int | None = None,
-        now: int | None = None, limits: SystemLimits = LIMITS,
+        now: int | None = None, limits: SystemLimits = LIMITS, gross_factor: float = 1.0,
     ) -> Evaluation:
         if time is None:
             self.t += 60
@@ -79,7 +88,7 @@ class Run:
         reading = Reading(SID, EpochSeconds(time), flow, pressure, status)
         return evaluate(
             reading, self.state, limits=limits, criteria=self.crit, expectation=expectation,
-            now=EpochSeconds(self.t if now is None else now), tz=TZ,
+            now=EpochSeconds(self.t if now is None else now), tz=TZ, gross_factor=gross_factor,
         )
 
     def flows(self, values: Iterable[float | None], **kw) -> list[int]:
@@ -135,6 +144,62 @@ def test_value_persist_and_clear_are_configurable() -> None:
         r = Reading(SID, EpochSeconds(T0 + 60 * i), v, 4.0)
         flags.append(evaluate(r, run.state, now=r.time, **kw).flow_flags)
     assert flags == [FLAG_VALUE, FLAG_VALUE, 0]
+
+
+# Flow band 5-15 (width 10): with gross_factor 1 a flow above 25 or below -5 is gross.
+@pytest.mark.parametrize("spike", [25.01, 60.0, 9000.0])
+def test_a_gross_outlier_fires_value_on_its_first_reading_and_clears_as_others(spike) -> None:
+    run = Run()
+    run.flows([10.0] * 3)
+    first = run.step(spike)
+    assert first.flow_flags == FLAG_VALUE and first.pressure_flags == 0
+    (cause,) = first.causes
+    assert (cause.method, cause.reason, cause.observed) == ("VALUE", "gross", spike)
+    assert cause.threshold == [-5.0, 25.0]
+    # Hysteresis as for any VALUE alert: clear_minutes (5) normal readings.
+    after = [bool(f & FLAG_VALUE) for f in run.flows([10.0] * 6)]
+    assert after == [True, True, True, True, False, False]
+
+
+@pytest.mark.parametrize("value", [25.0, 20.0, 0.0])
+def test_out_of_band_but_not_gross_still_waits_for_persist(value) -> None:
+    run = Run()
+    assert [bool(f & FLAG_VALUE) for f in run.flows([value] * 3)] == [False, False, True]
+
+
+def test_gross_factor_scales_the_margin_and_zero_turns_it_off() -> None:
+    assert Run().step(35.0, gross_factor=2.0).flow_flags == 0  # 15 + 2 * 10, not beyond
+    assert Run().step(35.01, gross_factor=2.0).flow_flags == FLAG_VALUE
+    assert Run().step(1000.0, gross_factor=0.0).flow_flags == 0
+    low = Run().step(10.0, 0.99)  # pressure band 3-5: below 3 - 2 is gross
+    assert low.pressure_flags == FLAG_VALUE and reasons(low) == {"gross"}
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (2.5, True), (100, True), (-0.5, False),
+                                       (101, False), ("1", False), (True, False)])
+def test_gross_factor_is_a_validated_config_key_the_detector_uses(value, ok) -> None:
+    document = {"detection": {"gross_factor": value}}
+    if not ok:
+        with pytest.raises(ConfigError, match="detection.gross_factor"):
+            parse_config(document)
+        return
+    assert detection_settings(parse_config(document)).gross_factor == float(value)
+    assert detection_settings(parse_config({})).gross_factor == 1.0
+
+
+def test_a_spike_beyond_the_physical_range_is_system_only() -> None:
+    run = Run(criteria(flow_range=(0.0, 100.0)))
+    ev = run.step(500.0)
+    assert ev.flow_flags == FLAG_SYSTEM and reasons(ev) == {"range"}
+    assert not run.step(10.0).flow_flags  # and started no VALUE run
+
+
+def test_a_gross_reading_stamped_ahead_or_late_fires_nothing() -> None:
+    run = Run()
+    run.flows([10.0, 10.0])
+    assert run.step(500.0, time=run.t + 3600, now=run.t).flow_flags == FLAG_SYSTEM
+    assert run.step(500.0, time=run.t - 120).flow_flags == 0
+    assert not run.state.flow.value.active
 
 
 def test_band_follows_the_time_of_day_slot() -> None:
@@ -376,6 +441,227 @@ def test_late_reading_gets_stateless_checks_only() -> None:
     assert dup.flow_flags == FLAG_SYSTEM
     assert run.state == before
     assert run.step(20.0).flow_flags == FLAG_VALUE
+
+
+# -- clock guard ------------------------------------------------------------------------------
+
+NOW = T0 + 40 * 86400  # a replay: the gateway clock is weeks past the readings
+
+
+def admit_all(guard: ClockGuard, times: Iterable[int], now: int | Iterable[int] = NOW,
+              sensor: str = "001") -> list[tuple[int, str, tuple]]:
+    """(time, verdict, released) per reading; a held jump keeps its time as its item."""
+    nows = [now] * 10_000 if isinstance(now, int) else list(now)
+    out = []
+    for t, n in zip(times, nows):
+        a = guard.admit(sensor, t, n)
+        if a.verdict == JUMP:
+            guard.hold(sensor, t)
+        out.append((t, a.verdict, a.released))
+    return out
+
+
+def test_guard_a_stamp_ahead_of_the_gateway_clock_is_never_taken_in() -> None:
+    guard = ClockGuard(300)
+    now = T0 + 3600
+    verdicts = admit_all(guard, [T0, T0 + 60, now + 7200, now + 7260, T0 + 120], now=now)
+    assert [v for _, v, _ in verdicts] == [IN_TIME, IN_TIME, AHEAD, AHEAD, IN_TIME]
+    assert guard.admit("001", now + 301, now).ahead_s == 301.0
+    assert guard.admit("002", now + 300, now).verdict == IN_TIME  # on the tolerance
+
+
+def test_guard_a_single_jump_in_a_replay_is_held_then_dropped_as_a_glitch() -> None:
+    guard = ClockGuard(300)
+    times = [T0 + 60 * m for m in range(5)] + [T0 + 6 * 3600 + 17] + [T0 + 300, T0 + 360]
+    verdicts = admit_all(guard, times)
+    assert [v for _, v, _ in verdicts] == [IN_TIME] * 5 + [JUMP] + [IN_TIME] * 2
+    assert guard.admit("001", T0 + 6 * 3600, NOW).verdict == JUMP  # judged afresh
+    assert guard.state()["sensors"]["001"][:2] == [T0 + 360, NOW]
+    assert guard.state()["site"] == [T0 + 360, NOW]
+
+
+def test_guard_a_glitch_of_several_minutes_is_not_confirmed() -> None:
+    guard = ClockGuard(300)
+    glitch = [T0 + 9 * 3600 + 60 * m for m in range(5)]  # spans 4 minutes < 5
+    verdicts = admit_all(guard, [T0, *glitch, T0 + 60])
+    assert [v for _, v, _ in verdicts] == [IN_TIME] + [JUMP] * 5 + [IN_TIME]
+    assert guard.admit("001", T0 + 120, NOW).dropped == 0  # already dropped by T0 + 60
+
+
+def test_guard_a_sensor_back_after_an_outage_in_a_replay_is_confirmed() -> None:
+    guard = ClockGuard(300)
+    back = T0 + 3 * 3600
+    verdicts = admit_all(guard, [T0, T0 + 60] + [back + 60 * m for m in range(8)])
+    assert [v for _, v, _ in verdicts] == [IN_TIME] * 2 + [JUMP] * 5 + [CONFIRMED] + [IN_TIME] * 2
+    # The confirming reading (5 minutes on) releases the held ones, oldest first.
+    assert verdicts[7][2] == tuple(back + 60 * m for m in range(5))
+
+
+def test_guard_live_a_sensor_back_after_an_outage_is_in_time() -> None:
+    guard = ClockGuard(300)
+    # The gateway clock moves with the readings: three silent hours are no jump.
+    times = [T0, T0 + 60, T0 + 3 * 3600, T0 + 3 * 3600 + 60]
+    assert [v for _, v, _ in admit_all(guard, times, now=[t + 5 for t in times])] == [IN_TIME] * 4
+
+
+def test_guard_a_second_outage_while_held_keeps_the_held_readings() -> None:
+    guard = ClockGuard(300)
+    first, second = T0 + 3600, T0 + 2 * 3600
+    times = [T0, first, first + 60, second] + [second + 60 * m for m in range(1, 6)]
+    verdicts = admit_all(guard, times)
+    assert [v for _, v, _ in verdicts] == [IN_TIME] + [JUMP] * 7 + [CONFIRMED]
+    assert verdicts[-1][2] == (first, first + 60, *(second + 60 * m for m in range(5)))
+
+
+def test_guard_a_reading_stamped_before_held_ones_drops_them() -> None:
+    guard = ClockGuard(300)
+    verdicts = admit_all(guard, [T0, T0 + 6 * 3600, T0 + 3600, T0 + 3660])
+    assert [v for _, v, _ in verdicts] == [IN_TIME, JUMP, JUMP, JUMP]
+    assert guard.state()["sensors"]["001"][2] == [[T0 + 3600, T0 + 3660]] * 2
+    a = guard.admit("001", T0 + 3630, NOW)  # drops the later one, keeps the earlier
+    assert (a.verdict, a.dropped) == (JUMP, 1)
+
+
+def test_guard_held_readings_the_gateway_clock_caught_up_with_are_released() -> None:
+    guard = ClockGuard(300)
+    assert admit_all(guard, [T0, T0 + 600])[1][1] == JUMP
+    # Ten minutes of wall clock later the old timeline stands at T0 + 600: the
+    # next reading is in time and the held one, stamped before it, is taken in.
+    a = guard.admit("001", T0 + 660, NOW + 600)
+    assert (a.verdict, a.released, a.dropped) == (IN_TIME, (T0 + 600,), 0)
+
+
+def test_guard_replay_a_sensor_silent_while_the_others_went_on_is_in_time() -> None:
+    guard = ClockGuard(300)
+    for m in range(180):  # 002 reports throughout, 001 falls silent for two hours
+        if not 30 <= m < 150:
+            assert guard.admit("001", T0 + 60 * m, NOW).verdict == IN_TIME
+        assert guard.admit("002", T0 + 60 * m, NOW).verdict == IN_TIME
+    # ... but a glitch of 001 ahead of the whole site is still a jump.
+    assert guard.admit("001", T0 + 6 * 3600, NOW).verdict == JUMP
+
+
+def test_guard_a_gateway_clock_jumping_back_makes_no_jump() -> None:
+    guard = ClockGuard(300)
+    assert guard.admit("001", T0, T0 + 86400).verdict == IN_TIME
+    # NTP set the clock back a day: the sensor's next minute is still in time.
+    assert guard.admit("001", T0 + 60, T0 + 65).verdict == IN_TIME
+
+
+def test_guard_state_round_trip_mid_jump_through_msgpack() -> None:
+    a = ClockGuard(300)
+    admit_all(a, [T0, T0 + 3600, T0 + 3660])
+    b = ClockGuard(300, msgpack.unpackb(msgpack.packb(a.state())))
+    for guard in (a, b):
+        verdict = guard.admit("001", T0 + 3900, NOW)
+        assert verdict.verdict == CONFIRMED and verdict.released == (T0 + 3600, T0 + 3660)
+
+
+@given(
+    gaps=st.lists(st.sampled_from([1, 1, 1, 1, 2, 10, 90, 600]), min_size=1, max_size=40),
+    glitch_at=st.integers(1, 39), glitch_len=st.integers(1, 4),
+    glitch_ahead=st.integers(6, 24 * 60),
+)
+@settings(max_examples=150, deadline=None)
+def test_guard_replay_takes_in_every_true_minute_once_in_order_and_no_glitch(
+        gaps, glitch_at, glitch_len, glitch_ahead) -> None:
+    # A replayed minute stream with outages (gaps) and, somewhere, a clock glitch
+    # of 1-4 readings stamped hours ahead: every true reading is taken in once,
+    # in time order, and none of the glitch's.
+    times, t = [], T0
+    for gap in gaps:
+        t += 60 * gap
+        times.append(t)
+    cut = min(glitch_at, len(times))
+    glitch = [times[cut - 1] + glitch_ahead * 60 + 17 + 60 * i if cut else T0 + 86400 + 60 * i
+              for i in range(glitch_len)]
+    # The next true reading lands before the glitch (else it would continue it).
+    assume(cut == len(times) or times[cut] < glitch[0])
+    stream = times[:cut] + glitch + times[cut:]
+    guard = ClockGuard(300)
+    taken: list[int] = []
+    for verdict_t, verdict, released in admit_all(guard, stream):
+        taken += list(released)
+        if verdict in (IN_TIME, CONFIRMED):
+            taken.append(verdict_t)
+    still_held = guard.state()["sensors"]["001"][2]
+    held = still_held[1] if still_held else []
+    assert not set(taken) & set(glitch)
+    # True readings after an outage at the very end may still wait; so may the
+    # glitch when nothing came after it.
+    assert taken + [h for h in held if h not in glitch] == times
+
+
+# -- the monitor: event time and clock jumps ---------------------------------------------------
+
+
+def monitor_run(readings: list[Reading], now: int | None = None,
+                monitor: SiteMonitor | None = None) -> tuple[SiteMonitor, list[dict]]:
+    """Readings one by one through a SiteMonitor (``now`` None: live, each at its minute)."""
+    monitor = monitor or SiteMonitor(DetectionSettings(LIMITS), TZ)
+    frames: list[dict] = []
+    for i, r in enumerate(readings, start=1):
+        out = monitor.process([StoredReading(i, r)],
+                              now=EpochSeconds(r.time // 60 * 60 if now is None else now),
+                              criteria=lambda s: None, expectation=lambda s, t: None)
+        frames += out.frames
+    return monitor, frames
+
+
+def reported(frames: list[dict]) -> dict[int, dict]:
+    return {f["time"]: f for f in frames if f["type"] == "SRV" and f["flow"] is not None}
+
+
+def minute_readings(start: int, count: int) -> list[Reading]:
+    """Minutes of a healthy sensor (values vary: nothing is stuck)."""
+    return [Reading(SID, EpochSeconds(start + 60 * m), 10.0 + m % 7 / 10, 4.0 + m % 3 / 100, 0)
+            for m in range(count)]
+
+
+def test_monitor_replay_a_reading_jumping_ahead_moves_no_event_time() -> None:
+    normal = minute_readings(T0, 120)
+    jump = Reading(SID, EpochSeconds(T0 + 60 * 60 + 6 * 3600 + 17), 40.0, 4.0, 0)
+    monitor, frames = monitor_run(normal[:60] + [jump] + normal[60:], now=T0 + 30 * 86400)
+    alerts = {f["time"]: f for f in frames if f["type"] == "ALR"}
+    assert alerts[jump.time]["flow_flags"] == alerts[jump.time]["pressure_flags"] == FLAG_SYSTEM
+    assert all(alerts[r.time]["flow_flags"] == 0 for r in normal)
+    assert monitor.event_now == normal[-1].time and monitor.last_seen[SID] == normal[-1].time
+    lines = reported(frames)
+    assert sorted(lines) == [r.time for r in normal[:110]]  # every finished block, in full
+    assert jump.time not in lines
+
+
+def test_monitor_replay_an_outage_is_reported_once_the_return_is_confirmed() -> None:
+    before, after = minute_readings(T0, 30), minute_readings(T0 + 3 * 3600, 30)
+    monitor, frames = monitor_run(before + after, now=T0 + 30 * 86400)
+    alerts = {f["time"]: f for f in frames if f["type"] == "ALR"}
+    # The first five minutes back are flagged until the sixth confirms them ...
+    flagged = [r.time for r in after if alerts[r.time]["flow_flags"] & FLAG_SYSTEM]
+    assert flagged == [r.time for r in after[:5]]
+    # ... and then reported with the rest: nothing of the sensor's is lost.
+    lines = reported(frames)
+    assert sorted(lines) == [r.time for r in before + after[:20]]
+    assert [lines[r.time]["flow_flags"] for r in after[:6]] == [FLAG_SYSTEM] * 5 + [0]
+    assert monitor.event_now == after[-1].time
+    hours = {f["time"] // 3600 for f in frames if f["type"] == "SRV"}
+    assert len(hours) >= 2
+
+
+def test_monitor_live_a_sensor_back_after_an_outage_is_not_a_clock_fault() -> None:
+    before, after = minute_readings(T0, 30), minute_readings(T0 + 3 * 3600, 30)
+    _, frames = monitor_run(before + after)
+    assert not any(f["flow_flags"] for f in frames if f["type"] == "ALR")
+
+
+def test_monitor_state_round_trip_while_a_jump_is_held() -> None:
+    before, after = minute_readings(T0, 30), minute_readings(T0 + 3 * 3600, 30)
+    now = T0 + 30 * 86400
+    _, expected = monitor_run(before + after, now=now)
+    first, frames = monitor_run(before + after[:3], now=now)
+    state = msgpack.unpackb(msgpack.packb(first.state()))
+    rebuilt = SiteMonitor(DetectionSettings(LIMITS), TZ, state)
+    _, rest = monitor_run(after[3:], now=now, monitor=rebuilt)
+    assert frames + rest == expected
 
 
 # -- NIGHT carry ----------------------------------------------------------------------------

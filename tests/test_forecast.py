@@ -157,13 +157,49 @@ def test_naive_forecast_ignores_history_after_issue():
     np.testing.assert_array_equal(a.flow, b.flow)
 
 
-def test_naive_forecast_with_two_days_uses_same_hour_of_day():
+def test_naive_forecast_forecasts_only_hours_seen_a_week_earlier():
+    # Two days of a daily cycle: only the horizon's last 48 hours have a value
+    # one week before them; the other hours have no basis and no forecast.
     hours = np.arange(48)
-    values = 10.0 + hours % 24  # a daily cycle, two days of it
+    values = 10.0 + hours % 24
     issued = EpochSeconds(T0 + 48 * H)
+    fc = naive_forecast(S, HourlySeries(T0, values, values / 10), issued)
+    assert np.isnan(fc.flow[:120]).all() and np.isnan(fc.pressure[:120]).all()
+    np.testing.assert_allclose(fc.flow[120:], values)  # the same hours a week later
+    np.testing.assert_allclose(fc.pressure[120:], values / 10)
+    assert fc.expected_at(issued + 30 * 60) == (None, None)
+    assert fc.expected_at(issued + 119 * H + 59 * 60) == (None, None)
+    # Next to an hour without basis the known hour's value is held, not blended.
+    assert fc.expected_at(issued + 120 * H) == (10.0, 1.0)
+    assert fc.expected_at(issued + 121 * H) == pytest.approx((10.5, 1.05))
+
+
+def test_naive_forecast_of_a_first_week_site_has_no_day_it_cannot_fill():
+    # Five days of history: the forecast knows the last 120 of its 168 hours, so
+    # every local day that starts before them has no daily mean (no $FCD line).
+    hours = np.arange(5 * 24)
+    values = weekly_pattern(hours)
+    issued = EpochSeconds(T0 + 5 * 24 * H)
     fc = naive_forecast(S, HourlySeries(T0, values, values), issued)
-    assert np.isfinite(fc.flow).all()
-    np.testing.assert_allclose(fc.flow, 10.0 + np.arange(HORIZON_HOURS) % 24)
+    known = np.isfinite(fc.flow)
+    assert not known[:48].any() and known[48:].all()
+    days = fc.daily_means(ZoneInfo("UTC"))
+    assert [math.isnan(flow) for _, flow, _ in days] == [True, True, False, False, False,
+                                                         False, False]
+
+
+@given(st.integers(0, 10 * 24), st.integers(0, HORIZON_HOURS * 60 - 1))
+@settings(max_examples=60, deadline=None)
+def test_naive_expectation_exists_only_with_a_week_earlier_hour(history_hours, minute):
+    # Whatever the history, a minute gets an expectation exactly when its hour
+    # has a value one, two or three weeks before it.
+    values = weekly_pattern(np.arange(history_hours)).astype(float)
+    issued = EpochSeconds(T0 + history_hours * H)
+    fc = naive_forecast(S, HourlySeries(T0, values, values), issued)
+    hour = minute // 60
+    based = any(0 <= history_hours + hour - 168 * k < history_hours for k in (1, 2, 3))
+    flow, _ = fc.expected_at(issued + minute * 60)
+    assert (flow is not None) == based
 
 
 def test_naive_forecast_without_history_is_unknown():
@@ -171,14 +207,38 @@ def test_naive_forecast_without_history_is_unknown():
     assert np.isnan(fc.flow).all() and np.isnan(fc.pressure).all()
 
 
-def test_seasonal_base_averages_the_weeks_present():
+def test_seasonal_base_takes_the_mean_or_the_median_of_the_weeks_present():
     values = np.zeros(3 * 168)
     values[:168] = 1.0
-    values[168:336] = 3.0
+    values[168:336] = 5.0
     values[336 + 7] = np.nan
-    base = seasonal_base(values, np.array([3 * 168]), weeks=3, fit_hours=0)[0]
-    assert base[0] == pytest.approx((1 + 3 + 0) / 3)
-    assert base[7] == pytest.approx((1 + 3) / 2)
+    origin = np.array([3 * 168])
+    mean = seasonal_base(values, origin, weeks=3, fit_hours=0)[0]
+    median = seasonal_base(values, origin, weeks=3, fit_hours=0, median=True)[0]
+    assert mean[0] == pytest.approx(2.0)  # mean of 1, 5, 0 (the LSTM's base)
+    assert median[0] == pytest.approx(1.0)  # median of 1, 5, 0 (the naive forecast)
+    assert mean[7] == median[7] == pytest.approx((1 + 5) / 2)  # two weeks known
+    values[:168 + 7] = np.nan
+    assert seasonal_base(values, origin, weeks=3, fit_hours=0)[0][6] == 0.0
+    assert seasonal_base(values, origin, weeks=3, fit_hours=0, median=True)[0][6] == 0.0
+
+
+@pytest.mark.parametrize("adapt", [True, False])
+def test_one_past_excursion_does_not_come_back_a_week_later(adapt):
+    # Four clean weeks, then a two-hour burst (+60 %) in the last one: the next
+    # week's forecast of those hours is the clean pattern (two weeks outvote one).
+    hours = np.arange(4 * 168)
+    clean = weekly_pattern(hours)
+    values = clean.copy()
+    burst = slice(3 * 168 + 30, 3 * 168 + 32)
+    values[burst] *= 1.6
+    issued = EpochSeconds(T0 + 4 * 168 * H)
+    fc = naive_forecast(S, HourlySeries(T0, values, clean), issued, adapt=adapt)
+    truth = weekly_pattern(np.arange(4 * 168, 4 * 168 + HORIZON_HOURS))
+    # A mean of the weeks would bring back a third of the burst; the median none
+    # (adapted, the burst moves the fitted level a little: it lies in the fit week).
+    echo = np.abs(fc.flow[30:32] - truth[30:32]) / (0.6 * truth[30:32])
+    assert (echo < (0.1 if adapt else 1e-9)).all(), echo
 
 
 def test_adapted_base_follows_a_season_the_plain_mean_lags():
@@ -259,12 +319,14 @@ def test_daily_means_group_by_local_day():
         assert flow == pytest.approx(10 * i + 0.5)
 
 
-def test_daily_means_utc_and_all_unknown_day():
+def test_daily_means_utc_and_unknown_days():
     flow = np.ones(HORIZON_HOURS)
-    flow[24:48] = np.nan
+    flow[24:48] = np.nan  # a whole day unknown
+    flow[72 + 3] = np.nan  # one hour of a day unknown: no mean of the rest
     days = make_forecast(flow=flow).daily_means(ZoneInfo("UTC"))
     assert len(days) == 7 and days[0][0] == datetime.date(2025, 1, 6)
     assert math.isnan(days[1][1]) and days[2][1] == 1.0
+    assert math.isnan(days[3][1]) and days[3][2] == pytest.approx(3 + 0.01 * 83.5)
 
 
 def test_record_round_trip_keeps_everything_including_nan():

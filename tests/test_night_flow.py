@@ -53,12 +53,13 @@ def reading(t: int, flow: float | None = 1.0, sensor: SensorId = S1, status: int
     return Reading(sensor, EpochSeconds(t), flow, 3.0, status)
 
 
-def feed(agg: NightFlowAggregator, readings: Iterable[Reading]
-         ) -> tuple[list[NightBlock], list[NightSummary]]:
+def feed(agg: NightFlowAggregator, readings: Iterable[Reading], now: int | None = None,
+         live: bool = False) -> tuple[list[NightBlock], list[NightSummary]]:
+    """Fold in readings arriving at gateway time ``now`` (``live``: each at its minute)."""
     blocks: list[NightBlock] = []
     nights: list[NightSummary] = []
     for r in readings:
-        b, n = agg.add(r)
+        b, n = agg.add(r, r.time // MIN * MIN if live else now)
         blocks += b
         nights += n
     return blocks, nights
@@ -419,6 +420,78 @@ def test_out_of_order_readings_within_the_open_block_are_averaged() -> None:
     feed(agg, [reading(t0 + i * MIN, float(i)) for i in order])
     [block], _ = agg.add(reading(t0 + 10 * MIN))
     assert (block.readings, block.mean) == (10, 4.5)
+
+
+# -- readings stamped ahead ---------------------------------------------------------
+
+
+def _night_with_a_jump(jump_at: int, jump: int, count: int = 1) -> tuple[list[Reading], int, int]:
+    """A whole night of minutes with ``count`` readings stamped ``jump`` s ahead
+    arriving after its ``jump_at``-th minute (as the simulator's clock fault)."""
+    w = window(SEOUL)
+    start, end = w.bounds(datetime.date(2026, 1, 5))
+    normal = minutes(start, end + MIN, 1.0)
+    ahead = [reading(normal[jump_at].time + jump + 17 + i * MIN, 9.0) for i in range(count)]
+    return normal[:jump_at + 1] + ahead + normal[jump_at + 1:], start, end
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_live_a_reading_stamped_ahead_of_the_gateway_clock_closes_no_night(count: int) -> None:
+    readings, start, end = _night_with_a_jump(60, 8 * HOUR, count)
+    agg = NightFlowAggregator(window(SEOUL), clock_ahead_s=300)
+    # Each arrives in the minute it was sent: the jumped ones hours ahead of it.
+    nows = {r.time: r.time // MIN * MIN for r in readings}
+    for r in readings[61:61 + count]:
+        nows[r.time] = readings[60].time
+    blocks, nights = [], []
+    for r in readings:
+        b, n = agg.add(r, nows[r.time])
+        blocks += b
+        nights += n
+    assert [(n.mnf, n.blocks, n.complete_blocks) for n in nights] == [(1.0, 42, 42)]
+    assert all(b.mean == 1.0 for b in blocks)
+    assert agg.add(reading(end + 8 * HOUR), end + MIN) == ([], [])  # still ahead
+
+
+def test_without_the_gateway_clock_a_jump_closes_the_night_early() -> None:
+    # What the guard prevents: unguarded, the jumped reading ends the night.
+    readings, start, end = _night_with_a_jump(60, 8 * HOUR)
+    _, nights = feed(NightFlowAggregator(window(SEOUL)), readings)
+    assert [(n.blocks, n.complete_blocks) for n in nights] == [(7, 6)]
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_replay_a_clock_glitch_closes_no_night(count: int) -> None:
+    readings, _, end = _night_with_a_jump(60, 8 * HOUR, count)
+    agg = NightFlowAggregator(window(SEOUL), clock_ahead_s=300)
+    blocks, nights = feed(agg, readings, now=end + 30 * 86400)  # a month later
+    assert [(n.mnf, n.blocks, n.complete_blocks) for n in nights] == [(1.0, 42, 42)]
+    assert all(b.mean == 1.0 and b.readings == 10 for b in blocks)
+
+
+def test_replay_a_sensor_back_after_an_outage_is_folded_in_once_confirmed() -> None:
+    w = window(SEOUL)
+    start, end = w.bounds(datetime.date(2026, 1, 5))
+    readings = minutes(start, start + HOUR, 1.0) + minutes(start + 3 * HOUR, end + MIN, 2.0)
+    guarded = NightFlowAggregator(w, clock_ahead_s=300)
+    expected = feed(NightFlowAggregator(w), readings)
+    got = feed(guarded, readings, now=end + 30 * 86400)
+    assert got == expected
+    assert [(n.mnf, n.blocks) for n in got[1]] == [(1.0, 30)]  # 6 + 24 blocks
+
+
+def test_state_round_trip_while_a_jump_is_held() -> None:
+    w = window(SEOUL)
+    start, end = w.bounds(datetime.date(2026, 1, 5))
+    readings = minutes(start, start + HOUR, 1.0) + minutes(start + 3 * HOUR, end + MIN, 2.0)
+    now = end + 30 * 86400
+    reference = feed(NightFlowAggregator(w, clock_ahead_s=300), readings, now=now)
+    agg = NightFlowAggregator(w, clock_ahead_s=300)
+    cut = 62  # two readings of the outage's return are held
+    first = feed(agg, readings[:cut], now=now)
+    state = msgpack.unpackb(msgpack.packb(agg.state(), strict_types=True))
+    rest = feed(NightFlowAggregator(w, state, clock_ahead_s=300), readings[cut:], now=now)
+    assert (first[0] + rest[0], first[1] + rest[1]) == reference
 
 
 def test_records_round_trip_through_msgpack() -> None:

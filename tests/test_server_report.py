@@ -38,11 +38,21 @@ def test_block_is_finished_by_a_reading_in_the_next_block():
     assert block[5].flow == 15.0 and block[5].flow_flags == 0
 
 
-def test_missing_forecast_gives_zero_prediction():
+def test_missing_forecast_gives_no_prediction_on_the_first_line():
     b = ServerReportBuilder(TZ)
     b.add(S, T0, 1.0, 2.0, 0, 0, lambda s, t: (None, None))
-    [block] = b.add(S, T0 + 600, 1.0, 2.0, 0, 0, lambda s, t: (None, None))
-    assert (block[0].pred_flow, block[0].pred_pressure) == (0.0, 0.0)
+    [block] = b.add(S, T0 + 600, 1.0, 2.0, 0, 0, lambda s, t: (None, 4.0))
+    assert (block[0].pred_flow, block[0].pred_pressure) == (None, 4.0)
+    frame = block[0].to_frame()  # an empty field on the wire
+    assert (frame["pred_flow"], frame["pred_pressure"]) == (None, 4.0)
+    assert all(line.pred_flow == 0 and line.pred_pressure == 0 for line in block[1:])
+
+
+def test_a_forecast_of_zero_flow_is_zero_not_empty():
+    b = ServerReportBuilder(TZ)
+    b.add(S, T0, 0.0, 2.0, 0, 0, lambda s, t: (0.0, 4.0))
+    [block] = b.add(S, T0 + 600, 0.0, 2.0, 0, 0, lambda s, t: (0.0, 4.0))
+    assert (block[0].pred_flow, block[0].pred_pressure) == (0.0, 4.0)
 
 
 def test_late_reading_for_a_finished_block_is_not_reported_again():
