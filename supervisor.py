@@ -91,6 +91,7 @@ def run_service(config: object) -> int:
     from actors import ACTOR_CLASSES
     from actors.base import shifted_clock
     from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
+    from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
     from storage.store import Store, StoreError
 
@@ -102,6 +103,7 @@ def run_service(config: object) -> int:
             Path(cfg.path), map_size_mb=cfg.map_size_mb, map_max_mb=cfg.map_max_mb,
             rejects_max=cfg.rejects_max, outbox_max=config.upstream.outbox_max,  # type: ignore[attr-defined]
             clock=clock, reserve_mb=cfg.reserve_mb,
+            outbox_wire=wire_encoder(config.site.tz),  # type: ignore[attr-defined]
         )
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)

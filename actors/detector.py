@@ -164,7 +164,8 @@ class Detector(JournalConsumer):
         """Queue the stored night verdicts not yet carried (see SiteMonitor)."""
         assert self.monitor is not None
         after = max(after, self.monitor.night_applied.get(sensor, ""))
-        for key, record in self.store.docs("night", prefix=f"{sensor}/"):
+        for key, record in self.store.docs("night", prefix=f"{sensor}/",
+                                           after=f"{sensor}/{after}" if after else ""):
             night = key.split("/", 1)[1]
             if night > after and record.get("leak") is not None:
                 self.monitor.schedule_night_verdict(

@@ -79,12 +79,14 @@ class NightFlow(JournalConsumer):
     def _judge(self, summary: NightSummary) -> Any:
         if summary.mnf is None:
             return None  # no complete block that night: no verdict change
-        nights = self.store.docs("night", prefix=f"{summary.sensor}/")
-        clean = [rec["mnf"] for _, rec in nights
-                 if rec.get("mnf") is not None and rec.get("leak") is False]
+        recent = self.store.docs(
+            "night", prefix=f"{summary.sensor}/", newest_first=True,
+            limit=self.config.night.baseline_nights,
+            where=lambda rec: rec.get("mnf") is not None and rec.get("leak") is False)
+        clean = [rec["mnf"] for _, rec in reversed(recent)]
         criteria = self.store.doc("criteria", f"{summary.sensor}/current") or {}
         return evaluate_night(
-            summary.mnf, clean[-self.config.night.baseline_nights:],
+            summary.mnf, clean,
             criteria_baseline=criteria.get("mnf_baseline"),
             criteria_allowed_excess=criteria.get("mnf_allowed_excess"),
             baseline_nights=self.config.night.baseline_nights,

@@ -9,7 +9,6 @@ rate-limited, after ``ack_timeout_s``. It also writes the ``$HLT`` health frame.
 
 from __future__ import annotations
 
-import datetime
 import math
 import sys
 import threading
@@ -21,7 +20,7 @@ import serial
 from actors.base import ActorContext, GatewayActor
 from core import frames
 from core.messages import AckReceived, OutboxAppended, Tick
-from core.types import EpochSeconds, SensorId
+from core.outbox import frame_object
 from ports import PortError, open_port
 from storage.store import OutboxEntry, StoreFullError
 
@@ -48,28 +47,6 @@ class StdoutPort:
 
     def close(self) -> None:
         self._stream.flush()
-
-
-def frame_from_entry(entry: OutboxEntry) -> Any:
-    """Rebuild the codec's frame object from an outbox entry."""
-    f = entry.frame
-    kind = f["type"]
-    if kind == "ALR":
-        return frames.AlertFrame(entry.seq, SensorId(f["sensor"]), EpochSeconds(f["time"]),
-                                 f["flow"], f["pressure"], f["flow_flags"], f["pressure_flags"])
-    if kind == "SRV":
-        return frames.ServerReportLine(
-            entry.seq, SensorId(f["sensor"]), EpochSeconds(f["time"]), f["flow"], f["pressure"],
-            f["flow_flags"], f["pressure_flags"], f["pred_flow"], f["pred_pressure"])
-    if kind == "FCD":
-        return frames.DailyForecastLine(
-            entry.seq, SensorId(f["sensor"]), EpochSeconds(f["issued"]),
-            datetime.date.fromisoformat(f["day"]), f["flow_mean"], f["pressure_mean"])
-    if kind == "HLT":
-        return frames.HealthFrame(
-            entry.seq, EpochSeconds(f["time"]), f["uptime_s"], f["outbox_depth"],
-            f["oldest_unsent_s"], f["restarts"], f["rejects"], f["store_used_pct"], f["clock"])
-    raise ValueError(f"unknown outbox frame type {kind!r}")
 
 
 class Transmitter(GatewayActor):
@@ -229,7 +206,8 @@ class Transmitter(GatewayActor):
                 self.log.warning("outbox full (upstream.outbox_max = %d): %d frame(s) dropped "
                                  "before they were sent", self.cfg.outbox_max,
                                  entries[0].seq - self.sent - 1)
-            data = b"".join(frames.encode(frame_from_entry(e), self.tz) for e in entries)
+            wire = self._wire
+            data = b"".join([e.wire or wire(e) for e in entries])
             if not self._write(data):
                 return
             self.sent = entries[-1].seq
@@ -252,11 +230,15 @@ class Transmitter(GatewayActor):
             and now - self._last_try.get(e.seq, -math.inf) >= self.cfg.ack_timeout_s
         ]
         for entry in due:
-            if self._resend_budget < 1 or not self._write(frames.encode(frame_from_entry(entry), self.tz)):
+            if self._resend_budget < 1 or not self._write(entry.wire or self._wire(entry)):
                 return
             self._resend_budget -= 1
             self._last_try[entry.seq] = now
             self._persist(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
+
+    def _wire(self, entry: OutboxEntry) -> bytes:
+        """The line of an entry stored without one (written before lines were kept)."""
+        return frames.encode(frame_object(entry.seq, entry.frame), self.tz)
 
     def _persist(self, write: Any) -> None:
         """Record sending progress; with the store full, keep sending from the outbox.

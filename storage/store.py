@@ -10,11 +10,15 @@ journal        ``>Q`` arrival seq           ``>HQddB`` the reading (arrival log)
 detections     ``>HQ`` sensor, epoch s      msgpack dict
 night_blocks   ``>HQ`` sensor, block start  msgpack dict
 docs           kind NUL key (utf-8)         msgpack (criteria, forecasts, models...)
-outbox         ``>Q`` outbound seq          msgpack ``[created, attempts, frame]``
+outbox         ``>Q`` outbound seq          msgpack ``[created, attempts, frame, line]``
 rejects        ``>Q`` reject seq            msgpack ``[received, reason, line]``
 meta           ``c:``/``o:``/``s:``/``q:``  msgpack counters, offsets, consumer state,
                name                         sequence counters
 =============  ===========================  =====================================
+
+An outbox record holds the frame packed on its own (unpacked only when asked
+for) and, given an ``outbox_wire`` encoder, the line it goes out as; records
+written without one (``[created, attempts, frame]``) are read alike.
 
 Keys are big-endian so that one sensor's readings sort by time and a range read
 (a day, a year) is a single cursor scan; fixed-width records let
@@ -129,15 +133,39 @@ class RejectRecord:
     line: bytes
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """An outbound frame kept until sent (and acknowledged when ACK is on)."""
+    """An outbound frame kept until sent (and acknowledged when ACK is on).
 
-    seq: int
-    frame: dict[str, Any]
-    created: float
-    attempts: int
+    ``wire`` is the line it goes out as (None: the store was given no encoder);
+    ``frame`` its outbox form, unpacked on first use: the sender needs the line only.
+    """
+
+    __slots__ = ("seq", "created", "attempts", "wire", "_frame")
+
+    def __init__(self, seq: int, frame: Any, created: float, attempts: int,
+                 wire: bytes | None = None) -> None:
+        self.seq, self.created, self.attempts, self.wire = seq, created, attempts, wire
+        self._frame = frame
+
+    @property
+    def frame(self) -> dict[str, Any]:
+        if type(self._frame) is bytes:
+            self._frame = _unpack(self._frame)
+        return self._frame
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.seq, self.frame, self.created, self.attempts, self.wire
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OutboxEntry):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"OutboxEntry(seq={self.seq}, frame={self.frame!r}, created={self.created!r}, "
+                f"attempts={self.attempts}, wire={self.wire!r})")
 
 
 # Records read back from the store (trusted values) are built past the frozen
@@ -685,8 +713,9 @@ class ReadView:
                                   max_buffer_size=sum(len(v) for _, v in items) + 1)
         values.feed(b"".join([v for _, v in items]))
         unpack_seq, new_entry = _SEQ.unpack, OutboxEntry
-        return [new_entry(unpack_seq(key)[0], frame, created, attempts)
-                for (key, _), (created, attempts, frame) in zip(items, values, strict=True)]
+        return [new_entry(unpack_seq(key)[0], rec[2], rec[0], rec[1],
+                          rec[3] if len(rec) > 3 else None)
+                for (key, _), rec in zip(items, values, strict=True)]
 
     def outbox_depth(self) -> int:
         return int(self._t().stat(self._dbs["outbox"])["entries"])
@@ -724,14 +753,33 @@ class ReadView:
         raw = self._t().get(_doc_key(kind, key), db=self._dbs["docs"])
         return None if raw is None else _unpack(raw)
 
-    def docs(self, kind: str, prefix: str = "") -> list[tuple[str, Any]]:
+    def docs(self, kind: str, prefix: str = "", *, after: str = "", newest_first: bool = False,
+             limit: int | None = None,
+             where: Callable[[Any], bool] | None = None) -> list[tuple[str, Any]]:
         head = len(_doc_key(kind, ""))
-        return [(key[head:].decode(), _unpack(value))
-                for key, value in self._prefixed(self._dbs["docs"], _doc_key(kind, prefix))]
+        items: Iterator[tuple[bytes, bytes]]
+        floor = _doc_key(kind, after) if after else b""
+        if newest_first:
+            items = self._prefixed_reversed(self._dbs["docs"], _doc_key(kind, prefix))
+        else:
+            items = self._prefixed(self._dbs["docs"], _doc_key(kind, prefix), start=floor)
+        out: list[tuple[str, Any]] = []
+        for key, value in items:
+            if key <= floor:
+                if newest_first:
+                    break
+                continue
+            record = _unpack(value)
+            if where is None or where(record):
+                out.append((key[head:].decode(), record))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
-    def _prefixed(self, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def _prefixed(self, db: Any, prefix: bytes,
+                  start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         cursor = self._t().cursor(db)
-        found = cursor.set_range(prefix)
+        found = cursor.set_range(max(prefix, start))
         while found:
             key = cursor.key()
             if not key.startswith(prefix):
@@ -739,10 +787,26 @@ class ReadView:
             yield key, cursor.value()
             found = cursor.next()
 
+    def _prefixed_reversed(self, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self._t().cursor(db)
+        # Just past the last key with the prefix: the prefix with its last byte
+        # raised (the bytes 0xFF at its end dropped first); without one, the end.
+        upper = prefix.rstrip(b"\xff")
+        if upper and cursor.set_range(upper[:-1] + bytes([upper[-1] + 1])):
+            found = cursor.prev()
+        else:
+            found = cursor.last()
+        while found:
+            key = cursor.key()
+            if not key.startswith(prefix):
+                return
+            yield key, cursor.value()
+            found = cursor.prev()
+
 
 def _outbox_entry(key: bytes, value: bytes) -> OutboxEntry:
-    created, attempts, frame = _unpack(value)
-    return OutboxEntry(_SEQ.unpack(key)[0], frame, created, attempts)
+    rec = _unpack(value)
+    return OutboxEntry(_SEQ.unpack(key)[0], rec[2], rec[0], rec[1], rec[3] if len(rec) > 3 else None)
 
 
 class WriteBatch(ReadView):
@@ -764,11 +828,13 @@ class WriteBatch(ReadView):
     """
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, rejects_max: int,
-                 outbox_max: int, clock: Callable[[], float]) -> None:
+                 outbox_max: int, clock: Callable[[], float],
+                 outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None) -> None:
         super().__init__(txn, dbs)
         self._rejects_max = rejects_max
         self._outbox_max = outbox_max
         self._clock = clock
+        self._outbox_wire = outbox_wire
         self._counts: dict[str, int] = {}
         self._seqs: dict[str, int] = {}
         self._bounded: dict[str, int] = {}  # database -> entries to keep, trimmed in _flush
@@ -937,7 +1003,12 @@ class WriteBatch(ReadView):
         packer = self._packer
         if packer is None:
             packer = self._packer = _packer()
-        value = packer.pack([self._clock(), 0, frame])
+        wire = self._outbox_wire
+        if wire is None:
+            value = packer.pack([self._clock(), 0, frame])
+        else:
+            # The frame packed on its own: a reader unpacks it only if it asks.
+            value = packer.pack([self._clock(), 0, packer.pack(frame), wire(seq, frame)])
         self._buffer("outbox", _SEQ.pack(seq), value)
         self._bounded["outbox"] = self._outbox_max
         return seq
@@ -979,8 +1050,9 @@ class WriteBatch(ReadView):
         txn, db, key = self._t(), self._dbs["outbox"], _SEQ.pack(seq)
         raw = txn.get(key, db=db)
         if raw is not None:
-            created, attempts, frame = _unpack(raw)
-            txn.put(key, _pack([created, attempts + 1, frame]), db=db)
+            rec = _unpack(raw)
+            rec[1] += 1
+            txn.put(key, _pack(rec), db=db)
 
     def delete_outbox(self, seq: int) -> bool:
         """Drop entry ``seq`` (acknowledged); False if it was not there."""
@@ -1040,6 +1112,7 @@ class Store:
         self, path: str | os.PathLike[str], *, readonly: bool = False, map_size_mb: int = 64,
         map_max_mb: int = 1024, rejects_max: int = 1000, outbox_max: int = 100_000,
         sync: bool = True, clock: Callable[[], float] | None = None, reserve_mb: int = 0,
+        outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -1049,6 +1122,7 @@ class Store:
         self._rejects_max = rejects_max
         self._outbox_max = outbox_max
         self._clock = clock or _wall_clock
+        self._outbox_wire = outbox_wire
         if readonly:
             if not (self.path / "data.mdb").is_file():
                 raise StoreError(f"no store at {self.path}")
@@ -1123,7 +1197,8 @@ class Store:
                     seen = shared.map_size()
                     txn = env.begin(write=True)
                     batch = WriteBatch(txn, shared.dbs, rejects_max=self._rejects_max,
-                                       outbox_max=self._outbox_max, clock=self._clock)
+                                       outbox_max=self._outbox_max, clock=self._clock,
+                                       outbox_wire=self._outbox_wire)
                     try:
                         result = fn(batch)
                         batch._flush()
@@ -1266,9 +1341,17 @@ class Store:
     def doc(self, kind: str, key: str) -> Any | None:
         return self._read(lambda v: v.doc(kind, key))
 
-    def docs(self, kind: str, prefix: str = "") -> list[tuple[str, Any]]:
-        """Documents of ``kind`` whose key starts with ``prefix``, ordered by key."""
-        return self._read(lambda v: v.docs(kind, prefix))
+    def docs(self, kind: str, prefix: str = "", *, after: str = "", newest_first: bool = False,
+             limit: int | None = None,
+             where: Callable[[Any], bool] | None = None) -> list[tuple[str, Any]]:
+        """Documents of ``kind`` whose key starts with ``prefix``, ordered by key.
+
+        Only keys after ``after`` (a whole key, prefix included), only documents
+        ``where`` accepts, at most ``limit`` of them; ``newest_first`` reads from
+        the last key back, so the newest few cost no scan of the rest.
+        """
+        return self._read(lambda v: v.docs(kind, prefix, after=after, newest_first=newest_first,
+                                           limit=limit, where=where))
 
     def used_pct(self) -> float:
         """Pages in use as a percentage of what the store may grow to (the map's maximum).

@@ -250,6 +250,40 @@ def test_detections_night_blocks_and_docs(store: Store) -> None:
     assert store.doc("forecast", S1) == {"values": [0.0, 1.0, 2.0], "n": 3}
 
 
+def _night_docs_store(tmp: Path, nights: list[tuple[str, str, bool]]) -> Store:
+    store = Store(tmp, sync=False)
+    store.transact(lambda b: [b.put_doc("night", f"{sensor}/{night}", {"leak": leak})
+                              for sensor, night, leak in nights])
+    return store
+
+
+_NIGHT_KEYS = st.lists(st.tuples(st.sampled_from(["001", "002", "0010"]),
+                                 st.sampled_from([f"2026-01-{d:02d}" for d in range(1, 13)]),
+                                 st.booleans()), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_NIGHT_KEYS, st.sampled_from(["001/", "002/", "0010/", ""]),
+       st.sampled_from(["", "001/2026-01-05", "002/2026-01-12", "0010/2026-01-01"]),
+       st.booleans(), st.one_of(st.none(), st.integers(1, 5)), st.booleans())
+def test_docs_after_newest_first_limit_where_equal_a_plain_filter(
+        nights, prefix, after, newest_first, limit, clean_only):
+    with tempfile.TemporaryDirectory() as tmp, \
+            _night_docs_store(Path(tmp) / "db", nights) as store:
+        where = (lambda rec: rec["leak"] is False) if clean_only else None
+        everything = store.docs("night", prefix)
+        expected = [(k, r) for k, r in everything
+                    if k > after and (where is None or where(r))]
+        if newest_first:
+            expected.reverse()
+        if limit is not None:
+            expected = expected[:limit]
+        assert store.docs("night", prefix, after=after, newest_first=newest_first,
+                          limit=limit, where=where) == expected
+        assert all(k.startswith(prefix) for k, _ in everything)
+        assert store.docs("other") == []
+
+
 # -- transactions, offsets, outbox ------------------------------------------------------
 
 
@@ -317,6 +351,22 @@ def test_outbox_attempts_and_single_delete(store: Store) -> None:
     assert [e.seq for e in store.outbox()] == [1, 3, 4]
     assert store.transact(lambda b: b.delete_outbox_through(3)) == 2
     assert store.outbox_oldest() == store.outbox()[0] and store.outbox_oldest().seq == 4
+
+
+def test_outbox_keeps_each_frames_line_beside_records_from_before_lines(tmp_path: Path) -> None:
+    def wire(seq: int, frame: dict) -> bytes:
+        return b"$N,%d,%d*00\r\n" % (seq, frame["n"])
+
+    with Store(tmp_path, sync=False, clock=lambda: 5.0) as store:  # an older store: no lines
+        store.transact(lambda b: b.append_outbox({"n": 7}))
+    with Store(tmp_path, sync=False, clock=lambda: 6.0, outbox_wire=wire) as store:
+        store.transact(lambda b: [b.append_outbox({"n": i}) for i in (8, 9)])
+        store.transact(lambda b: b.mark_outbox_attempt(2))
+        assert store.outbox() == [OutboxEntry(1, {"n": 7}, 5.0, 0),
+                                  OutboxEntry(2, {"n": 8}, 6.0, 1, b"$N,2,8*00\r\n"),
+                                  OutboxEntry(3, {"n": 9}, 6.0, 0, b"$N,3,9*00\r\n")]
+        assert store.outbox_oldest().wire is None
+        assert store.transact(lambda b: b.outbox(after=2))[0].wire == b"$N,3,9*00\r\n"
 
 
 def test_outbox_bound_drops_the_oldest_and_counts(tmp_path: Path) -> None:
