@@ -759,10 +759,8 @@ class ReadView:
         head = len(_doc_key(kind, ""))
         items: Iterator[tuple[bytes, bytes]]
         floor = _doc_key(kind, after) if after else b""
-        if newest_first:
-            items = self._prefixed_reversed(self._dbs["docs"], _doc_key(kind, prefix))
-        else:
-            items = self._prefixed(self._dbs["docs"], _doc_key(kind, prefix), start=floor)
+        items = self._prefixed(self._dbs["docs"], _doc_key(kind, prefix), start=floor,
+                               reverse=newest_first)
         out: list[tuple[str, Any]] = []
         for key, value in items:
             if key <= floor:
@@ -776,32 +774,27 @@ class ReadView:
                     break
         return out
 
-    def _prefixed(self, db: Any, prefix: bytes,
-                  start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def _prefixed(self, db: Any, prefix: bytes, start: bytes = b"",
+                  reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Keys with ``prefix`` in order from ``start`` on, or (``reverse``) from the last back."""
         cursor = self._t().cursor(db)
-        found = cursor.set_range(max(prefix, start))
-        while found:
-            key = cursor.key()
-            if not key.startswith(prefix):
-                return
-            yield key, cursor.value()
-            found = cursor.next()
-
-    def _prefixed_reversed(self, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        cursor = self._t().cursor(db)
-        # Just past the last key with the prefix: the prefix with its last byte
-        # raised (the bytes 0xFF at its end dropped first); without one, the end.
-        upper = prefix.rstrip(b"\xff")
-        if upper and cursor.set_range(upper[:-1] + bytes([upper[-1] + 1])):
-            found = cursor.prev()
+        if not reverse:
+            found, step = cursor.set_range(max(prefix, start)), cursor.next
         else:
-            found = cursor.last()
+            # Just past the last key with the prefix: the prefix with its last byte
+            # raised (the bytes 0xFF at its end dropped first); without one, the end.
+            upper = prefix.rstrip(b"\xff")
+            if upper and cursor.set_range(upper[:-1] + bytes([upper[-1] + 1])):
+                found = cursor.prev()
+            else:
+                found = cursor.last()
+            step = cursor.prev
         while found:
             key = cursor.key()
             if not key.startswith(prefix):
                 return
             yield key, cursor.value()
-            found = cursor.prev()
+            found = step()
 
 
 def _outbox_entry(key: bytes, value: bytes) -> OutboxEntry:
