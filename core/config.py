@@ -604,7 +604,7 @@ SCHEMA: tuple[Section, ...] = (
         # allocated up front keeps the store writing through it.
         Setting("reserve_mb", Integer(0, 1 << 20), 64,
                 "disk space allocated to the store at start, kept through a disk that "
-                "others fill (about 25 MB per sensor-year); 0 = none"),
+                "others fill (about 25 MB per sensor-year, 20 MB for a full outbox); 0 = none"),
         Setting("commit_max_readings", Integer(1, 100_000), 500,
                 "group commit: most readings in one write transaction"),
         Setting("commit_max_ms", Float(0, 1000), 5.0,

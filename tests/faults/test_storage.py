@@ -86,7 +86,13 @@ def test_a_full_disk_is_reported_and_caught_up_on_when_space_returns(small_disk,
                      sections={"storage": {"map_size_mb": 1}})
     readings = minute_stream(SENSORS, BASE, 6000)
     site.start()
-    site.send(b"".join(encode_all(readings)))
+    first = readings[:300]
+    site.send(b"".join(encode_all(first)))
+    wait_for(lambda: alerted(site) == len(first), timeout=30, what="the first $ALR")
+    # Another program fills the disk: the next readings are the first to need it,
+    # so the reader meets it (the Detector's outbox would otherwise, at random).
+    fill(small_disk.path)
+    site.send(b"".join(encode_all(readings[len(first):])))
     wait_for(lambda: "store full" in site.log(), timeout=30, what="the store to fill")
     status = site.status()
     assert "DISK FULL" in status, status
