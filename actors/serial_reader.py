@@ -20,7 +20,7 @@ from core import frames
 from core.messages import ReadingsCommitted
 from core.types import Reading
 from ports import PortError, open_port
-from storage.store import RejectRecord, StoreFullError
+from storage.store import OUTBOX_SENDER, RejectRecord, StoreFullError
 
 READ_CHUNK = 65536
 PORT_TIMEOUT_S = 0.2  # idle wait for the first byte; also how fast a stop is noticed
@@ -234,7 +234,7 @@ class SerialReader(GatewayActor):
             self._stopping.wait(0.005)
 
     def _sender_behind(self) -> bool:
-        sent = self.store.offset("transmitter")
+        sent = self.store.offset(OUTBOX_SENDER)
         now = time.monotonic()
         if sent != self._sent_seen:
             self._sent_seen, self._sent_moved_at = sent, now

@@ -22,9 +22,9 @@ from core import frames
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.outbox import frame_object
 from ports import PortError, open_port
-from storage.store import OutboxEntry, StoreFullError
+from storage.store import OUTBOX_SENDER, OutboxEntry, StoreFullError
 
-CONSUMER = "transmitter"
+CONSUMER = OUTBOX_SENDER
 SEND_CHUNK = 1000
 # Chunks per drain, then the offset is recorded and other messages get a turn.
 DRAIN_CHUNKS = 20

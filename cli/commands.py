@@ -95,7 +95,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     print("rejects: " + (", ".join(f"{k}={v}" for k, v in sorted(rejects.items())) or "none"),
           file=out)
     print(f"duplicates: {counters.get('duplicates', 0)} (differing: {counters.get('conflicts', 0)}); "
-          f"outbox dropped: {counters.get('outbox_dropped', 0)}", file=out)
+          f"{_outbox_drops(counters, config.upstream.ack)}", file=out)
     restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
     print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
           file=out)
@@ -123,6 +123,16 @@ def disk_line(path: Path, reserve_left: int = 0) -> str:
                        "before that runs out")
     return line + (" -- DISK FULL: new readings cannot be stored; free space "
                    "(or lower storage.retention_days)")
+
+
+def _outbox_drops(counters: dict[str, int], ack: bool) -> str:
+    """What the outbox bound removed: a loss with ACK (unacknowledged) or when unsent."""
+    dropped = counters.get("outbox_dropped", 0)
+    unsent = counters.get("outbox_dropped_unsent", 0)
+    if ack:
+        return f"outbox dropped: {dropped} unacknowledged ({unsent} of them never sent)"
+    return (f"outbox dropped: {unsent} never sent; {dropped - unsent} sent frames trimmed "
+            f"from the audit trail")
 
 
 def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:

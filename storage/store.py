@@ -65,6 +65,8 @@ T = TypeVar("T")
 MB = 1024 * 1024
 DAY_S = 86_400
 FORMAT_VERSION = 1
+# The consumer whose offset is the last outbox seq written to the upstream.
+OUTBOX_SENDER = "transmitter"
 
 _DB_NAMES = (
     "readings", "journal", "detections", "night_blocks", "docs", "outbox", "rejects", "meta",
@@ -885,9 +887,15 @@ class WriteBatch(ReadView):
         self._write_pending(name)
         keep = self._bounded.pop(name, None)
         if keep is not None:
-            dropped = self._drop_oldest(self._dbs[name], keep)
             if name == "outbox":
+                # Kept apart: without ACK a sent frame is only trimmed from the audit
+                # trail, a frame never sent is lost (the Transmitter's offset tells).
+                dropped, unsent = self._drop_oldest(self._dbs[name], keep,
+                                                    sent=self.offset(OUTBOX_SENDER))
                 self.count("outbox_dropped", dropped)
+                self.count("outbox_dropped_unsent", unsent)
+            else:
+                self._drop_oldest(self._dbs[name], keep)
 
     def _flush(self) -> None:
         for name in (*self._pending, *self._bounded):
@@ -973,16 +981,20 @@ class WriteBatch(ReadView):
         self.count(f"reject.{reject.reason}")
         self._bounded["rejects"] = self._rejects_max
 
-    def _drop_oldest(self, db: Any, keep: int) -> int:
+    def _drop_oldest(self, db: Any, keep: int, sent: int | None = None) -> tuple[int, int]:
+        """Delete the oldest entries beyond ``keep``: (how many, of them keyed after seq ``sent``)."""
         txn = self._t()
         excess = int(txn.stat(db)["entries"]) - keep
         if excess <= 0:
-            return 0
+            return 0, 0
         cursor = txn.cursor(db)
         cursor.first()
+        unsent = 0
         for _ in range(excess):
+            if sent is not None and _SEQ.unpack(cursor.key())[0] > sent:
+                unsent += 1
             cursor.delete()
-        return excess
+        return excess, unsent
 
     # outbox --------------------------------------------------------------------
 

@@ -135,6 +135,8 @@ def test_scripted_stream_end_to_end(tmp_path, ports):
         for reason in GARBAGE:
             assert f"{reason}=1" in status.stdout, (reason, status.stdout)
         assert "duplicates: 2 (differing: 1)" in status.stdout
+        # Without ACK every frame was sent: nothing the outbox bound removed is lost.
+        assert "outbox dropped: 0 never sent" in status.stdout, status.stdout
         assert "003:" in status.stdout
 
         export = run_cli(config, "export", "readings", "--sensor", "002")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from core.types import EpochSeconds, Reading, SensorId, StoredReading
 from storage.store import (
+    OUTBOX_SENDER,
     OutboxEntry,
     RejectRecord,
     Store,
@@ -376,6 +377,11 @@ def test_outbox_bound_drops_the_oldest_and_counts(tmp_path: Path) -> None:
         assert [e.seq for e in store.outbox()] == [4, 5, 6]
         assert store.outbox_depth() == 3
         assert store.counters()["outbox_dropped"] == 3
+        assert store.counters()["outbox_dropped_unsent"] == 3  # nothing was sent
+        store.transact(lambda b: b.set_offset(OUTBOX_SENDER, 5))
+        store.transact(lambda b: [b.append_outbox({"n": i}) for i in (6, 7, 8)])  # drops 4, 5, 6
+        assert store.counters()["outbox_dropped"] == 6
+        assert store.counters()["outbox_dropped_unsent"] == 4  # 6 only: 4 and 5 were sent
 
 
 def test_readonly_store_refuses_writes(tmp_path: Path) -> None:
