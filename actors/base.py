@@ -107,6 +107,9 @@ class ActorContext:
     # boots with a stale time that NTP later corrects; tests shift it through
     # :func:`shifted_clock`.
     clock: Callable[[], float] = time.time
+    # What an actor leaves to its restarted self, by role (the reader's readings a
+    # full store refused): the context outlives the actor, so this does too.
+    carried: dict[str, Any] = field(default_factory=dict)
 
 
 def shifted_clock(offset_file: Path, base: Callable[[], float] = time.time) -> Callable[[], float]:

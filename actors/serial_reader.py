@@ -39,7 +39,9 @@ SENDER_STALLED_S = 2.0
 OUTBOX_SHARE = 5
 # While the store cannot take them (a full disk), readings are held in memory and
 # the port is read on: a serial line does not wait, what is not read is lost. A
-# day of ten sensors at most (a few MB); beyond it the port waits after all.
+# day of ten sensors at most (a few MB); once it is full the reader stops like
+# any actor a full store stops (restarted with growing delays, the hold kept for
+# its next self): if space does not return, the restart intensity ends the service.
 HOLD_MAX = 14_400
 FULL_RETRY_S = 1.0
 FULL_LOG_EVERY_S = 60.0
@@ -62,8 +64,11 @@ class SerialReader(GatewayActor):
         self._max_backlog = min(MAX_BACKLOG, max(1, outbox_max // OUTBOX_SHARE))
         self._sent_seen = -1
         self._sent_moved_at = 0.0
-        self._pending_readings: list[Reading] = []  # read, not yet committed
-        self._pending_rejects: list[RejectRecord] = []
+        # Read, not yet committed; a restarted reader takes over what it held.
+        self._pending_readings: list[Reading]
+        self._pending_rejects: list[RejectRecord]
+        self._pending_readings, self._pending_rejects = context.carried.get(self.role, ([], []))
+        context.carried[self.role] = (self._pending_readings, self._pending_rejects)
         self._full_since: float | None = None  # monotonic time the store first refused
         self._full_retry_at = 0.0
         self._full_logged_at = -math.inf
@@ -149,8 +154,12 @@ class SerialReader(GatewayActor):
         while not self._stopping.is_set():
             if len(readings) >= HOLD_MAX:  # the store is full and so is the hold
                 self._stopping.wait(FULL_RETRY_S)
-                if self._commit(readings, rejects):
+                if self._commit(readings, rejects, retry_now=True):
                     readings, rejects = self._pending()
+                elif not self._stopping.is_set():
+                    raise StoreFullError(
+                        f"{len(readings)} readings held in memory, the most it holds, and the "
+                        f"store still refuses them: {self.context.stats.storage_error}")
                 continue
             self._wait_for_consumers()
             chunk = port.read(READ_CHUNK if draining else 1)
@@ -183,6 +192,7 @@ class SerialReader(GatewayActor):
     def _pending(self) -> tuple[list[Reading], list[RejectRecord]]:
         """Start new, empty lists of what awaits its commit."""
         self._pending_readings, self._pending_rejects = [], []
+        self.context.carried[self.role] = (self._pending_readings, self._pending_rejects)
         return self._pending_readings, self._pending_rejects
 
     def _decode_into(
@@ -213,7 +223,7 @@ class SerialReader(GatewayActor):
             if now - self._full_logged_at >= FULL_LOG_EVERY_S:
                 self._full_logged_at = now
                 self.log.error("store full, %d reading(s) held in memory (at most %d, then the "
-                               "port waits): %s", len(readings), HOLD_MAX, exc)
+                               "reader stops until space returns): %s", len(readings), HOLD_MAX, exc)
             return False
         if self._full_since is not None:
             self.log.warning("store writable again after %.0f s: %d held reading(s) stored",

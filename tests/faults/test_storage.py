@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.serial_reader import HOLD_MAX
+
 from tests.faults.helpers import (
     assert_store_consistent, encode_all, minute_stream, reading_alerts, stored_everything,
 )
@@ -161,13 +163,23 @@ def test_a_disk_that_stays_full_stops_the_service_in_order_and_the_store_survive
     site = make_site(store_dir=small_disk.path / "store.lmdb", sections={
         "storage": {"map_size_mb": 1}, "supervisor": {"restart_max": 2},
     })
-    readings = minute_stream(SENSORS, BASE, 6000)
+    # More readings than the reader holds in memory for a full store.
+    readings = minute_stream(SENSORS, BASE, HOLD_MAX // len(SENSORS) + 1000)
+    first = readings[:300]
     site.start()
-    site.send(b"".join(encode_all(readings)))
-    wait_for(site.exited, timeout=40, what="the service to give up")
+    site.send(b"".join(encode_all(first)))
+    wait_for(lambda: alerted(site) == len(first), timeout=30, what="the first $ALR")
+    fill(small_disk.path)  # and nobody frees it: the reader meets the full disk
+    site.send(b"".join(encode_all(readings[len(first):])))
+    wait_for(site.exited, timeout=60, what="the service to give up")
     assert site.service.process.returncode == 1
     log = site.log()
     assert "restart intensity exceeded" in log and "StoreFullError" in log and "disk full" in log
+    # The reader stops once its hold is full; restarted, it goes on with what it
+    # held (a fresh one would have too little left on the line to stop again).
+    held = [int(n) for n in re.findall(r"(\d+) readings held in memory, the most it holds", log)]
+    assert len(held) >= 2 and min(held) >= HOLD_MAX, log[-3000:]
+    assert "restarting serial_reader" in log
     assert "stopped (exit 1)" in log and "actors still running" not in log
 
     small_disk.resize(64)
