@@ -183,9 +183,10 @@ class SerialReader(GatewayActor):
                 readings, rejects = self._pending()
         while (readings or rejects) and not self._commit(readings, rejects, retry_now=True):
             if self._stopping.wait(FULL_RETRY_S):
-                # Stopping with the store still full: what is held cannot be kept.
-                self.log.error("stopping with %d reading(s) the full store never took",
-                               len(readings))
+                # Stopping with the store still full: what is held stays in the
+                # context for a restarted reader; a stopping service loses it.
+                self.log.error("stopping with %d reading(s) the full store never took "
+                               "(lost unless a restarted reader takes them over)", len(readings))
                 return
         self._pending()
 
