@@ -164,12 +164,12 @@ class Detector(JournalConsumer):
         """Queue the stored night verdicts not yet carried (see SiteMonitor)."""
         assert self.monitor is not None
         after = max(after, self.monitor.night_applied.get(sensor, ""))
-        for key, record in self.store.docs("night", prefix=f"{sensor}/",
-                                           after=f"{sensor}/{after}" if after else ""):
-            night = key.split("/", 1)[1]
-            if night > after and record.get("leak") is not None:
-                self.monitor.schedule_night_verdict(
-                    sensor, int(record["ends"]), night, bool(record["leak"]), record.get("cause"))
+        judged = self.store.docs("night", prefix=f"{sensor}/",
+                                 after=f"{sensor}/{after}" if after else "",
+                                 where=lambda record: record.get("leak") is not None)
+        for key, record in judged:
+            self.monitor.schedule_night_verdict(sensor, int(record["ends"]), key.split("/", 1)[1],
+                                                bool(record["leak"]), record.get("cause"))
 
     def _check_criteria_schedule(self, sensors: set[SensorId]) -> None:
         assert self.monitor is not None

@@ -337,8 +337,9 @@ def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
     The base of hour ``t`` is the mean of the same hour in the last ``weeks``
     weeks (:func:`weekly_means`; with ``median`` :func:`weekly_medians`).
     Combining weeks removes noise but lags a drifting level by half the span
-    (the annual season moves the weekly pattern by more than the noise), so with ``fit_hours`` > 0 the base is adapted: over
-    the last ``fit_hours`` before the origin the actual values are regressed on
+    (the annual season moves the weekly pattern by more than the noise), so
+    with ``fit_hours`` > 0 the base is adapted: over the last ``fit_hours``
+    before the origin the actual values are regressed on
     their own base, ``value - base = a + g * (base - mean)``, and the same level
     shift ``a`` and amplitude change ``g`` are applied to the forecast. A weekly
     pattern of the form ``A + s(t) * B(hour of week)``, as a season makes of

@@ -759,7 +759,6 @@ class ReadView:
              limit: int | None = None,
              where: Callable[[Any], bool] | None = None) -> list[tuple[str, Any]]:
         head = len(_doc_key(kind, ""))
-        items: Iterator[tuple[bytes, bytes]]
         floor = _doc_key(kind, after) if after else b""
         items = self._prefixed(self._dbs["docs"], _doc_key(kind, prefix), start=floor,
                                reverse=newest_first)
