@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_service(config: object) -> int:
     import pykka.debug
 
-    from actors import ACTOR_CLASSES
+    from actors import actor_classes
     from actors.base import shifted_clock
     from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
     from core.outbox import wire_encoder
@@ -104,6 +104,7 @@ def run_service(config: object) -> int:
             rejects_max=cfg.rejects_max, outbox_max=config.upstream.outbox_max,  # type: ignore[attr-defined]
             clock=clock, reserve_mb=cfg.reserve_mb,
             outbox_wire=wire_encoder(config.site.tz),  # type: ignore[attr-defined]
+            outbox_publisher=config.mqtt.enabled,  # type: ignore[attr-defined]
         )
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)
@@ -118,7 +119,7 @@ def run_service(config: object) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
     supervisor = Supervisor(
-        config, store, ACTOR_CLASSES, test_hooks=test_hooks, clock=clock,  # type: ignore[arg-type]
+        config, store, actor_classes(config), test_hooks=test_hooks, clock=clock,  # type: ignore[arg-type]
     )
     limit_malloc_arenas()
     try:

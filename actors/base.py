@@ -29,6 +29,9 @@ CrashReport = Callable[[str, BaseException | None], None]
 # The actors that consume the arrival journal, each with its own offset: the
 # reader tells them of new arrivals and the journal is kept until all have them.
 JOURNAL_CONSUMERS = ("detector", "night_flow")
+# The actors that send the outbox, each with its own cursor: producers tell them
+# of new frames (a role not running, MQTT off, is skipped).
+UPLINKS = ("transmitter", "mqtt")
 CLOCK_FILE_POLL_S = 0.2
 
 

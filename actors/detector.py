@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from actors.base import ActorContext, JournalConsumer
+from actors.base import UPLINKS, ActorContext, JournalConsumer
 from core import criteria as criteria_logic
 from core.criteria import PhysicalRange, SensorCriteria
 from core.detection import Expectation, SystemLimits
@@ -139,7 +139,7 @@ class Detector(JournalConsumer):
         last_seq = self.store.transact(write)
         self.offset = offset
         if last_seq:
-            self.peers.tell("transmitter", OutboxAppended(last_seq))
+            self.peers.tell_each(UPLINKS, OutboxAppended(last_seq))
 
     def _expectation(self, sensor: SensorId, t: EpochSeconds) -> Expectation | None:
         return expectation_for(self.forecasts.get(sensor), self.criteria.get(sensor), t)

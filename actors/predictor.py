@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.base import ActorContext, GatewayActor
+from actors.base import UPLINKS, ActorContext, GatewayActor
 from core import forecast as forecasting
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
 from core.types import EpochSeconds, SensorId
@@ -102,7 +102,7 @@ class Predictor(GatewayActor):
         self.last_duration_ms = (time.perf_counter() - started) * 1000
         self.peers.tell("detector", ForecastIssued(sensor, issued))
         if last_seq:
-            self.peers.tell("transmitter", OutboxAppended(last_seq))
+            self.peers.tell_each(UPLINKS, OutboxAppended(last_seq))
         return fc
 
     def _compute(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:

@@ -96,7 +96,7 @@ class Transmitter(GatewayActor):
             self._send_pending()
 
     def on_ack(self, message: AckReceived) -> None:
-        self._persist(lambda b: b.delete_outbox(message.seq))  # else resent: harmless
+        self._persist(lambda b: b.acknowledge_outbox(message.seq))  # else resent: harmless
         self._last_try.pop(message.seq, None)
 
     def on_tick(self, message: Tick) -> None:
@@ -226,7 +226,7 @@ class Transmitter(GatewayActor):
                 del self._last_try[seq]
         due = [
             e for e in oldest
-            if e.seq <= self.sent
+            if e.seq <= self.sent and not e.acked
             and now - self._last_try.get(e.seq, -math.inf) >= self.cfg.ack_timeout_s
         ]
         for entry in due:

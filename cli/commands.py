@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -96,6 +97,8 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
           file=out)
     print(f"duplicates: {counters.get('duplicates', 0)} (differing: {counters.get('conflicts', 0)}); "
           f"{_outbox_drops(counters, config.upstream.ack)}", file=out)
+    if config.mqtt.enabled:
+        print(mqtt_line(store, config), file=out)
     restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
     print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
           file=out)
@@ -123,6 +126,23 @@ def disk_line(path: Path, reserve_left: int = 0) -> str:
                        "before that runs out")
     return line + (" -- DISK FULL: new readings cannot be stored; free space "
                    "(or lower storage.retention_days)")
+
+
+def mqtt_line(store: Store, config: Any) -> str:
+    """The MQTT uplink: broker state, backlog, age of the oldest unpublished frame, losses."""
+    tz = config.site.tz
+    state = store.doc("uplink", "mqtt") or {}
+    delivered = store.offset("mqtt")
+    backlog = max(0, store.peek_outbox_seq() - delivered)
+    oldest = store.outbox(after=delivered, limit=1)
+    age = f"{max(0.0, time.time() - oldest[0].created):.0f} s" if oldest else "none"
+    broker = (f"{state.get('state', 'unknown')} since {local_iso(state['since'], tz)}"
+              if "since" in state else "not started yet")
+    detail = f" ({state['detail']})" if state.get("detail") else ""
+    lost = store.counters().get("outbox_dropped_unpublished", 0)
+    return (f"mqtt {config.mqtt.url}: {broker}{detail}; published through {delivered}, "
+            f"backlog {backlog} frame(s), oldest unpublished {age}; "
+            f"dropped unpublished: {lost}")
 
 
 def _outbox_drops(counters: dict[str, int], ack: bool) -> str:

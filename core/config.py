@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import math
+import os
 import re
 import reprlib
 import tomllib
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "CriteriaConfig",
     "DetectionConfig",
+    "MqttConfig",
     "NightConfig",
     "SerialConfig",
     "SiteConfig",
@@ -319,6 +321,32 @@ class PortSpec(ValueType):
         return f"pyserial URL or device path{suffix}"
 
 
+_MQTT_URL = re.compile(r"^(mqtts?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?/?$")
+MQTT_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True, slots=True)
+class MqttUrl(ValueType):
+    """A broker address ``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS);
+    ``""`` = no MQTT uplink."""
+
+    def validate(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _expected("a broker URL string", value)
+        if not value:
+            return value
+        match = _MQTT_URL.match(value)
+        if match is None:
+            raise Invalid(f"expected mqtt://host[:port] or mqtts://host[:port], "
+                          f"got {_short.repr(value)}")
+        if match.group(3) is not None and not 1 <= int(match.group(3)) <= 65535:
+            raise Invalid(f"port must be 1..65535, got {match.group(3)}")
+        return value
+
+    def describe(self) -> str:
+        return 'mqtt:// or mqtts:// URL, "" = off'
+
+
 @dataclass(frozen=True, slots=True)
 class TimeZone(ValueType):
     """An IANA time zone name that :class:`zoneinfo.ZoneInfo` can load."""
@@ -556,6 +584,53 @@ class SupervisorConfig:
     test_hooks: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """[mqtt]: the second uplink, every outbox frame published to a broker (off without url)."""
+
+    url: str
+    client_id: str
+    username: str
+    password_file: str
+    ca_file: str
+    cert_file: str
+    key_file: str
+    topic_prefix: str
+    keepalive_s: int
+    max_inflight: int
+    drain_per_s: float
+    reconnect_initial_s: float
+    reconnect_max_s: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host(self) -> str:
+        match = _MQTT_URL.match(self.url)
+        assert match is not None, "validated"
+        return match.group(2).strip("[]")
+
+    @property
+    def port(self) -> int:
+        match = _MQTT_URL.match(self.url)
+        assert match is not None, "validated"
+        return int(match.group(3) or MQTT_DEFAULT_PORTS[match.group(1)])
+
+    def prefix(self, site_name: str) -> str:
+        """The topic prefix: ``topic_prefix``, else ``wdn/<site name>``."""
+        return self.topic_prefix or f"wdn/{site_name}"
+
+    def client(self, site_name: str) -> str:
+        """The MQTT client id: ``client_id``, else ``wdn-<site name>``."""
+        return self.client_id or f"wdn-{site_name}"
+
+
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 BLOCK_MINUTES = (5, 10, 15, 20, 30, 60)
 
@@ -680,6 +755,34 @@ SCHEMA: tuple[Section, ...] = (
         # Crash injection lets tests kill actors on demand; never on a real site.
         Setting("test_hooks", Boolean(), False, "enable crash injection; tests only"),
     )),
+    Section("mqtt", "second uplink: every outbox frame to an MQTT broker", MqttConfig, (
+        Setting("url", MqttUrl(), "",
+                'broker, mqtt://host:1883 or mqtts://host:8883 (TLS); "" = no MQTT uplink'),
+        Setting("client_id", String(), "", 'MQTT client id; "" = wdn-<site name>'),
+        Setting("username", String(), "", 'user name at the broker; "" = none'),
+        # A password never sits in site.toml, which is world-readable and copied around.
+        Setting("password_file", FilePath(optional=True), "",
+                'file holding the password (first line); "" = none'),
+        Setting("ca_file", FilePath(optional=True), "",
+                'CA certificates (PEM) the broker is checked against; "" = the system\'s'),
+        Setting("cert_file", FilePath(optional=True), "",
+                'client certificate (PEM) for mutual TLS; "" = none'),
+        Setting("key_file", FilePath(optional=True), "",
+                'private key (PEM) of cert_file; "" = none'),
+        Setting("topic_prefix", String(), "",
+                'topics go under this prefix; "" = wdn/<site name>'),
+        Setting("keepalive_s", Integer(5, 3600), 60, "MQTT keep-alive interval"),
+        Setting("max_inflight", Integer(1, 65535), 100,
+                "most frames published and not yet acknowledged (PUBACK) at once"),
+        # After a long outage the backlog must not flood a shared broker.
+        Setting("drain_per_s", Float(1, 1_000_000), 10_000.0,
+                "most frames published per second while a backlog drains"),
+        Setting("reconnect_initial_s", Float(0.1, 60), 1.0,
+                "first wait before reconnecting to the broker; doubles on each failure, "
+                "with jitter"),
+        Setting("reconnect_max_s", Float(1, 3600), 60.0,
+                "longest wait between attempts to reach the broker"),
+    )),
 )
 
 RULES: tuple[Rule, ...] = (
@@ -693,7 +796,42 @@ RULES: tuple[Rule, ...] = (
     Rule("night.end", "!=", "night.start"),
     # Readings come once a minute, so a block cannot hold more than block_minutes.
     Rule("night.min_readings", "<=", "night.block_minutes"),
+    Rule("mqtt.reconnect_initial_s", "<=", "mqtt.reconnect_max_s"),
 )
+
+
+def _check_mqtt(values: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    mqtt = values["mqtt"]
+    if not mqtt["url"]:
+        return []
+    errors = []
+    name = values["site"]["name"]
+    if not mqtt["topic_prefix"] and not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        errors.append(f"mqtt.topic_prefix: must be set: site.name {_short.repr(name)} is not "
+                      "a safe topic segment ([A-Za-z0-9_-]+)")
+    prefix = mqtt["topic_prefix"]
+    if prefix and (any(c in prefix for c in "+#\0") or prefix.startswith("/")
+                   or prefix.endswith("/") or "//" in prefix):
+        errors.append(f"mqtt.topic_prefix: must be topic levels without wildcards or empty "
+                      f"levels, got {_short.repr(prefix)}")
+    if bool(mqtt["cert_file"]) != bool(mqtt["key_file"]):
+        errors.append("mqtt.key_file: cert_file and key_file go together (mutual TLS)")
+    if mqtt["password_file"] and not mqtt["username"]:
+        errors.append("mqtt.username: must be set with password_file")
+    if not mqtt["url"].startswith("mqtts://"):
+        for key in ("ca_file", "cert_file", "key_file"):
+            if mqtt[key]:
+                errors.append(f"mqtt.{key}: needs an mqtts:// url (TLS)")
+    # Found missing at start rather than at the first connect, hours later.
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        path = mqtt[key]
+        if path and not (Path(path).is_file() and os.access(path, os.R_OK)):
+            errors.append(f"mqtt.{key}: no readable file at {_short.repr(path)}")
+    return errors
+
+
+# Checks across keys that a Rule cannot say; each returns its error lines.
+CHECKS: tuple[Callable[[Mapping[str, Mapping[str, Any]]], list[str]], ...] = (_check_mqtt,)
 
 _SECTIONS: dict[str, Section] = {section.name: section for section in SCHEMA}
 
@@ -712,6 +850,7 @@ class Config:
     night: NightConfig
     train: TrainConfig
     supervisor: SupervisorConfig
+    mqtt: MqttConfig
     source: str
 
     @property
@@ -795,6 +934,10 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Co
         message = rule.check(_lookup(values, rule.subject), _lookup(values, rule.other))
         if message is not None:
             errors.append(f"{rule.subject}: {message}")
+
+    if not errors:
+        for check in CHECKS:
+            errors.extend(check(values))
 
     if errors:
         raise ConfigError(errors, source=source)

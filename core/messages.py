@@ -248,12 +248,38 @@ class TrainingFinished:
     result: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerConnected:
+    """The MQTT uplink's broker accepted the connection (``protocol``: "5" or "3.1.1")."""
+
+    TYPE: ClassVar[str] = "broker_up"
+    protocol: str
+    connection: int  # counts the uplink's connections: PUBACKs of an older one are stale
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerDelivered:
+    """The broker acknowledged (PUBACK) the publication with MQTT message id ``mid``."""
+
+    TYPE: ClassVar[str] = "broker_ack"
+    mid: int
+    connection: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerDown:
+    """The MQTT uplink lost, or could not get, its broker connection; ``reason`` says why."""
+
+    TYPE: ClassVar[str] = "broker_down"
+    reason: str
+
+
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (
         ReadingsCommitted, OutboxAppended, NightClosed, HourClosed, ForecastIssued,
         ModelChanged, CriteriaChanged, Tick, Ping, Crash, Resume, AckReceived, TrainRequest,
-        TrainingFinished,
+        TrainingFinished, BrokerConnected, BrokerDelivered, BrokerDown,
     )
 }
 

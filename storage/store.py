@@ -67,6 +67,8 @@ DAY_S = 86_400
 FORMAT_VERSION = 1
 # The consumer whose offset is the last outbox seq written to the upstream.
 OUTBOX_SENDER = "transmitter"
+# The MQTT uplink's cursor: every frame up to it has the broker's PUBACK.
+OUTBOX_PUBLISHER = "mqtt"
 
 _DB_NAMES = (
     "readings", "journal", "detections", "night_blocks", "docs", "outbox", "rejects", "meta",
@@ -140,13 +142,16 @@ class OutboxEntry:
 
     ``wire`` is the line it goes out as (None: the store was given no encoder);
     ``frame`` its outbox form, unpacked on first use: the sender needs the line only.
+    ``acked``: the serial upstream acknowledged it; it stays only until the other
+    uplinks have it too, and is never resent on the serial line.
     """
 
-    __slots__ = ("seq", "created", "attempts", "wire", "_frame")
+    __slots__ = ("seq", "created", "attempts", "wire", "acked", "_frame")
 
     def __init__(self, seq: int, frame: Any, created: float, attempts: int,
-                 wire: bytes | None = None) -> None:
+                 wire: bytes | None = None, acked: bool = False) -> None:
         self.seq, self.created, self.attempts, self.wire = seq, created, attempts, wire
+        self.acked = acked
         self._frame = frame
 
     @property
@@ -156,7 +161,7 @@ class OutboxEntry:
         return self._frame
 
     def _fields(self) -> tuple[Any, ...]:
-        return self.seq, self.frame, self.created, self.attempts, self.wire
+        return self.seq, self.frame, self.created, self.attempts, self.wire, self.acked
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, OutboxEntry):
@@ -167,7 +172,7 @@ class OutboxEntry:
 
     def __repr__(self) -> str:
         return (f"OutboxEntry(seq={self.seq}, frame={self.frame!r}, created={self.created!r}, "
-                f"attempts={self.attempts}, wire={self.wire!r})")
+                f"attempts={self.attempts}, wire={self.wire!r}, acked={self.acked})")
 
 
 # Records read back from the store (trusted values) are built past the frozen
@@ -799,8 +804,10 @@ class ReadView:
 
 
 def _outbox_entry(key: bytes, value: bytes) -> OutboxEntry:
+    # [created, attempts, frame, wire?, acked?]: older records lack the tail.
     rec = _unpack(value)
-    return OutboxEntry(_SEQ.unpack(key)[0], rec[2], rec[0], rec[1], rec[3] if len(rec) > 3 else None)
+    return OutboxEntry(_SEQ.unpack(key)[0], rec[2], rec[0], rec[1],
+                       rec[3] if len(rec) > 3 else None, bool(rec[4]) if len(rec) > 4 else False)
 
 
 class WriteBatch(ReadView):
@@ -823,10 +830,12 @@ class WriteBatch(ReadView):
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, rejects_max: int,
                  outbox_max: int, clock: Callable[[], float],
-                 outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None) -> None:
+                 outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
+                 outbox_publisher: bool = False) -> None:
         super().__init__(txn, dbs)
         self._rejects_max = rejects_max
         self._outbox_max = outbox_max
+        self._outbox_publisher = outbox_publisher
         self._clock = clock
         self._outbox_wire = outbox_wire
         self._counts: dict[str, int] = {}
@@ -889,10 +898,12 @@ class WriteBatch(ReadView):
             if name == "outbox":
                 # Kept apart: without ACK a sent frame is only trimmed from the audit
                 # trail, a frame never sent is lost (the Transmitter's offset tells).
-                dropped, unsent = self._drop_oldest(self._dbs[name], keep,
-                                                    sent=self.offset(OUTBOX_SENDER))
+                dropped, unsent, unpublished = self._drop_oldest(
+                    self._dbs[name], keep, sent=self.offset(OUTBOX_SENDER),
+                    published=self.offset(OUTBOX_PUBLISHER) if self._outbox_publisher else None)
                 self.count("outbox_dropped", dropped)
                 self.count("outbox_dropped_unsent", unsent)
+                self.count("outbox_dropped_unpublished", unpublished)
             else:
                 self._drop_oldest(self._dbs[name], keep)
 
@@ -980,20 +991,26 @@ class WriteBatch(ReadView):
         self.count(f"reject.{reject.reason}")
         self._bounded["rejects"] = self._rejects_max
 
-    def _drop_oldest(self, db: Any, keep: int, sent: int | None = None) -> tuple[int, int]:
-        """Delete the oldest entries beyond ``keep``: (how many, of them keyed after seq ``sent``)."""
+    def _drop_oldest(self, db: Any, keep: int, sent: int | None = None,
+                     published: int | None = None) -> tuple[int, int, int]:
+        """Delete the oldest entries beyond ``keep``: (how many, of them keyed after seq
+        ``sent``, of them keyed after seq ``published``)."""
         txn = self._t()
         excess = int(txn.stat(db)["entries"]) - keep
         if excess <= 0:
-            return 0, 0
+            return 0, 0, 0
         cursor = txn.cursor(db)
         cursor.first()
-        unsent = 0
+        unsent = unpublished = 0
         for _ in range(excess):
-            if sent is not None and _SEQ.unpack(cursor.key())[0] > sent:
-                unsent += 1
+            if sent is not None or published is not None:
+                seq = _SEQ.unpack(cursor.key())[0]
+                if sent is not None and seq > sent:
+                    unsent += 1
+                if published is not None and seq > published:
+                    unpublished += 1
             cursor.delete()
-        return excess, unsent
+        return excess, unsent, unpublished
 
     # outbox --------------------------------------------------------------------
 
@@ -1063,6 +1080,48 @@ class WriteBatch(ReadView):
         self._settle("outbox")
         return bool(self._t().delete(_SEQ.pack(seq), db=self._dbs["outbox"]))
 
+    def acknowledge_outbox(self, seq: int) -> bool:
+        """The serial upstream's ``$ACK`` of entry ``seq``: False if it was not there.
+
+        The entry leaves the outbox once every enabled uplink has it: at once
+        without the MQTT uplink or when the broker already acknowledged it,
+        else it is marked and left for the MQTT uplink
+        (:meth:`release_published_through`).
+        """
+        if not self._outbox_publisher or self.offset(OUTBOX_PUBLISHER) >= seq:
+            return self.delete_outbox(seq)
+        self._settle("outbox")
+        txn, db, key = self._t(), self._dbs["outbox"], _SEQ.pack(seq)
+        raw = txn.get(key, db=db)
+        if raw is None:
+            return False
+        rec = _unpack(raw)
+        rec.extend([None] * (5 - len(rec)))
+        rec[4] = True
+        txn.put(key, _pack(rec), db=db)
+        return True
+
+    def release_published_through(self, seq: int, after: int = 0) -> int:
+        """The broker has every entry after ``after`` up to ``seq``: drop those the
+        serial upstream acknowledged already (:meth:`acknowledge_outbox`); returns
+        how many. (Entries up to ``after`` were released when the broker had them.)"""
+        self._settle("outbox")
+        txn, db = self._t(), self._dbs["outbox"]
+        cursor = txn.cursor(db)
+        found = cursor.set_range(_SEQ.pack(after + 1))
+        released = 0
+        while found:
+            key = cursor.key()
+            if _SEQ.unpack(key)[0] > seq:
+                break
+            rec = _unpack(cursor.value())
+            if len(rec) > 4 and rec[4]:
+                found = cursor.delete()
+                released += 1
+            else:
+                found = cursor.next()
+        return released
+
     def delete_outbox_through(self, seq: int) -> int:
         """Drop every entry up to and including ``seq``; returns how many."""
         return self._delete_range("outbox", _SEQ.pack(0), _SEQ.pack(seq + 1) if seq >= 0 else None)
@@ -1117,6 +1176,7 @@ class Store:
         map_max_mb: int = 1024, rejects_max: int = 1000, outbox_max: int = 100_000,
         sync: bool = True, clock: Callable[[], float] | None = None, reserve_mb: int = 0,
         outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
+        outbox_publisher: bool = False,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -1127,6 +1187,8 @@ class Store:
         self._outbox_max = outbox_max
         self._clock = clock or _wall_clock
         self._outbox_wire = outbox_wire
+        # The MQTT uplink is on: a frame stays until the broker has it too.
+        self._outbox_publisher = outbox_publisher
         if readonly:
             if not (self.path / "data.mdb").is_file():
                 raise StoreError(f"no store at {self.path}")
@@ -1202,7 +1264,8 @@ class Store:
                     txn = env.begin(write=True)
                     batch = WriteBatch(txn, shared.dbs, rejects_max=self._rejects_max,
                                        outbox_max=self._outbox_max, clock=self._clock,
-                                       outbox_wire=self._outbox_wire)
+                                       outbox_wire=self._outbox_wire,
+                                       outbox_publisher=self._outbox_publisher)
                     try:
                         result = fn(batch)
                         batch._flush()
