@@ -52,7 +52,6 @@ class SerialReader(GatewayActor):
 
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
-        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._port: serial.SerialBase | None = None
         self._tz = self.config.site.tz
@@ -74,13 +73,9 @@ class SerialReader(GatewayActor):
         self._full_logged_at = -math.inf
 
     def on_start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"{self.role}-port", daemon=True
-        )
-        self._thread.start()
+        self._thread = self.start_helper("port", self._connect_loop)
 
     def release(self) -> None:
-        self._stopping.set()
         port = self._port
         if port is not None:
             try:
@@ -92,28 +87,18 @@ class SerialReader(GatewayActor):
 
     # -- the port thread ---------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._connect_loop()
-        except Exception as exc:
-            if self._stopping.is_set():
-                return  # the port was closed under the read: we are stopping anyway
-            # A bug in the read path: let the supervisor restart the whole actor.
-            self.log.exception("port thread failed")
-            self.context.report_crash(self.role, exc)
-
     def _connect_loop(self) -> None:
         cfg = self.config.serial
         backoff = cfg.reconnect_initial_s
         failures = 0
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 self._port = open_port(cfg.port, cfg.baudrate, timeout=PORT_TIMEOUT_S)
             except PortError as exc:
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
                     self.log.warning("cannot open %s (%s); retrying in %.1f s", cfg.port, exc, backoff)
-                self._stopping.wait(backoff)
+                self.stopping.wait(backoff)
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
                 continue
             self.log.info("reading from %s", cfg.port)
@@ -122,7 +107,7 @@ class SerialReader(GatewayActor):
             try:
                 self._pump(self._port)
             except (serial.SerialException, OSError) as exc:
-                if not self._stopping.is_set():
+                if not self.stopping.is_set():
                     self.log.warning("lost %s: %s", cfg.port, exc)
             finally:
                 try:
@@ -130,12 +115,12 @@ class SerialReader(GatewayActor):
                 except Exception:
                     pass
                 self._port = None
-            if not self._stopping.is_set():
+            if not self.stopping.is_set():
                 # Only a connection that delivered data proves the port healthy: one
                 # that opens and drops at once (a flapping peer) keeps backing off.
                 if self._delivered:
                     backoff = cfg.reconnect_initial_s
-                self._stopping.wait(backoff)
+                self.stopping.wait(backoff)
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
 
     def _pump(self, port: serial.SerialBase) -> None:
@@ -151,12 +136,12 @@ class SerialReader(GatewayActor):
         readings, rejects = self._pending_readings, self._pending_rejects
         first_pending = time.monotonic()
         draining = False
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             if len(readings) >= HOLD_MAX:  # the store is full and so is the hold
-                self._stopping.wait(FULL_RETRY_S)
+                self.stopping.wait(FULL_RETRY_S)
                 if self._commit(readings, rejects, retry_now=True):
                     readings, rejects = self._pending()
-                elif not self._stopping.is_set():
+                elif not self.stopping.is_set():
                     raise StoreFullError(
                         f"{len(readings)} readings held in memory, the most it holds, and the "
                         f"store still refuses them: {self.context.stats.storage_error}")
@@ -182,7 +167,7 @@ class SerialReader(GatewayActor):
             if (not chunk or full or old) and self._commit(readings, rejects):
                 readings, rejects = self._pending()
         while (readings or rejects) and not self._commit(readings, rejects, retry_now=True):
-            if self._stopping.wait(FULL_RETRY_S):
+            if self.stopping.wait(FULL_RETRY_S):
                 # Stopping with the store still full: what is held stays in the
                 # context for a restarted reader; a stopping service loses it.
                 self.log.error("stopping with %d reading(s) the full store never took "
@@ -238,11 +223,11 @@ class SerialReader(GatewayActor):
         return True
 
     def _wait_for_consumers(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             backlog = self.store.journal_head() - self.store.offset("detector")
             if backlog < self._max_backlog and not self._sender_behind():
                 return
-            self._stopping.wait(0.005)
+            self.stopping.wait(0.005)
 
     def _sender_behind(self) -> bool:
         sent = self.store.offset(OUTBOX_SENDER)

@@ -153,9 +153,7 @@ class Trainer(GatewayActor):
         sensor = self._queue.pop(0)
         self._running = sensor
         self.log.info("sensor %s: training started", sensor)
-        self._thread = threading.Thread(target=self._train, args=(sensor,),
-                                        name=f"{self.role}-child", daemon=True)
-        self._thread.start()
+        self._thread = self.start_helper("child", self._train, sensor)
 
     def _train(self, sensor: str) -> None:
         try:

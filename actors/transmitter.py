@@ -13,6 +13,7 @@ import math
 import sys
 import threading
 import time
+from collections import Counter
 from typing import Any, BinaryIO
 
 import serial
@@ -60,8 +61,11 @@ class Transmitter(GatewayActor):
         self.port: Any = None
         self._next_open = 0.0
         self._backoff = 0.5
-        self._stopping = threading.Event()
         self._ack_thread: threading.Thread | None = None
+        # Unusable upstream lines by reason, counted by the ACK thread and
+        # recorded by the actor once a tick: a flood of garbage costs no commits.
+        self._upstream_rejects: Counter[str] = Counter()
+        self._rejects_lock = threading.Lock()
         self._link_lost: Any = None  # set by the ACK thread to the port it saw fail
         self._store_full = False
         self._dropped_seen = 0
@@ -84,10 +88,10 @@ class Transmitter(GatewayActor):
         self._send_pending()
 
     def release(self) -> None:
-        self._stopping.set()
         self._close()
         if self._ack_thread is not None:
             self._ack_thread.join(timeout=2.0)
+        self._record_upstream_rejects()
 
     # -- messages --------------------------------------------------------------
 
@@ -107,6 +111,7 @@ class Transmitter(GatewayActor):
         if self.port is None:
             self._open()
         self._send_pending()
+        self._record_upstream_rejects()
         if self.cfg.ack:
             self._resend_unacknowledged()
             # Only here: without ACK the outbox is an audit trail, trimming it loses
@@ -142,9 +147,7 @@ class Transmitter(GatewayActor):
             oldest = self.store.outbox_oldest()
             if oldest is not None and oldest.seq <= self.sent:
                 self.sent = oldest.seq - 1
-            self._ack_thread = threading.Thread(
-                target=self._read_acks, args=(self.port,), name=f"{self.role}-acks", daemon=True)
-            self._ack_thread.start()
+            self._ack_thread = self.start_helper("acks", self._read_acks, self.port)
 
     def _close(self) -> None:
         port, self.port = self.port, None
@@ -169,7 +172,7 @@ class Transmitter(GatewayActor):
 
     def _read_acks(self, port: Any) -> None:
         splitter = frames.LineSplitter()
-        while not self._stopping.is_set() and self.port is port:
+        while not self.stopping.is_set() and self.port is port:
             try:
                 chunk = port.read(max(1, port.in_waiting))
             except (serial.SerialException, OSError, TypeError, AttributeError):
@@ -180,7 +183,17 @@ class Transmitter(GatewayActor):
                 if isinstance(ack, frames.Ack):
                     self.tell_self(AckReceived(ack.seq))
                 elif isinstance(ack, frames.Reject):
-                    self.log.warning("upstream sent an unusable line (%s): %r", ack.reason, line[:80])
+                    with self._rejects_lock:
+                        self._upstream_rejects[ack.reason] += 1
+                    self.log.warning("upstream sent an unusable line (%s: %s): %r",
+                                     ack.reason, ack.detail, line[:80])
+
+    def _record_upstream_rejects(self) -> None:
+        with self._rejects_lock:
+            counts, self._upstream_rejects = self._upstream_rejects, Counter()
+        if counts:
+            self._persist(lambda b: [b.count(f"{frames.UPSTREAM_REJECT}{reason}", n)
+                                     for reason, n in counts.items()])
 
     # -- sending -----------------------------------------------------------------
 

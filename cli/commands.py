@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from core.frames import UPSTREAM_REJECT
 from core.types import SensorId
 from storage.store import Store, StoreError
 
@@ -92,16 +93,19 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
         print(f"  {sensor}: {count} readings; last {reading}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
-    rejects = {k.removeprefix("reject."): v for k, v in counters.items() if k.startswith("reject.")}
-    print("rejects: " + (", ".join(f"{k}={v}" for k, v in sorted(rejects.items())) or "none"),
-          file=out)
+    print("rejects: " + _counts(counters, "reject."), file=out)
+    print("upstream rejects: " + _counts(counters, UPSTREAM_REJECT), file=out)
     print(f"duplicates: {counters.get('duplicates', 0)} (differing: {counters.get('conflicts', 0)}); "
           f"{_outbox_drops(counters, config.upstream.ack)}", file=out)
     if config.mqtt.enabled:
         print(mqtt_line(store, config), file=out)
-    restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
-    print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
-          file=out)
+    print("actor restarts: " + _counts(counters, "restart."), file=out)
+
+
+def _counts(counters: dict[str, int], prefix: str) -> str:
+    """``name=count, ...`` of the counters named ``<prefix><name>``, or ``none``."""
+    named = {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
+    return ", ".join(f"{k}={v}" for k, v in sorted(named.items())) or "none"
 
 
 def disk_line(path: Path, reserve_left: int = 0) -> str:

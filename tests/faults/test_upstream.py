@@ -169,3 +169,36 @@ def test_a_live_link_slower_than_detection_is_not_outrun(make_site):
 
 def _last_seq(site) -> int:
     return max((f.seq for f in site.frames()), default=0)
+
+
+def _ack_line(text: bytes) -> bytes:
+    return b"$" + text + b"*%02X\r\n" % frames.checksum(text)
+
+
+def test_an_ack_beyond_any_sequence_number_leaves_the_acks_working(make_site):
+    """A single ``$ACK`` of 2^64 once killed the thread reading ACKs: from then on
+    every frame was resent every ``ack_timeout_s`` until the outbox dropped it."""
+    peer = VanishingPeer()
+    site = make_site(upstream=peer, sections={"upstream": {
+        "ack": True, "ack_timeout_s": ACK_TIMEOUT_S, "resend_per_s": 100.0}})
+    lines = encode_all(minute_stream(["001"], BASE, 12))
+    acker = Acker(peer)
+    acker.start()
+    site.start()
+    try:
+        for batch in (lines[:6], lines[6:]):
+            peer.send(_ack_line(b"ACK,18446744073709551616"))
+            peer.send(_ack_line(b"ACK,99999999999999999999999999999999999999"))
+            before = outbox(site)[0]
+            site.send(b"".join(batch))
+            wait_for(lambda: outbox(site)[0] >= before + len(batch) and not outbox(site)[1],
+                     timeout=15, what="every frame acknowledged")
+        wait_for(lambda: "upstream rejects: bad_field=4" in site.status(), timeout=5,
+                 what="the bad ACKs counted")
+    finally:
+        acker.stop()
+    assert {f.seq for _, f in acker.seen} == set(range(1, outbox(site)[0] + 1))
+    log = site.log()
+    assert "Traceback" not in log and "restarting" not in log, log
+    assert "upstream sent an unusable line (bad_field: seq: 20 digits" in log
+    assert site.stop() == 0
