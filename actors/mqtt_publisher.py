@@ -109,16 +109,22 @@ class MqttPublisher(GatewayActor):
         self._commit(force=True)
 
     def on_broker_ack(self, message: BrokerDelivered) -> None:
-        seq = self._inflight.pop(message.mid, None) if message.connection == self._live else None
-        if seq is None:
-            return  # the status message, or a PUBACK of a connection since lost
-        self._acked.add(seq)
-        order, acked = self._order, self._acked
+        if message.connection != self._live:
+            return  # PUBACKs of a connection since lost: those frames go out again
+        inflight, acked = self._inflight, self._acked
+        for mid in message.mids:
+            seq = inflight.pop(mid, None) if isinstance(mid, int) else None
+            if seq is not None:  # None: the status message
+                acked.add(seq)
+        order = self._order
         while order and order[0] in acked:
             acked.discard(order[0])
             self.delivered = order.popleft()
-        self._commit(force=not order)
-        self._drain()
+        self._commit(force=False)
+        # Refill the window in large steps: one outbox read per frame would cost
+        # more than the publishing.
+        if len(inflight) <= self.cfg.max_inflight // 2:
+            self._drain()
 
     def on_outbox(self, message: OutboxAppended) -> None:
         if message.seq >= self._next:
@@ -220,8 +226,14 @@ class MqttPublisher(GatewayActor):
             self.tell_self(BrokerDown(f"cannot connect: {_reason(exc)}"))
             return "failed"
         userdata = client.user_data_get()
+        acked: list[int] = userdata["acked"]
+        connection = userdata["connection"]
         while not self.stopping.is_set():
             rc = client.loop(timeout=LOOP_TIMEOUT_S)
+            if acked:  # one message per loop turn, not one per PUBACK
+                mids = acked[:]
+                del acked[:len(mids)]
+                self.tell_self(BrokerDelivered(mids, connection))
             if userdata["refused"] is not None:
                 code = userdata["refused"]
                 client.disconnect()
@@ -236,11 +248,15 @@ class MqttPublisher(GatewayActor):
 
     def _new_client(self, protocol: int, connection: int) -> mqtt.Client:
         cfg = self.cfg
-        userdata: dict[str, Any] = {"refused": None, "up": False}
+        userdata: dict[str, Any] = {"refused": None, "up": False, "acked": [],
+                                    "connection": connection}
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=cfg.client(self.config.site.name), protocol=protocol,
                              userdata=userdata)
-        client.max_inflight_messages_set(cfg.max_inflight)
+        # The actor keeps its own window of max_inflight: paho's queue beyond its
+        # limit would be drained by the network thread while the actor publishes
+        # more, which can swap two frames.
+        client.max_inflight_messages_set(0)
         client.will_set(status_topic(self.prefix), b"offline", qos=1, retain=True)
         if cfg.username:
             password = None
@@ -262,9 +278,9 @@ class MqttPublisher(GatewayActor):
             client.publish(status_topic(self.prefix), b"online", qos=1, retain=True)
             self.tell_self(BrokerConnected(version, connection))
 
-        def on_publish(_client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode,
-                       _properties: Any) -> None:
-            self.tell_self(BrokerDelivered(mid, connection))
+        def on_publish(_client: mqtt.Client, userdata: dict[str, Any], mid: int,
+                       _reason: ReasonCode, _properties: Any) -> None:
+            userdata["acked"].append(mid)
 
         client.on_connect = on_connect
         client.on_publish = on_publish

@@ -259,10 +259,10 @@ class BrokerConnected:
 
 @dataclass(frozen=True, slots=True)
 class BrokerDelivered:
-    """The broker acknowledged (PUBACK) the publication with MQTT message id ``mid``."""
+    """The broker acknowledged (PUBACK) the publications with these MQTT message ids."""
 
     TYPE: ClassVar[str] = "broker_ack"
-    mid: int
+    mids: list[int]
     connection: int
 
 

@@ -8,6 +8,7 @@ paho clients collecting what arrives.
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import socket
@@ -79,6 +80,9 @@ class Broker:
                        check=True, capture_output=True)
         self.passwords.chmod(0o600)
         lines = [
+            # Run as whoever runs the tests (as root it would switch to "mosquitto",
+            # which cannot read pytest's private temporary directory).
+            f"user {getpass.getuser()}",
             "per_listener_settings false",
             "allow_anonymous false",
             f"password_file {self.passwords}",
@@ -180,3 +184,61 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class Mqtt311Front:
+    """A broker that speaks only MQTT 3.1.1: refuses a version 5 CONNECT the way such
+    brokers do (3.1.1 CONNACK, code 1: unacceptable protocol version) and passes
+    every other connection through to ``broker``."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = int(self.listener.getsockname()[1])
+        self.refused = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        first = conn.recv(4096)
+        # CONNECT: 0x10, remaining length (1 byte for a small packet), "\0\4MQTT", level.
+        if first[:1] == b"\x10" and first[2:8] == b"\x00\x04MQTT" and first[8] == 5:
+            self.refused += 1
+            conn.sendall(b"\x20\x02\x00\x01")
+            conn.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.broker.port))
+        upstream.sendall(first)
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while chunk := src.recv(65536):
+                    dst.sendall(chunk)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+        pipe(conn, upstream)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
