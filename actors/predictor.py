@@ -54,11 +54,9 @@ class Predictor(GatewayActor):
 
     def on_start(self) -> None:
         self.issued = dict((self.store.consumer_state(CONSUMER) or {}).get("issued", {}))
-        # Hours that closed while we were down: forecast the latest one now.
-        for sensor in self.store.sensors():
-            latest = self.store.latest_reading(sensor)
-            if latest is not None:
-                self.pending[sensor] = latest.time - latest.time % HOUR_S
+        # Hours that closed while we were down: forecast the latest one (event time) now.
+        for sensor, latest in self.store.event_times().sensors.items():
+            self.pending[sensor] = latest - latest % HOUR_S
         self.tell_self(Resume())
 
     def on_hour(self, message: HourClosed) -> None:

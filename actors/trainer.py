@@ -137,15 +137,17 @@ class Trainer(GatewayActor):
         last = self.store.doc("training", sensor)
         if last and last.get("retry_after") and now < last["retry_after"]:
             return False
-        newest = self.store.latest_reading(sensor)
+        # Event time, as the training window ends there (training.run): never a
+        # stamp far ahead of the gateway clock.
+        newest = self.store.event_time(sensor)
         if newest is None:
             return False
         model = self.store.doc("model", sensor)
         cfg = self.config.train
         if model is None:
             first = self.store.first_reading(sensor)
-            return first is not None and (newest.time - first.time) / DAY_S >= cfg.min_days
-        return (newest.time - model.get("data_until", 0)) / DAY_S >= cfg.schedule_days
+            return first is not None and (newest - first.time) / DAY_S >= cfg.min_days
+        return (newest - model.get("data_until", 0)) / DAY_S >= cfg.schedule_days
 
     def _start_next(self) -> None:
         if self._running is not None or not self._queue or self._stopping.is_set():

@@ -275,8 +275,10 @@ class Transmitter(GatewayActor):
         stats = self.context.stats
         store = self.store
         oldest = store.outbox(after=0 if self.cfg.ack else self.sent, limit=1)
-        latest = [r.time for r in map(store.latest_reading, store.sensors()) if r is not None]
-        clock_ok = not latest or abs(now - max(latest)) <= CLOCK_TOLERANCE_S
+        # Right when near where the readings put time: their event time, or readings
+        # that keep arriving ahead of the clock (one stamp far off is no evidence).
+        readings_time = store.event_times().newest()
+        clock_ok = readings_time is None or abs(now - readings_time) <= CLOCK_TOLERANCE_S
         frame = {
             "type": "HLT", "time": int(now),
             "uptime_s": int(time.monotonic() - stats.started_monotonic),

@@ -77,18 +77,17 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
           f"night flow at {store.offset('night_flow')}; outbox sent through "
           f"{store.offset('transmitter')}, {store.outbox_depth()} kept", file=out)
     print("sensors:", file=out)
+    event_times = store.event_times().sensors
     for sensor in store.sensors():
-        last = store.latest_reading(sensor)
         count = store.count_readings(sensor)
         flags = last_flags.get(sensor)
         active = (f"flow {flag_names(flags[1])}, pressure {flag_names(flags[2])}"
-                  if flags else "not yet evaluated")
+                  if flags else "none in event time yet")
         criteria = store.doc("criteria", f"{sensor}/current")
         crit = (f"criteria v{criteria['version']} from {criteria['source']}" if criteria
                 else "no criteria (no history yet): SYSTEM detection only")
-        reading = (f"{local_iso(last.time, tz)} flow={_v(last.flow)} pressure={_v(last.pressure)} "
-                   f"status={last.status:02X}" if last else "none")
-        print(f"  {sensor}: {count} readings; last {reading}", file=out)
+        last = _last_reading(store, sensor, event_times.get(sensor), tz)
+        print(f"  {sensor}: {count} readings; last {last}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
     rejects = {k.removeprefix("reject."): v for k, v in counters.items() if k.startswith("reject.")}
@@ -99,6 +98,20 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
     print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
           file=out)
+
+
+def _last_reading(store: Store, sensor: SensorId, event_time: int | None, tz: ZoneInfo) -> str:
+    """The reading at the sensor's event time, and how many are stored past it
+    (stamped ahead, or not processed yet): never the newest stamp as "last"."""
+    at = [] if event_time is None else store.readings(sensor, event_time, event_time + 1)
+    text = (f"{local_iso(at[0].time, tz)} flow={_v(at[0].flow)} pressure={_v(at[0].pressure)} "
+            f"status={at[0].status:02X}" if at else "none")
+    beyond = store.count_readings(sensor, None if event_time is None else event_time + 1)
+    newest = store.latest_reading(sensor) if beyond else None
+    if newest is not None:
+        text += (f"; {beyond} stored past its event time (stamped ahead, or not processed "
+                 f"yet), newest {local_iso(newest.time, tz)}")
+    return text
 
 
 def disk_line(path: Path, reserve_left: int = 0) -> str:

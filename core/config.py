@@ -593,7 +593,8 @@ SCHEMA: tuple[Section, ...] = (
         Setting("path", FilePath(), "data/demo.lmdb",
                 "store directory; relative = against the service's working directory"),
         Setting("retention_days", Integer(1, 3650), 365,
-                "readings older than this before the newest reading are deleted (checked hourly)"),
+                "readings older than this before their sensor's event time are deleted "
+                "(checked hourly)"),
         Setting("map_size_mb", Integer(1, 4096), 64,
                 "initial LMDB map size; the map grows when full"),
         # 32-bit Raspberry Pi OS has under 2 GB of address space for the whole

@@ -13,7 +13,8 @@ docs           kind NUL key (utf-8)         msgpack (criteria, forecasts, models
 outbox         ``>Q`` outbound seq          msgpack ``[created, attempts, frame, line]``
 rejects        ``>Q`` reject seq            msgpack ``[received, reason, line]``
 meta           ``c:``/``o:``/``s:``/``q:``  msgpack counters, offsets, consumer state,
-               name                         sequence counters
+               name; ``event_times``        sequence counters; the Detector's
+                                            ``[{sensor: event time}, ahead]``
 =============  ===========================  =====================================
 
 An outbox record holds the frame packed on its own (unpacked only when asked
@@ -56,7 +57,7 @@ import msgpack
 import numpy as np
 
 from core.messages import fast_constructor, fast_init
-from core.types import EpochSeconds, Reading, SensorId, StoredReading
+from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ _NO_VALUE = float("nan")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 _ARRIVAL = "arrival"
+_EVENT_TIMES = b"event_times"
 _OUTBOX = "outbox"
 _REJECT = "reject"
 
@@ -702,6 +704,13 @@ class ReadView:
         """The last outbound sequence number allocated (0 before the first frame)."""
         return self._meta_get(f"q:{_OUTBOX}") or 0
 
+    def event_times(self) -> EventTimes:
+        raw = self._t().get(_EVENT_TIMES, db=self._dbs["meta"])
+        if raw is None:
+            return EventTimes()
+        sensors, ahead = _unpack(raw)
+        return EventTimes({SensorId(s): EpochSeconds(t) for s, t in sensors.items()}, ahead)
+
     # outbox --------------------------------------------------------------------
 
     def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
@@ -915,6 +924,11 @@ class WriteBatch(ReadView):
         txn.put(f"o:{consumer}".encode(), _pack(int(offset)), db=meta)
         if state is not None:
             txn.put(f"s:{consumer}".encode(), _pack(state), db=meta)
+
+    def set_event_times(self, times: EventTimes) -> None:
+        """Record where the readings put time (the Detector, with its offset)."""
+        self._t().put(_EVENT_TIMES, _pack([dict(times.sensors), times.ahead]),
+                      db=self._dbs["meta"])
 
     # ingest --------------------------------------------------------------------
 
@@ -1236,20 +1250,19 @@ class Store:
     # maintenance -----------------------------------------------------------------
 
     def apply_retention(self, retention_days: int) -> int:
-        """Delete what is older than ``retention_days`` before each sensor's newest reading.
+        """Delete what is older than ``retention_days`` before each sensor's event time.
 
-        Event time: a replay of old history keeps its year. Readings,
-        detections and night blocks; in transactions of bounded size. Returns
-        the number of records deleted.
+        Event time (:meth:`event_times`), not the newest stamp stored: a replay
+        of old history keeps its year, and one reading stamped years ahead
+        deletes nothing. A sensor without an event time yet (the Detector has
+        not processed it) is left alone. Readings, detections and night blocks;
+        in transactions of bounded size. Returns the number of records deleted.
         """
         if retention_days < 1:
             raise ValueError(f"retention_days must be at least 1, not {retention_days}")
         deleted = 0
-        for sensor in self.sensors():
-            newest = self.latest_reading(sensor)
-            if newest is None:
-                continue
-            cutoff = newest.time - retention_days * DAY_S
+        for sensor, event_time in self.event_times().sensors.items():
+            cutoff = event_time - retention_days * DAY_S
             if cutoff <= 0:
                 continue
             start, end = _range(sensor, 0, cutoff)
@@ -1290,6 +1303,7 @@ class Store:
         return self._read(lambda v: v.count_readings(sensor, since, until))
 
     def latest_reading(self, sensor: SensorId) -> Reading | None:
+        """The sensor's newest stamp stored, however far ahead (see :meth:`event_time`)."""
         return self._read(lambda v: v.latest_reading(sensor))
 
     def first_reading(self, sensor: SensorId) -> Reading | None:
@@ -1319,6 +1333,14 @@ class Store:
 
     def consumer_state(self, consumer: str) -> Any | None:
         return self._read(lambda v: v.consumer_state(consumer))
+
+    def event_times(self) -> EventTimes:
+        """Where the readings put time, as the Detector recorded it (empty before it ran)."""
+        return self._read(lambda v: v.event_times())
+
+    def event_time(self, sensor: SensorId) -> EpochSeconds | None:
+        """The sensor's event time: its newest reading the Detector took in; None before."""
+        return self.event_times().sensors.get(sensor)
 
     def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
         """Kept outbound entries with seq > ``after``, ascending."""

@@ -8,6 +8,7 @@ and what it told.
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime
 
 import msgpack
@@ -20,12 +21,13 @@ from actors.serial_reader import SerialReader
 from actors.trainer import Trainer
 from actors.transmitter import Transmitter
 from core import frames, messages
-from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, Reading, SensorId
+from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
 from tests.harness import TZ, PeerServer, wait_for
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
 S1 = SensorId("001")
+FAR_AHEAD = 4_070_908_800  # 2099-01-01: a valid frame stamped far ahead
 
 
 def reading(minute: int, flow: float | None = 10.0, pressure: float | None = 4.0,
@@ -183,6 +185,39 @@ def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
     fcd = [e.frame for e in store.outbox(limit=100) if e.frame["type"] == "FCD"]
     assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
     assert store.doc("forecast", S1)["source"] == "naive"
+
+
+def set_event_time(store, t: int) -> None:
+    """What the Detector records once it has taken the readings up to ``t`` in."""
+    store.transact(lambda b: b.set_event_times(EventTimes({S1: EpochSeconds(t)})))
+
+
+def test_predictor_restarted_forecasts_the_hour_of_event_time_not_a_stamp_far_ahead(
+        harness, store):
+    recorder = harness.record("detector", "transmitter")
+    week = [reading(m, flow=10.0 + (m // 60) % 24) for m in range(0, 8 * 24 * 60, 10)]
+    store.ingest(week + [reading(0, base=FAR_AHEAD)])
+    set_event_time(store, week[-1].time)
+    harness.start(Predictor)  # hours closed while it was down: the latest is forecast
+    told = recorder.wait_for(lambda r: any(isinstance(m, messages.ForecastIssued) for m in r))
+    hour = week[-1].time - week[-1].time % 3600
+    assert [m for m in told if isinstance(m, messages.ForecastIssued)] == [
+        messages.ForecastIssued(S1, hour)]
+
+
+def test_trainer_schedule_follows_event_time_not_a_stamp_far_ahead(harness, store, tmp_path):
+    harness.context.config = make_config(tmp_path, train={"min_days": 7, "schedule_days": 30})
+    trainer = Trainer(harness.context)  # not started: its schedule alone
+    days = [reading(m) for m in range(0, 10 * 1440, 10)]
+    store.ingest(days + [reading(0, base=FAR_AHEAD)])
+    now = time.time()
+    assert not trainer._due(S1, now), "not processed yet: no event time"
+    set_event_time(store, T0 + 3 * 86400)
+    assert not trainer._due(S1, now), "three days in event time are not train.min_days"
+    set_event_time(store, days[-1].time)
+    assert trainer._due(S1, now), "ten days are"
+    store.transact(lambda b: b.put_doc("model", S1, {"version": "v", "data_until": days[-1].time}))
+    assert not trainer._due(S1, now), "a model of data up to event time is not due again"
 
 
 @pytest.mark.parametrize("cls", [Detector, NightFlow, Predictor, Transmitter, Trainer, SerialReader])
