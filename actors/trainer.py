@@ -54,14 +54,17 @@ def run_training(config: Any, sensor: str, *, stop: threading.Event | None = Non
     )
     if on_start is not None:
         on_start(child)
-    deadline = time.monotonic() + config.train.timeout_s
+    started = time.monotonic()
+    deadline = started + config.train.timeout_s
     while child.poll() is None:
         if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             child.kill()
             child.wait()
             timed_out = time.monotonic() > deadline
+            ran = time.monotonic() - started
             return ("timeout" if timed_out else "killed",
-                    f"stopped after {config.train.timeout_s} s" if timed_out else "service stopping", "")
+                    f"stopped after {ran:.1f} s (train.timeout_s = {config.train.timeout_s})"
+                    if timed_out else "service stopping", "")
         time.sleep(0.2)
     out, err = child.communicate()
     lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
