@@ -89,7 +89,8 @@ def overview_html(site: dict[str, Any], health: dict[str, Any]) -> str:
     for row in site["sensors"]:
         stale = row["stale"]
         age = _age(row["age_s"])
-        status = (f'<span class="stale">stale</span> {age}' if stale else f'<span class="ok">live</span> {age}')
+        status = (f'<span class="badge stale">stale</span> {age}' if stale
+                  else f'<span class="badge live">live</span> {age}')
         criteria = row["criteria"]
         rows.append(
             f'<tr class="{"stale" if stale else "live"}" data-sensor="{escape(row["sensor"])}">'

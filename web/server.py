@@ -29,6 +29,9 @@ from web.metrics import GatewayCollector, registry_for
 from web.view import SiteView
 
 log = logging.getLogger("web")
+# waitress warns "Task queue depth is N" whenever two requests overlap: a
+# browser's page and its data, a scrape beside it; nothing an operator acts on.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 # A liveness verdict older than three ping rounds and a round's own timeout
 # means the pings themselves stopped.

@@ -173,7 +173,8 @@ class SiteView:
         if last is None:
             raise UnknownSensor(sensor)
         end = int(last.time)
-        since = end - span
+        first = store.first_reading(sensor_id)
+        since = max(end - span, int(first.time) if first else end)
         ahead = end + min(span, FORECAST_DAYS * DAY_S)
         arrays = store.reading_arrays(sensor_id, since, end + 1)
         versions = [doc for key, doc in store.docs("criteria", prefix=f"{sensor}/")

@@ -48,8 +48,8 @@
       series: [
         {},
         line(quantity, COLORS.value, { spanGaps: false }),
-        line("band low", COLORS.bandLine, { width: 1, paths: stepped, spanGaps: true }),
-        line("band high", COLORS.bandLine, { width: 1, paths: stepped, spanGaps: true }),
+        line("band low", COLORS.bandLine, { width: 0.75, paths: stepped, spanGaps: true }),
+        line("band high", COLORS.bandLine, { width: 0.75, paths: stepped, spanGaps: true }),
         line("forecast", COLORS.forecast, { dash: [6, 4], spanGaps: true }),
         line("forecast P10", "rgba(217,115,13,0.5)", { width: 1, spanGaps: true }),
         line("forecast P90", "rgba(217,115,13,0.5)", { width: 1, spanGaps: true }),
