@@ -220,3 +220,13 @@ def registry_for(collector: GatewayCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
+
+
+def describe_metrics() -> str:
+    """The metrics as a Markdown table (for the README)."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for name, (kind, labels, text) in METRICS.items():
+        shown = f"{name}_total" if kind == "counter" else name
+        lines.append(f"| `{shown}` | {kind} | {', '.join(f'`{l}`' for l in labels) or '-'} "
+                     f"| {text} |")
+    return "\n".join(lines) + "\n"
