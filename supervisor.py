@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -90,7 +91,7 @@ def run_service(config: object) -> int:
 
     from actors import ACTOR_CLASSES
     from actors.base import shifted_clock
-    from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
+    from actors.supervision import CLOCK_OFFSET_FILE, LIVENESS_PING_S, Supervisor, hooks_dir
     from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
     from storage.store import Store, StoreError
@@ -117,18 +118,44 @@ def run_service(config: object) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
+    web_on = config.web.address is not None  # type: ignore[attr-defined]
     supervisor = Supervisor(
         config, store, ACTOR_CLASSES, test_hooks=test_hooks, clock=clock,  # type: ignore[arg-type]
+        ping_every_s=LIVENESS_PING_S if web_on else None,
     )
     limit_malloc_arenas()
+    # Before the actors: its address is logged before the first frame goes out.
+    web = start_web(config, store, supervisor, clock) if web_on else None
     try:
         supervisor.start()
         tune_gc()
         code = supervisor.run(stop)
     finally:
+        if web is not None:
+            web.stop()
         store.close()
     log.info("stopped (exit %d)", code)
     return code
+
+
+def start_web(config: Any, store: Any, supervisor: Any, clock: Any) -> Any:
+    """Serve the technician's page (``[web]``); None, logged, if it cannot be served.
+
+    The page is for people: a taken port or an unreadable token costs the page,
+    never the gateway's readings and frames.
+    """
+    from web.server import WebError, WebServer, build_app
+
+    host, port = config.web.address
+    try:
+        server = WebServer(build_app(config, store, lambda: supervisor.liveness, clock=clock),
+                           host, port)
+        server.start()
+    except WebError as exc:
+        log.error("web page not served: %s", exc)
+        return None
+    log.info("web page at %s (metrics at %smetrics)", server.url, server.url)
+    return server
 
 
 def tune_gc() -> None:

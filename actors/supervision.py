@@ -17,7 +17,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pykka
@@ -33,6 +33,8 @@ log = logging.getLogger("supervisor")
 TICK_S = 1.0
 POLL_S = 0.1
 PING_TIMEOUT_S = 5.0
+# Ping rounds for readers of `Supervisor.liveness` (the web page's /healthz).
+LIVENESS_PING_S = 5.0
 # A dead actor normally reports its crash once on_failure has released its
 # resources (a port thread joined: well under a second). One found dead without a
 # report for this long (it died in on_start, where Pykka calls no on_failure) is
@@ -56,6 +58,33 @@ def hooks_dir(config: Config) -> Path:
     return Path(config.storage.path).with_suffix(".hooks")
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """The verdict of the last ping round, for readers outside the actor system.
+
+    ``/healthz`` reads it instead of pinging from its own thread: a page poll
+    then never queues work in front of the real-time path.
+    """
+
+    answered: bool  # every actor answered in time
+    at: float | None = None  # time.monotonic() of the round; None: no round yet
+    silent: tuple[str, ...] = ()  # roles that did not answer (hung, dead or missing)
+
+    def age_s(self, now: float | None = None) -> float | None:
+        if self.at is None:
+            return None
+        return (time.monotonic() if now is None else now) - self.at
+
+
+@dataclass
+class _PingRound:
+    """One ping of every actor, checked without waiting (see Supervisor.run)."""
+
+    started: float
+    futures: dict[str, pykka.Future] = field(default_factory=dict)  # not answered yet
+    silent: list[str] = field(default_factory=list)
+
+
 class RestartIntensityExceeded(RuntimeError):
     """Too many restarts in the window: the service must stop."""
 
@@ -73,6 +102,7 @@ class Supervisor:
     def __init__(
         self, config: Config, store: Store, actor_classes: Sequence[type[GatewayActor]],
         *, test_hooks: bool = False, clock: Callable[[], float] = time.time,
+        ping_every_s: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -91,6 +121,10 @@ class Supervisor:
         self._stopping = threading.Event()
         self.failure: str | None = None
         self._hooks = hooks_dir(config) if test_hooks else None
+        # Ping rounds for `liveness` even without systemd's watchdog (the web page's
+        # /healthz asks for them); None: only for the watchdog.
+        self._ping_every_s = ping_every_s
+        self.liveness = Liveness(answered=False)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -105,7 +139,11 @@ class Supervisor:
         """Supervise until ``stop`` is set (exit 0) or the restart intensity is exceeded (1)."""
         next_tick = time.monotonic()
         watchdog_every = systemd.watchdog_interval() if self.config.supervisor.watchdog else None
-        next_watchdog = time.monotonic()
+        ping_every = min(filter(None, (watchdog_every and watchdog_every / 2, self._ping_every_s)),
+                         default=None)
+        ping_timeout = min(PING_TIMEOUT_S, watchdog_every / 4) if watchdog_every else PING_TIMEOUT_S
+        next_ping = time.monotonic()
+        round_: _PingRound | None = None
         systemd.notify("READY=1")
         try:
             while not stop.is_set():
@@ -116,10 +154,15 @@ class Supervisor:
                 if now >= next_tick:
                     next_tick = now + TICK_S
                     self._broadcast(messages.Tick(self.context.clock()))
-                if watchdog_every and now >= next_watchdog:
-                    next_watchdog = now + watchdog_every / 2
-                    if self.all_answer(timeout=min(PING_TIMEOUT_S, watchdog_every / 4)):
-                        systemd.notify("WATCHDOG=1")
+                if ping_every and round_ is None and now >= next_ping:
+                    next_ping = now + ping_every
+                    round_ = self._start_ping_round()
+                if round_ is not None:
+                    answered = self._finish_ping_round(round_, ping_timeout)
+                    if answered is not None:
+                        round_ = None
+                        if answered and watchdog_every:
+                            systemd.notify("WATCHDOG=1")
                 stop.wait(POLL_S)
         except RestartIntensityExceeded as exc:
             self.failure = str(exc)
@@ -240,27 +283,54 @@ class Supervisor:
             return False
 
     def all_answer(self, timeout: float = PING_TIMEOUT_S) -> bool:
-        """Ping every actor; log the stack of any that does not answer in time."""
-        futures = {}
-        for role in self.order:
-            ref = self.peers.get(role)
-            if ref is None:
-                return False
-            try:
-                futures[role] = ref.ask(messages.encode(messages.Ping()), block=False)
-            except pykka.ActorDeadError:
-                return False
+        """Ping every actor; log the stack of any that does not answer in time.
+
+        The verdict is kept in :attr:`liveness` as well.
+        """
+        round_ = self._start_ping_round()
         deadline = time.monotonic() + timeout
-        healthy = True
-        for role, future in futures.items():
+        for future in round_.futures.values():
             try:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except pykka.Timeout:
-                healthy = False
-                log.error("%s does not answer (hung?); its stack:\n%s", role, _actor_stack(role))
+            except (pykka.Timeout, pykka.ActorDeadError):
+                pass  # judged below
+        verdict = self._finish_ping_round(round_, timeout=0.0)
+        assert verdict is not None
+        return verdict
+
+    def _start_ping_round(self) -> _PingRound:
+        round_ = _PingRound(time.monotonic())
+        for role in self.order:
+            ref = self.peers.get(role)
+            try:
+                if ref is None:
+                    raise pykka.ActorDeadError(role)
+                round_.futures[role] = ref.ask(messages.encode(messages.Ping()), block=False)
             except pykka.ActorDeadError:
-                healthy = False
-        return healthy
+                round_.silent.append(role)
+        return round_
+
+    def _finish_ping_round(self, round_: _PingRound, timeout: float) -> bool | None:
+        """True/False once every actor answered or ``timeout`` passed; None meanwhile.
+
+        Never waits: the supervision loop checks a round on each pass, so a busy
+        actor delays neither restarts nor ticks.
+        """
+        for role, future in list(round_.futures.items()):
+            try:
+                future.get(timeout=0)
+            except pykka.Timeout:
+                continue
+            except pykka.ActorDeadError:
+                round_.silent.append(role)
+            del round_.futures[role]
+        if round_.futures and time.monotonic() - round_.started < timeout:
+            return None
+        for role in round_.futures:
+            round_.silent.append(role)
+            log.error("%s does not answer (hung?); its stack:\n%s", role, _actor_stack(role))
+        self.liveness = Liveness(not round_.silent, time.monotonic(), tuple(round_.silent))
+        return not round_.silent
 
     def _deliver_test_messages(self, directory: Path) -> None:
         """Test hook: tell each dropped ``<role>.*.msg`` file's bytes to that actor."""

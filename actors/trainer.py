@@ -76,11 +76,14 @@ def run_training(config: Any, sensor: str, *, stop: threading.Event | None = Non
     return ("accepted" if result.get("accepted") else "rejected"), str(result.get("reason", "")), lines[-1]
 
 
-def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_line: str) -> bool:
-    """Record a training's outcome; swap the model in when accepted. True if swapped."""
+def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_line: str,
+                    duration_s: float | None = None) -> bool:
+    """Record a training's outcome (and how long it ran); swap the model in when accepted.
+    True if swapped."""
     now = time.time()
     result = json.loads(result_line) if result_line else {}
     record = {"sensor": sensor, "outcome": outcome, "detail": detail, "at": now,
+              "duration_s": duration_s,
               "retry_after": None if outcome == "accepted" else now + RETRY_AFTER_S,
               "metadata": result.get("metadata")}
 
@@ -100,6 +103,7 @@ class Trainer(GatewayActor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
         self._running: str | None = None
+        self._running_since = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
@@ -128,7 +132,7 @@ class Trainer(GatewayActor):
     def on_trained(self, message: TrainingFinished) -> None:
         self._running = None
         swapped = commit_training(self.store, message.sensor, message.outcome, message.detail,
-                                  message.result)
+                                  message.result, time.monotonic() - self._running_since)
         log = self.log.info if message.outcome in ("accepted", "rejected") else self.log.error
         log("sensor %s: training %s (%s)", message.sensor, message.outcome, message.detail)
         if swapped:
@@ -157,6 +161,7 @@ class Trainer(GatewayActor):
             return
         sensor = self._queue.pop(0)
         self._running = sensor
+        self._running_since = time.monotonic()
         self.log.info("sensor %s: training started", sensor)
         self._thread = threading.Thread(target=self._train, args=(sensor,),
                                         name=f"{self.role}-child", daemon=True)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -55,6 +56,13 @@ def parse_time(text: str | None, tz: ZoneInfo) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     return int(moment.timestamp())
+
+
+def detection_line(detection: dict[str, Any], tz: ZoneInfo) -> str:
+    """Why a flag fired, as one JSON line: ``export detections`` writes it, the web
+    page shows it on hover (one text for both, so the two never disagree)."""
+    return json.dumps({"sensor": detection["sensor"], **detection,
+                       "time": local_iso(detection["time"], tz)})
 
 
 def flag_names(flags: int) -> str:
@@ -196,7 +204,7 @@ def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
     elif args.what == "detections":
         for sensor in sensors:
             for d in store.detections(sensor, since, until):
-                out.write(json.dumps({"sensor": sensor, **d, "time": local_iso(d["time"], tz)}) + "\n")
+                out.write(detection_line(d, tz) + "\n")
     return 0
 
 
@@ -223,8 +231,9 @@ def train(store: Store, config: Any, sensor: str | None, out: TextIO) -> int:
     code = 0
     with Store(Path(config.storage.path)) as writer:
         for s in sensors:
+            started = time.monotonic()
             outcome, detail, result = run_training(config, s)
-            commit_training(writer, s, outcome, detail, result)
+            commit_training(writer, s, outcome, detail, result, time.monotonic() - started)
             print(f"{s}: {outcome} ({detail})", file=out)
             code = code or (0 if outcome in ("accepted", "rejected") else 1)
     return code

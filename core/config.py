@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import ipaddress
 import math
 import re
 import reprlib
@@ -50,6 +51,7 @@ __all__ = [
     "SystemConfig",
     "TrainConfig",
     "UpstreamConfig",
+    "WebConfig",
     "default_config",
     "describe_schema",
     "load_config",
@@ -371,6 +373,52 @@ class TimeOfDay(ValueType):
         return f'"{value:%H:%M}"'
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` of a listening socket: an IP literal (IPv6 in brackets) or
+    ``localhost``, and a port 1..65535; raises :class:`ValueError` saying what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, e.g. 127.0.0.1:8080, got {text!r}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1..65535, got {port_text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(f"brackets are for an IPv6 address, got [{host}]")
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets, e.g. [::1]:8080, got {text!r}")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            # A name could resolve to anything, and to something else tomorrow.
+            raise ValueError(f"host must be an IP address or localhost, got {host!r}") from None
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the loopback addresses (only this machine can connect)."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress(ValueType):
+    """Where a server listens: ``"host:port"`` (see :func:`parse_listen`), ``""`` = off."""
+
+    def validate(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _expected('an address "host:port" or ""', value)
+        if value:
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                raise Invalid(str(exc)) from None
+        return value
+
+    def describe(self) -> str:
+        return '"host:port", "" = off'
+
+
 # ---------------------------------------------------------------------------
 # The schema
 
@@ -407,13 +455,15 @@ class Rule:
 
     Both are ``"section.key"``. Checked only when both values are valid and
     ``applies(subject_value, other_value)`` holds; the error is reported on
-    ``subject``.
+    ``subject``. Relation ``"set"``: ``subject`` must not be empty whenever
+    ``applies`` holds, because ``other`` is ``why``.
     """
 
     subject: str
-    relation: str  # "<", "<=" or "!="
+    relation: str  # "<", "<=", "!=" or "set"
     other: str
     applies: Callable[[Any, Any], bool] = lambda _a, _b: True
+    why: str = ""
 
     def check(self, value: Any, other_value: Any) -> str | None:
         if not self.applies(value, other_value):
@@ -422,9 +472,12 @@ class Rule:
             "<": lambda: value < other_value,
             "<=": lambda: value <= other_value,
             "!=": lambda: value != other_value,
+            "set": lambda: bool(value),
         }[self.relation]()
         if holds:
             return None
+        if self.relation == "set":
+            return f"must be set when {self.other} is {_show(other_value)} ({self.why})"
         phrase = "must differ from" if self.relation == "!=" else f"must be {self.relation}"
         return f"{phrase} {self.other} ({_show(other_value)}), got {_show(value)}"
 
@@ -556,6 +609,19 @@ class SupervisorConfig:
     test_hooks: bool
 
 
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """[web]: the technician's read-only page, /metrics and /healthz (off unless listen is set)."""
+
+    listen: str
+    token_file: str
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when the page is off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 BLOCK_MINUTES = (5, 10, 15, 20, 30, 60)
 
@@ -681,6 +747,14 @@ SCHEMA: tuple[Section, ...] = (
         # Crash injection lets tests kill actors on demand; never on a real site.
         Setting("test_hooks", Boolean(), False, "enable crash injection; tests only"),
     )),
+    Section("web", "the technician's page, /metrics and /healthz", WebConfig, (
+        Setting("listen", ListenAddress(), "",
+                'address of the read-only page, /metrics and /healthz, e.g. "127.0.0.1:8080"; '
+                '"" = off'),
+        Setting("token_file", FilePath(optional=True), "",
+                "file holding the token every request but /healthz must bring; required "
+                'when listen is not a loopback address; "" = none'),
+    )),
 )
 
 RULES: tuple[Rule, ...] = (
@@ -694,6 +768,10 @@ RULES: tuple[Rule, ...] = (
     Rule("night.end", "!=", "night.start"),
     # Readings come once a minute, so a block cannot hold more than block_minutes.
     Rule("night.min_readings", "<=", "night.block_minutes"),
+    # Anyone on the network could read the page (and probe the gateway) otherwise.
+    Rule("web.token_file", "set", "web.listen",
+         applies=lambda _token, listen: bool(listen) and not is_loopback(parse_listen(listen)[0]),
+         why="not a loopback address"),
 )
 
 _SECTIONS: dict[str, Section] = {section.name: section for section in SCHEMA}
@@ -713,6 +791,7 @@ class Config:
     night: NightConfig
     train: TrainConfig
     supervisor: SupervisorConfig
+    web: WebConfig
     source: str
 
     @property

@@ -24,6 +24,7 @@ from core.config import (
     FilePath,
     Float,
     Integer,
+    ListenAddress,
     PortSpec,
     Setting,
     String,
@@ -77,9 +78,11 @@ def test_shipped_site_toml_lists_every_key_at_its_default() -> None:
     defaults = default_config()
     for name, setting in ALL_SETTINGS:
         dotted = f"{name}.{setting.key}"
-        if dotted != "site.name":
+        if dotted not in ("site.name", "web.listen"):
             assert value(shipped, dotted) == value(defaults, dotted), dotted
     assert shipped.site.name == "demo"
+    # The demo shows its page (off by default: a site opts in).
+    assert shipped.web.listen == "127.0.0.1:8080" and defaults.web.listen == ""
 
 
 def test_rs485_example_parses_with_real_devices() -> None:
@@ -425,6 +428,8 @@ def valid_values(setting: Setting) -> st.SearchStrategy[Any]:
         )
     if isinstance(kind, PortSpec):
         return st.sampled_from(["/dev/ttyUSB1", "loop://", "socket://127.0.0.1:7000", "COM4"])
+    if isinstance(kind, ListenAddress):
+        return st.sampled_from(["", "127.0.0.1:8080", "[::1]:1", "localhost:65535", "0.0.0.0:80"])
     if isinstance(kind, FilePath):
         text = st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=12)
         stripped = text.filter(lambda s: s == s.strip())
