@@ -69,10 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    command = args.command or "run"
+    if args.check_config or command == "run":
+        # Only the service writes the store: operator commands read it where it is.
+        from storage.location import store_path_problem
+
+        problem = store_path_problem(config.storage.path)
+        if problem is not None:
+            print(f"config error: storage.path: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.check_config:
         print(f"{args.config}: ok")
         return EXIT_OK
-    command = args.command or "run"
     if command == "run":
         return run_service(config)
     from cli import commands
@@ -106,7 +114,7 @@ def run_service(config: object) -> int:
             outbox_wire=wire_encoder(config.site.tz),  # type: ignore[attr-defined]
         )
     except StoreError as exc:
-        log.critical("cannot open the store at %s: %s", cfg.path, exc)
+        log.critical("%s", exc)  # the store's errors name the path already
         return EXIT_FAILURE
     stop = threading.Event()
 
