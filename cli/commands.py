@@ -155,7 +155,11 @@ def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
 
 
 def _v(x: float | None) -> str:
-    return "" if x is None else f"{x:g}"
+    """A stored value as written: short where that is exact, else every digit it has."""
+    if x is None:
+        return ""
+    text = f"{x:g}"
+    return text if float(text) == x else repr(x)
 
 
 def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
