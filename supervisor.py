@@ -18,18 +18,29 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_USAGE = 2  # a bad argument, or one the store cannot serve (no such sensor)
 GC_YOUNG_THRESHOLD = 5000  # allocations between young-generation collections (default 700)
 
 log = logging.getLogger("supervisor")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its error as one line (it prints the usage first), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="supervisor.py", description="Water-network edge gateway.")
+    from cli.arguments import argument_type, parse_sensor, parse_time
+
+    sensor_arg, time_arg = argument_type(parse_sensor), argument_type(parse_time)
+    parser = ArgumentParser(prog="supervisor.py", description="Water-network edge gateway.")
     parser.add_argument("--config", default="conf/site.toml", help="site configuration (TOML)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -40,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="per-sensor state, rejects, restarts, models")
     export = commands.add_parser("export", help="write stored data to standard output")
     export.add_argument("what", choices=["readings", "criteria", "night", "detections"])
-    export.add_argument("--sensor", help="sensor id, e.g. 001")
-    export.add_argument("--since", help="ISO 8601 time (local when no offset)")
-    export.add_argument("--until", help="ISO 8601 time (local when no offset)")
+    export.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
+    export.add_argument("--since", type=time_arg, help="ISO 8601 time (local when no offset)")
+    export.add_argument("--until", type=time_arg, help="ISO 8601 time (local when no offset)")
     forecast = commands.add_parser("forecast", help="current 168-hour forecast as CSV")
-    forecast.add_argument("--sensor")
+    forecast.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
     train = commands.add_parser("train", help="train the forecasting models now")
-    train.add_argument("--sensor")
+    train.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
     return parser
 
 
@@ -84,9 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         return run_service(config)
     from cli import commands
+    from cli.arguments import UsageError
 
     try:
         return commands.run(command, config, args)
+    except UsageError as exc:
+        print(f"supervisor.py {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: not an error of ours.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
