@@ -24,6 +24,8 @@ TIME_FORMS = "ISO 8601, e.g. 2026-11-01, 2026-11-01T06:30 or 2026-11-01T06:30+09
 SENSOR_FORM = "three digits 001-999"
 _SHOWN_CHARS = 40  # of a refused value: enough to recognise it, not a screenful
 _SHOWN_SENSORS = 10  # stored sensors listed after "no such sensor"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_SECOND = dt.timedelta(seconds=1)
 
 
 class UsageError(Exception):
@@ -73,7 +75,9 @@ def epoch_seconds(moment: dt.datetime, tz: ZoneInfo) -> EpochSeconds:
     """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return EpochSeconds(int(moment.timestamp()))
+    # Whole seconds, floored, in integers: a float timestamp rounds 23:59:59.999999
+    # of year 9999 up to the next day.
+    return EpochSeconds((moment - _EPOCH) // _SECOND)
 
 
 def check_range(since: EpochSeconds | None, until: EpochSeconds | None) -> None:

@@ -5,6 +5,7 @@ The commands run as real subprocesses of supervisor.py on a real store.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from pathlib import Path
 
@@ -154,4 +155,4 @@ def test_iso_times_read_back_as_the_moment_written(moment: dt.datetime,
     parsed = parse_time(moment.isoformat())
     assert parsed == moment and (parsed.tzinfo is None) == (offset_minutes is None)
     expected = moment if moment.tzinfo else moment.replace(tzinfo=TZ)
-    assert epoch_seconds(parsed, TZ) == int(expected.timestamp())
+    assert epoch_seconds(parsed, TZ) == calendar.timegm(expected.utctimetuple())
