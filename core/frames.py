@@ -699,10 +699,11 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
         _check_count("seq", frame.seq)
         _check_sensor(frame.sensor)
         width = VALUE_WIDTH["FCD"]
+        flow = _written("flow_mean", frame.flow_mean, width, required=True)
+        pressure = _written("pressure_mean", frame.pressure_mean, width, required=True)
         return (
             f"FCD,{frame.seq},{frame.sensor},{_wire_time('issued', frame.issued, tz)},"
-            f"{_format_day(frame.day)},{_written('flow_mean', frame.flow_mean, width, required=True)},"
-            f"{_written('pressure_mean', frame.pressure_mean, width, required=True)}"
+            f"{_format_day(frame.day)},{flow},{pressure}"
         )
     if isinstance(frame, HealthFrame):
         counts = ("seq", "uptime_s", "outbox_depth", "oldest_unsent_s", "restarts", "rejects")
