@@ -651,22 +651,25 @@ assert all(len(fixed) + values == _TYPES[kind][0] for kind, (fixed, values) in _
 
 def value_fits(kind: str, value: float | None) -> bool:
     """Whether a ``kind`` line can carry ``value`` in a decimal field (``None``: empty)."""
-    text = format_value(value)
-    return len(text) <= VALUE_WIDTH[kind] and (value is None or text != "")
+    return _carries(value, format_value(value), VALUE_WIDTH[kind])
+
+
+def _carries(value: float | None, text: str, width: int) -> bool:
+    """Whether ``text``, ``value``'s wire form, writes it within ``width`` characters
+    ("" writes only None: a value not finite has no wire form)."""
+    return len(text) <= width and (text != "" or value is None)
 
 
 def _fit(value: float | None, text: str, width: int, flags: int) -> tuple[str, int]:
-    """A measured value's field and its quantity's flags: a value the field cannot
-    carry (too long, or not finite) goes out empty with SYSTEM set."""
-    if len(text) <= width and (text or value is None):
-        return text, flags
-    return "", flags | FLAG_SYSTEM
+    """A measured value's (or forecast's) field and its quantity's flags: a value the
+    field cannot carry goes out empty with SYSTEM set."""
+    return (text, flags) if _carries(value, text, width) else ("", flags | FLAG_SYSTEM)
 
 
 def _written(name: str, value: float | None, width: int, *, required: bool) -> str:
     """A value's field where no flag can tell it is missing: it fits or is refused."""
     text = format_value(value)
-    if len(text) <= width and (text or (value is None and not required)):
+    if _carries(value, text, width) and not (required and value is None):
         return text
     raise ValueError(f"{name} {value!r} cannot be written as a decimal of at most {width} "
                      "characters")
