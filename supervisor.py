@@ -18,19 +18,29 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_USAGE = 2  # a bad argument, or one the store cannot serve (no such sensor)
 GC_YOUNG_THRESHOLD = 5000  # allocations between young-generation collections (default 700)
 
 log = logging.getLogger("supervisor")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its error as one line (it prints the usage first), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="supervisor.py", description="Water-network edge gateway.")
+    from cli.arguments import argument_type, parse_sensor, parse_time
+
+    sensor_arg, time_arg = argument_type(parse_sensor), argument_type(parse_time)
+    parser = ArgumentParser(prog="supervisor.py", description="Water-network edge gateway.")
     parser.add_argument("--config", default="conf/site.toml", help="site configuration (TOML)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -41,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="per-sensor state, rejects, restarts, models")
     export = commands.add_parser("export", help="write stored data to standard output")
     export.add_argument("what", choices=["readings", "criteria", "night", "detections"])
-    export.add_argument("--sensor", help="sensor id, e.g. 001")
-    export.add_argument("--since", help="ISO 8601 time (local when no offset)")
-    export.add_argument("--until", help="ISO 8601 time (local when no offset)")
+    export.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
+    export.add_argument("--since", type=time_arg, help="ISO 8601 time (local when no offset)")
+    export.add_argument("--until", type=time_arg, help="ISO 8601 time (local when no offset)")
     forecast = commands.add_parser("forecast", help="current 168-hour forecast as CSV")
-    forecast.add_argument("--sensor")
+    forecast.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
     train = commands.add_parser("train", help="train the forecasting models now")
-    train.add_argument("--sensor")
+    train.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
     return parser
 
 
@@ -70,16 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    command = args.command or "run"
+    if args.check_config or command == "run":
+        # Only the service writes the store: operator commands read it where it is.
+        from storage.location import store_path_problem
+
+        problem = store_path_problem(config.storage.path)
+        if problem is not None:
+            print(f"config error: storage.path: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.check_config:
         print(f"{args.config}: ok")
         return EXIT_OK
-    command = args.command or "run"
     if command == "run":
         return run_service(config)
     from cli import commands
+    from cli.arguments import UsageError
 
     try:
         return commands.run(command, config, args)
+    except UsageError as exc:
+        print(f"supervisor.py {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: not an error of ours.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
@@ -107,7 +129,7 @@ def run_service(config: object) -> int:
             outbox_wire=wire_encoder(config.site.tz),  # type: ignore[attr-defined]
         )
     except StoreError as exc:
-        log.critical("cannot open the store at %s: %s", cfg.path, exc)
+        log.critical("%s", exc)  # the store's errors name the path already
         return EXIT_FAILURE
     stop = threading.Event()
 

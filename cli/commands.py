@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from cli import arguments
 from core.types import SensorId
 from storage.store import Store, StoreError
 
@@ -48,16 +49,6 @@ def local_iso(t: float, tz: ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(int(t), tz).isoformat()
 
 
-def parse_time(text: str | None, tz: ZoneInfo) -> int | None:
-    """An operator's ISO 8601 time; without an offset it is the site's local time."""
-    if not text:
-        return None
-    moment = dt.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return int(moment.timestamp())
-
-
 def detection_line(detection: dict[str, Any], tz: ZoneInfo) -> str:
     """Why a flag fired, as one JSON line: ``export detections`` writes it, the web
     page shows it on hover (one text for both, so the two never disagree)."""
@@ -69,8 +60,13 @@ def flag_names(flags: int) -> str:
     return "+".join(name for bit, name in FLAG_NAMES if flags & bit) or "ok"
 
 
-def _sensors(store: Store, sensor: str | None) -> list[SensorId]:
-    return [SensorId(sensor)] if sensor else store.sensors()
+def _sensors(store: Store, sensor: SensorId | None) -> list[SensorId]:
+    """The sensor asked for (one the store knows: else UsageError), or every stored one."""
+    stored = store.sensors()
+    if sensor is None:
+        return stored
+    arguments.check_sensor(sensor, stored)
+    return [sensor]
 
 
 def write_status(store: Store, config: Any, out: TextIO) -> None:
@@ -176,12 +172,18 @@ def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
 
 
 def _v(x: float | None) -> str:
-    return "" if x is None else f"{x:g}"
+    """A stored value as written: short where that is exact, else every digit it has."""
+    if x is None:
+        return ""
+    text = f"{x:g}"
+    return text if float(text) == x else repr(x)
 
 
 def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
     tz = config.site.tz
-    since, until = parse_time(args.since, tz), parse_time(args.until, tz)
+    since, until = (None if moment is None else arguments.epoch_seconds(moment, tz)
+                    for moment in (args.since, args.until))
+    arguments.check_range(since, until)
     sensors = _sensors(store, args.sensor)
     if args.what == "readings":
         w = csv.writer(out, lineterminator="\n")
@@ -208,13 +210,14 @@ def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
     return 0
 
 
-def write_forecast(store: Store, config: Any, sensor: str | None, out: TextIO) -> None:
+def write_forecast(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> None:
     from core.forecast import Forecast
 
     tz = config.site.tz
+    sensors = _sensors(store, sensor)
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["sensor", "time", "flow", "pressure"])
-    for s in _sensors(store, sensor):
+    for s in sensors:
         doc = store.doc("forecast", s)
         if not doc:
             continue
@@ -223,7 +226,7 @@ def write_forecast(store: Store, config: Any, sensor: str | None, out: TextIO) -
             w.writerow([s, local_iso(fc.issued + hour * 3600, tz), f"{flow:.3f}", f"{pressure:.3f}"])
 
 
-def train(store: Store, config: Any, sensor: str | None, out: TextIO) -> int:
+def train(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> int:
     from actors.trainer import commit_training, run_training
 
     sensors = _sensors(store, sensor)

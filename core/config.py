@@ -53,6 +53,7 @@ __all__ = [
     "UpstreamConfig",
     "WebConfig",
     "default_config",
+    "config_from_bytes",
     "describe_schema",
     "load_config",
     "parse_config",
@@ -80,7 +81,22 @@ class Invalid(ValueError):
 # Value types
 
 
-_short = reprlib.Repr()
+_INT_BITS_SHOWN = 4000  # about 1200 digits: far below the str() limit, far beyond any setting
+
+
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` that also survives integers too long for ``str()``."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        # CPython refuses str() of an integer over 4300 digits (ValueError); TOML
+        # takes a hexadecimal one of any length.
+        if x.bit_length() > _INT_BITS_SHOWN:
+            sign = "-" if x < 0 else ""
+            return f"{sign}<integer of {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_short = _ShortRepr()
 _short.maxstring = 60
 _short.maxother = 60
 _short.maxlist = 4
@@ -657,7 +673,8 @@ SCHEMA: tuple[Section, ...] = (
     )),
     Section("storage", "the LMDB time-series store", StorageConfig, (
         Setting("path", FilePath(), "data/demo.lmdb",
-                "store directory; relative = against the service's working directory"),
+                "store directory; relative = against the service's working directory; "
+                "checked at start: a writable directory (or one that can be made) on a disk"),
         Setting("retention_days", Integer(1, 3650), 365,
                 "readings older than this before their sensor's event time are deleted "
                 "(checked hourly)"),
@@ -895,8 +912,8 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 def load_config(path: str | Path) -> Config:
     """Read and validate the TOML file at ``path``.
 
-    Raises :class:`ConfigError` for an unreadable file, a TOML syntax error
-    (one line, ``file:line: message``) or any invalid content (every problem).
+    Raises :class:`ConfigError` for an unreadable file and as
+    :func:`config_from_bytes` does, never anything else.
     """
     source = str(path)
     try:
@@ -904,6 +921,17 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"],
                           source=source) from None
+    return config_from_bytes(data, source=source)
+
+
+def config_from_bytes(data: bytes, *, source: str = "<config>") -> Config:
+    """Validate the bytes of a TOML file (read from ``source``).
+
+    Raises :class:`ConfigError` for text that is not UTF-8, a TOML syntax
+    error (one line, ``file:line: message``), anything else :mod:`tomllib`
+    cannot read (one line, ``file: not valid TOML: ...``) or any invalid
+    content (every problem); never anything else.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -918,7 +946,20 @@ def load_config(path: str | Path) -> Config:
         line = int(found.group(1)) if found else max(1, len(text.splitlines()))
         raise ConfigError([f"{source}:{line}: TOML syntax error: {message}"],
                           source=source) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: a few thousand
+        # "[" exhaust the interpreter's stack before any syntax error shows.
+        raise ConfigError([f"{source}: not valid TOML: nested too deeply"],
+                          source=source) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. ValueError: a decimal integer of 5,000 digits
+        raise ConfigError([f"{source}: not valid TOML: {_one_line(exc)}"],
+                          source=source) from None
     return parse_config(document, source=source)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def default_config(*, source: str = "<defaults>") -> Config:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import msgpack
+import numpy as np
 import pytest
 
 from actors.detector import Detector
 from actors.night_flow import NightFlow
-from actors.predictor import Predictor
+from actors.predictor import Predictor, fcd_frames
 from actors.serial_reader import SerialReader
 from actors.trainer import Trainer
 from actors.transmitter import Transmitter
-from core import frames, messages
+from core import frames, messages, outbox
+from core.forecast import HORIZON_HOURS, Forecast
 from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
 from tests.harness import TZ, PeerServer, wait_for
@@ -218,6 +221,21 @@ def test_trainer_schedule_follows_event_time_not_a_stamp_far_ahead(harness, stor
     assert trainer._due(S1, now), "ten days are"
     store.transact(lambda b: b.put_doc("model", S1, {"version": "v", "data_until": days[-1].time}))
     assert not trainer._due(S1, now), "a model of data up to event time is not due again"
+
+
+def test_fcd_lines_leave_out_days_whose_mean_the_line_cannot_carry():
+    # Seven UTC days from midnight: day 1's flow is absurd (a forecast of absurd
+    # readings), day 2's pressure unknown; $FCD has no flag to say so.
+    flow, pressure = np.full(HORIZON_HOURS, 12.0), np.full(HORIZON_HOURS, 4.0)
+    flow[24:48] = float("7" * 120)
+    pressure[48:72] = np.nan
+    issued = EpochSeconds(int(datetime(2026, 1, 5, tzinfo=timezone.utc).timestamp()))
+    fc = Forecast(S1, issued, flow, pressure, "naive")
+    lines = fcd_frames(fc, ZoneInfo("UTC"))
+    assert [f["day"] for f in lines] == ["2026-01-05", "2026-01-08", "2026-01-09",
+                                         "2026-01-10", "2026-01-11"]
+    for seq, f in enumerate(lines, 1):
+        assert len(frames.encode(outbox.frame_object(seq, f), TZ)) <= frames.MAX_LINE
 
 
 @pytest.mark.parametrize("cls", [Detector, NightFlow, Predictor, Transmitter, Trainer, SerialReader])

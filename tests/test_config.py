@@ -331,6 +331,39 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path, text: str, line: 
     assert info.value.errors[0].startswith(f"{path}:{line}: TOML syntax error: ")
 
 
+@pytest.mark.parametrize("text", [
+    "x = " + "[" * 5000,  # arrays: tomllib recurses once per level
+    "x = " + "{a = " * 5000,  # inline tables
+    "[site]\nname = " + "[" * 5000 + "]" * 5000,
+])
+def test_nesting_too_deep_for_the_parser_is_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [f"{path}: not valid TOML: nested too deeply"]
+
+
+def test_what_else_tomllib_cannot_read_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.toml"
+    path.write_text("[storage]\nretention_days = " + "7" * 5000 + "\n")  # over str->int's limit
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    [line] = info.value.errors
+    assert line.startswith(f"{path}: not valid TOML: ValueError: Exceeds the limit")
+    assert "\n" not in line
+
+
+def test_integer_too_long_to_print_is_described(tmp_path: Path) -> None:
+    # Hexadecimal integers have no length limit in tomllib; str() of one has.
+    path = tmp_path / "hex.toml"
+    path.write_text("[storage]\nretention_days = 0x" + "f" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == ["storage.retention_days: must be <= 3650, "
+                                 "got <integer of 6021 digits>"]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "none.toml"
     with pytest.raises(ConfigError) as info:
@@ -368,6 +401,11 @@ def test_describe_schema_has_one_row_per_key() -> None:
     assert '| `night.start` | time of day "HH:MM" | `"22:00"` |' in text
     assert "| `upstream.ack` | boolean | `false` |" in text
     assert "| `storage.retention_days` | integer, 1..3650 | `365` |" in text
+
+
+def test_readme_table_is_the_schema() -> None:
+    # The README's configuration reference is describe_schema()'s output, pasted.
+    assert describe_schema() in (ROOT / "README.md").read_text()
 
 
 # -- properties -----------------------------------------------------------------
