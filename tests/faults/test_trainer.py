@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from datetime import datetime
 from pathlib import Path
 
