@@ -1,7 +1,8 @@
 """Entry point of the gateway: ``python supervisor.py --config conf/site.toml``.
 
 Without a command it runs the service: validates the config (exit 2 on any
-error, before a port is opened), opens the store, starts the actor tree and
+error, before a port is opened), takes the store's service lock (exit 2 when
+another service holds it), opens the store, starts the actor tree and
 supervises it until SIGTERM/SIGINT. The operator commands (``status``,
 ``export``, ``forecast``, ``train``) work while the service runs: they read the
 store through read-only transactions.
@@ -22,6 +23,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_STORE_IN_USE = 2  # another service holds the store
 GC_YOUNG_THRESHOLD = 5000  # allocations between young-generation collections (default 700)
 
 log = logging.getLogger("supervisor")
@@ -86,6 +88,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_service(config: object) -> int:
+    from storage.lock import LockHeld, ServiceLock
+
+    cfg = config.storage  # type: ignore[attr-defined]
+    lock = ServiceLock(cfg.path)
+    try:
+        lock.acquire("service")
+    except LockHeld as exc:
+        log.critical("%s already runs on the store at %s (lock %s): a second service would "
+                     "send every reading twice; this one exits", exc.holder, cfg.path, exc.path)
+        return EXIT_STORE_IN_USE
+    with lock:
+        return _serve(config)
+
+
+def _serve(config: object) -> int:
+    """The service's life, while it holds the store's lock."""
     import pykka.debug
 
     from actors import ACTOR_CLASSES
