@@ -3,9 +3,11 @@
 Without a command it runs the service: validates the config (exit 2 on any
 error, before a port is opened), takes the store's service lock (exit 2 when
 another service holds it), opens the store, starts the actor tree and
-supervises it until SIGTERM/SIGINT. The operator commands (``status``,
+supervises it until SIGTERM/SIGINT. A damaged store stops it with exit 3,
+which systemd does not restart. The operator commands (``status``,
 ``export``, ``forecast``, ``train``) work while the service runs: they read the
-store through read-only transactions.
+store through read-only transactions; ``check-store`` and ``recover-store``
+refuse to run beside it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--sensor")
     train = commands.add_parser("train", help="train the forecasting models now")
     train.add_argument("--sensor")
+    commands.add_parser("check-store", help="check every record of the store (service stopped)")
+    commands.add_parser("recover-store", help="copy what can be read of a damaged store into a "
+                        "fresh one, keep the damaged one aside (service stopped)")
     return parser
 
 
@@ -77,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     if command == "run":
         return run_service(config)
-    from cli import commands
+    from cli import commands, store_repair
+
+    if command in store_repair.COMMANDS:
+        return store_repair.run(command, config)
 
     try:
         return commands.run(command, config, args)
@@ -108,12 +116,18 @@ def _serve(config: object) -> int:
 
     from actors import ACTOR_CLASSES
     from actors.base import shifted_clock
-    from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
+    from actors.supervision import (
+        CLOCK_OFFSET_FILE, EXIT_STORE_DAMAGED, Supervisor, hide_store_damage_tracebacks, hooks_dir,
+    )
+    from cli.store_repair import damaged_advice
     from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
-    from storage.store import Store, StoreError
+    from storage.store import Store, StoreDamagedError, StoreError
 
     cfg = config.storage  # type: ignore[attr-defined]
+    source = config.source  # type: ignore[attr-defined]
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(hide_store_damage_tracebacks)
     test_hooks = config.supervisor.test_hooks  # type: ignore[attr-defined]
     clock = shifted_clock(hooks_dir(config) / CLOCK_OFFSET_FILE) if test_hooks else time.time
     try:
@@ -123,6 +137,9 @@ def _serve(config: object) -> int:
             clock=clock, reserve_mb=cfg.reserve_mb,
             outbox_wire=wire_encoder(config.site.tz),  # type: ignore[attr-defined]
         )
+    except StoreDamagedError as exc:
+        log.critical("%s", damaged_advice(exc, source))
+        return EXIT_STORE_DAMAGED
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)
         return EXIT_FAILURE
@@ -145,6 +162,8 @@ def _serve(config: object) -> int:
         code = supervisor.run(stop)
     finally:
         store.close()
+    if code == EXIT_STORE_DAMAGED:
+        log.critical("%s", damaged_advice(supervisor.failure, source))
     log.info("stopped (exit %d)", code)
     return code
 

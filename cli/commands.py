@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from cli.store_repair import damaged_advice
 from core.types import SensorId
 from storage.lock import holder
-from storage.store import Store, StoreError
+from storage.store import Store, StoreDamagedError, StoreError
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
 MB = 1024 * 1024
@@ -29,7 +30,17 @@ MB = 1024 * 1024
 def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
+        return _run(command, config, args, out)
+    except StoreDamagedError as exc:
+        print(damaged_advice(exc, config.source), file=sys.stderr)
+        return 1
+
+
+def _run(command: str, config: Any, args: Any, out: TextIO) -> int:
+    try:
         store = Store(Path(config.storage.path), readonly=True)
+    except StoreDamagedError:
+        raise
     except StoreError as exc:
         print(f"cannot open the store at {config.storage.path}: {exc}", file=sys.stderr)
         return 1
