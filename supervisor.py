@@ -1,10 +1,13 @@
 """Entry point of the gateway: ``python supervisor.py --config conf/site.toml``.
 
 Without a command it runs the service: validates the config (exit 2 on any
-error, before a port is opened), opens the store, starts the actor tree and
-supervises it until SIGTERM/SIGINT. The operator commands (``status``,
+error, before a port is opened), takes the store's service lock (exit 2 when
+another service holds it), opens the store, starts the actor tree and
+supervises it until SIGTERM/SIGINT. A damaged store stops it with exit 3,
+which systemd does not restart. The operator commands (``status``,
 ``export``, ``forecast``, ``train``) work while the service runs: they read the
-store through read-only transactions.
+store through read-only transactions; ``check-store`` and ``recover-store``
+refuse to run beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_USAGE = 2  # a bad argument, or one the store cannot serve (no such sensor)
+EXIT_STORE_IN_USE = 2  # another service holds the store
 GC_YOUNG_THRESHOLD = 5000  # allocations between young-generation collections (default 700)
 
 log = logging.getLogger("supervisor")
@@ -58,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
     train = commands.add_parser("train", help="train the forecasting models now")
     train.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
+    commands.add_parser("check-store", help="check every record of the store (service stopped)")
+    commands.add_parser("recover-store", help="copy what can be read of a damaged store into a "
+                        "fresh one, keep the damaged one aside (service stopped)")
     return parser
 
 
@@ -94,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if command == "run":
         return run_service(config)
-    from cli import commands
+    from cli import commands, store_repair
     from cli.arguments import UsageError
+
+    if command in store_repair.COMMANDS:
+        return store_repair.run(command, config)
 
     try:
         return commands.run(command, config, args)
@@ -109,16 +119,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_service(config: object) -> int:
+    from storage.lock import LockHeld, ServiceLock
+
+    cfg = config.storage  # type: ignore[attr-defined]
+    lock = ServiceLock(cfg.path)
+    try:
+        lock.acquire("service")
+    except LockHeld as exc:
+        log.critical("%s already runs on the store at %s (lock %s): a second service would "
+                     "send every reading twice; this one exits", exc.holder, cfg.path, exc.path)
+        return EXIT_STORE_IN_USE
+    with lock:
+        return _serve(config)
+
+
+def _serve(config: object) -> int:
+    """The service's life, while it holds the store's lock."""
     import pykka.debug
 
     from actors import ACTOR_CLASSES
     from actors.base import shifted_clock
-    from actors.supervision import CLOCK_OFFSET_FILE, LIVENESS_PING_S, Supervisor, hooks_dir
+    from actors.supervision import (
+        CLOCK_OFFSET_FILE, EXIT_STORE_DAMAGED, LIVENESS_PING_S, Supervisor,
+        hide_store_damage_tracebacks, hooks_dir,
+    )
+    from cli.store_repair import damaged_advice
     from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
-    from storage.store import Store, StoreError
+    from storage.store import Store, StoreDamagedError, StoreError
 
     cfg = config.storage  # type: ignore[attr-defined]
+    source = config.source  # type: ignore[attr-defined]
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(hide_store_damage_tracebacks)
     test_hooks = config.supervisor.test_hooks  # type: ignore[attr-defined]
     clock = shifted_clock(hooks_dir(config) / CLOCK_OFFSET_FILE) if test_hooks else time.time
     try:
@@ -128,6 +161,9 @@ def run_service(config: object) -> int:
             clock=clock, reserve_mb=cfg.reserve_mb,
             outbox_wire=wire_encoder(config.site.tz),  # type: ignore[attr-defined]
         )
+    except StoreDamagedError as exc:
+        log.critical("%s", damaged_advice(exc, source))
+        return EXIT_STORE_DAMAGED
     except StoreError as exc:
         log.critical("%s", exc)  # the store's errors name the path already
         return EXIT_FAILURE
@@ -156,6 +192,8 @@ def run_service(config: object) -> int:
         if web is not None:
             web.stop()
         store.close()
+    if code == EXIT_STORE_DAMAGED:
+        log.critical("%s", damaged_advice(supervisor.failure, source))
     log.info("stopped (exit %d)", code)
     return code
 

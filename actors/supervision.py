@@ -4,7 +4,10 @@ Pykka cannot restart an actor: a crashed actor is replaced by a new instance of
 the same class, built from the same context, which resumes from the store. More
 than ``restart_max`` restarts within ``restart_window_s`` means something is
 wrong beyond a transient fault: everything stops in order and the process exits
-non-zero so that systemd restarts the whole service.
+non-zero so that systemd restarts the whole service. A damaged store is no
+transient fault: restarting cannot mend it, so the first damage any actor meets
+stops everything in order with ``EXIT_STORE_DAMAGED``, which systemd is told
+not to restart (``RestartPreventExitStatus``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from actors.base import ActorContext, GatewayActor, Peers, RuntimeStats
 from core import messages
 from core.config import Config
 from ports import systemd
-from storage.store import Store, StoreFullError
+from storage.store import Store, StoreDamagedError, StoreFullError
 
 log = logging.getLogger("supervisor")
 
@@ -45,6 +48,7 @@ REPORT_GRACE_S = 0.5
 # intensity stops the service in order only if it is not.
 STORE_FULL_RETRY_S = 1.0
 CLOCK_OFFSET_FILE = "clock_offset_s"
+EXIT_STORE_DAMAGED = 3
 
 
 def hooks_dir(config: Config) -> Path:
@@ -83,6 +87,17 @@ class _PingRound:
     started: float
     futures: dict[str, pykka.Future] = field(default_factory=dict)  # not answered yet
     silent: list[str] = field(default_factory=list)
+
+
+def hide_store_damage_tracebacks(record: logging.LogRecord) -> bool:
+    """Logging filter: keep a damaged store's tracebacks out of the service's log.
+
+    Every actor that meets the damage would log its own (Pykka logs each
+    actor's failure); the supervisor stops the service on the first with one
+    line that says what is wrong and what to do.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, StoreDamagedError)
 
 
 class RestartIntensityExceeded(RuntimeError):
@@ -136,7 +151,8 @@ class Supervisor:
         log.info("started %s", ", ".join(self.order))
 
     def run(self, stop: threading.Event) -> int:
-        """Supervise until ``stop`` is set (exit 0) or the restart intensity is exceeded (1)."""
+        """Supervise until ``stop`` is set (exit 0), the restart intensity is exceeded (1)
+        or the store is found damaged (``EXIT_STORE_DAMAGED``)."""
         next_tick = time.monotonic()
         watchdog_every = systemd.watchdog_interval() if self.config.supervisor.watchdog else None
         ping_every = min(filter(None, (watchdog_every and watchdog_every / 2, self._ping_every_s)),
@@ -147,6 +163,9 @@ class Supervisor:
         systemd.notify("READY=1")
         try:
             while not stop.is_set():
+                if self.store.damage is not None:
+                    # Before any restart: an actor the damage stopped must stay stopped.
+                    raise self.store.damage
                 if self._hooks is not None:
                     self._deliver_test_messages(self._hooks)
                 self._restart_crashed()
@@ -168,6 +187,9 @@ class Supervisor:
             self.failure = str(exc)
             log.critical("%s; stopping", exc)
             return 1
+        except StoreDamagedError as exc:
+            self.failure = str(exc)  # the caller says it, with what to do
+            return EXIT_STORE_DAMAGED
         finally:
             systemd.notify("STOPPING=1")
             self.stop()
@@ -218,6 +240,8 @@ class Supervisor:
             elif now - self._dead_since.setdefault(role, now) >= REPORT_GRACE_S:
                 pending[role] = Crash(role, None)  # died in on_start: Pykka skips on_failure
         for role, crash in pending.items():
+            if isinstance(crash.error, StoreDamagedError):
+                raise crash.error  # met outside the store's own calls (an outbox frame)
             if isinstance(crash.error, StoreFullError):
                 self._defer(role, crash, now)
             else:

@@ -1,8 +1,10 @@
 """``status``, ``export``, ``forecast`` and ``train``: the operator's view of the store.
 
 All of them open the store read-only, so they are safe while the service runs
-(``train`` runs a training child and records its outcome with one short write,
-which LMDB serialises with the service's own writers).
+and never take its lock (``train`` runs a training child, which reads the store
+read-only, and records its outcome with one short write, which LMDB serialises
+with the service's own writers; the running service's Predictor reads the
+current model at each forecast, so it takes a new one at its next hour).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from cli import arguments
+from cli.store_repair import damaged_advice
 from core.types import SensorId
-from storage.store import Store, StoreError
+from storage.lock import holder
+from storage.store import Store, StoreDamagedError, StoreError
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
 MB = 1024 * 1024
@@ -28,7 +32,17 @@ MB = 1024 * 1024
 def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
+        return _run(command, config, args, out)
+    except StoreDamagedError as exc:
+        print(damaged_advice(exc, config.source), file=sys.stderr)
+        return 1
+
+
+def _run(command: str, config: Any, args: Any, out: TextIO) -> int:
+    try:
         store = Store(Path(config.storage.path), readonly=True)
+    except StoreDamagedError:
+        raise
     except StoreError as exc:
         print(f"cannot open the store at {config.storage.path}: {exc}", file=sys.stderr)
         return 1
@@ -231,6 +245,10 @@ def train(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> in
 
     sensors = _sensors(store, sensor)
     store.close()
+    service = holder(config.storage.path)
+    if service is not None:
+        print(f"{service} runs on this store: it uses a model accepted here from its next "
+              "hourly forecast", file=out)
     code = 0
     with Store(Path(config.storage.path)) as writer:
         for s in sensors:
