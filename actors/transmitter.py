@@ -22,7 +22,7 @@ from actors.base import ActorContext, GatewayActor
 from core import frames
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.outbox import frame_object
-from ports import PortError, open_port
+from ports import PortError, open_port, write_lines
 from storage.store import OUTBOX_SENDER, OutboxEntry, StoreFullError
 
 CONSUMER = OUTBOX_SENDER
@@ -30,6 +30,13 @@ SEND_CHUNK = 1000
 # Chunks per drain, then the offset is recorded and other messages get a turn.
 DRAIN_CHUNKS = 20
 CLOCK_TOLERANCE_S = 300
+# Longest one handler writes before pings, ACKs and ticks get a turn (a slow line).
+DRAIN_BUDGET_S = 0.5
+# A stalled upstream (it takes nothing for upstream.write_timeout_s) is tried
+# again after this, doubled while it stays stalled: every try holds the actor
+# for write_timeout_s, and the frames wait safely in the outbox meanwhile.
+STALL_RETRY_S = 1.0
+STALL_RETRY_MAX_S = 30.0
 
 
 class StdoutPort:
@@ -73,6 +80,12 @@ class Transmitter(GatewayActor):
         self._rejects_at_start = 0
         self._resend_budget = 0.0
         self.send_failures = 0
+        self._stalled_since: float | None = None
+        self._stalled_until = 0.0
+        self._stall_wait = STALL_RETRY_S
+        # The far end holds part of a line (a write stalled in it): the next write
+        # ends it first, so that the frame after it is not glued to the broken one.
+        self._cut_line = False
         # seq -> time.monotonic() of its last send (ack mode): a frame is resent
         # ack_timeout_s after its last try, not on every tick once it is late, and
         # a jump of the wall clock (a Pi without RTC, then NTP) neither stalls nor
@@ -130,7 +143,8 @@ class Transmitter(GatewayActor):
             self.port = StdoutPort()
             return
         try:
-            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=0.2)
+            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=0.2,
+                                  for_write_lines=True)
         except PortError as exc:
             self.log.warning("upstream %s unavailable (%s); retrying in %.1f s",
                              self.cfg.port, exc, self._backoff)
@@ -140,6 +154,8 @@ class Transmitter(GatewayActor):
         self._backoff = 0.5
         self.log.info("sending to %s", self.cfg.port)
         self._link_lost = None
+        self._cut_line = False
+        self._stalled_since, self._stalled_until, self._stall_wait = None, 0.0, STALL_RETRY_S
         if self.cfg.ack:
             # What is unacknowledged may have died with the previous link (a peer
             # that vanished still takes a write or two): send it all again,
@@ -157,18 +173,51 @@ class Transmitter(GatewayActor):
             except Exception:
                 pass
 
-    def _write(self, data: bytes) -> bool:
-        if self.port is None:
-            return False
+    def _writable(self) -> bool:
+        """The port is open and not resting after a stall."""
+        return self.port is not None and time.monotonic() >= self._stalled_until
+
+    def _write(self, lines: list[bytes], deadline: float = math.inf) -> int:
+        """Write ``lines``; how many went out whole (the rest wait in the outbox)."""
+        if not self._writable():
+            return 0
+        if self._cut_line:
+            lines = [b"\r\n" + lines[0], *lines[1:]]
         try:
-            self.port.write(data)
-            return True
+            result = write_lines(self.port, lines, stall_s=self.cfg.write_timeout_s,
+                                 deadline=deadline)
         except (serial.SerialException, OSError) as exc:
             self.send_failures += 1
             self.log.warning("upstream write failed: %s", exc)
             self._close()
             self._next_open = time.monotonic() + self._backoff
-            return False
+            return 0
+        self._cut_line = result.cut or (self._cut_line and result.lines == 0)
+        if result.stalled:
+            self._stalled()
+        elif self._stalled_since is not None:
+            self.log.info("upstream %s takes frames again after %.0f s", self.cfg.port,
+                          time.monotonic() - self._stalled_since)
+            self._stalled_since, self._stall_wait = None, STALL_RETRY_S
+        return result.lines
+
+    def _stalled(self) -> None:
+        """The upstream took nothing for write_timeout_s: a peer that stopped reading.
+
+        The frames stay in the outbox (the offset moves over whole lines only) and
+        the actor goes on answering; writing is tried again later, not on every
+        new frame, each try costing write_timeout_s.
+        """
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        self.send_failures += 1
+        self._stalled_until = now + self._stall_wait
+        self.log.warning("upstream %s took nothing for %.1f s (upstream.write_timeout_s): "
+                         "stalled for %.0f s; frames wait in the outbox, next try in %.0f s",
+                         self.cfg.port, self.cfg.write_timeout_s, now - self._stalled_since,
+                         self._stall_wait)
+        self._stall_wait = min(self._stall_wait * 2, STALL_RETRY_MAX_S)
 
     def _read_acks(self, port: Any) -> None:
         splitter = frames.LineSplitter()
@@ -209,8 +258,9 @@ class Transmitter(GatewayActor):
                 self._persist(lambda b: b.set_offset(CONSUMER, sent))
 
     def _write_pending(self) -> None:
+        deadline = time.monotonic() + DRAIN_BUDGET_S
         for _ in range(DRAIN_CHUNKS):
-            if self.port is None:
+            if not self._writable():
                 return
             entries = self.store.outbox(after=self.sent, limit=SEND_CHUNK)
             if not entries:
@@ -220,13 +270,16 @@ class Transmitter(GatewayActor):
                                  "before they were sent", self.cfg.outbox_max,
                                  entries[0].seq - self.sent - 1)
             wire = self._wire
-            data = b"".join([e.wire or wire(e) for e in entries])
-            if not self._write(data):
-                return
-            self.sent = entries[-1].seq
-            if self.cfg.ack:
-                sent_at = time.monotonic()
-                self._last_try.update((e.seq, sent_at) for e in entries)
+            done = self._write([e.wire or wire(e) for e in entries], deadline)
+            if done:
+                self.sent = entries[done - 1].seq
+                if self.cfg.ack:
+                    sent_at = time.monotonic()
+                    self._last_try.update((e.seq, sent_at) for e in entries[:done])
+            if not self._writable():
+                return  # lost or stalled: the next tick tries again
+            if done < len(entries) or time.monotonic() >= deadline:
+                break
         # More may be waiting: go on after whatever else is queued (ACKs, ticks, pings).
         self.tell_self(OutboxAppended(self.sent + 1))
 
@@ -243,7 +296,7 @@ class Transmitter(GatewayActor):
             and now - self._last_try.get(e.seq, -math.inf) >= self.cfg.ack_timeout_s
         ]
         for entry in due:
-            if self._resend_budget < 1 or not self._write(entry.wire or self._wire(entry)):
+            if self._resend_budget < 1 or not self._write([entry.wire or self._wire(entry)]):
                 return
             self._resend_budget -= 1
             self._last_try[entry.seq] = now
