@@ -22,7 +22,7 @@ from actors.base import ActorContext, GatewayActor
 from core import frames
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.outbox import frame_object
-from ports import PortError, open_port, write_lines
+from ports import Drain, PortError, open_port, write_lines
 from storage.store import OUTBOX_SENDER, OutboxEntry, StoreFullError
 
 CONSUMER = OUTBOX_SENDER
@@ -30,6 +30,7 @@ SEND_CHUNK = 1000
 # Chunks per drain, then the offset is recorded and other messages get a turn.
 DRAIN_CHUNKS = 20
 CLOCK_TOLERANCE_S = 300
+PORT_TIMEOUT_S = 0.2  # idle wait for an ACK's first byte; also how fast a stop is noticed
 # Longest one handler writes before pings, ACKs and ticks get a turn (a slow line).
 DRAIN_BUDGET_S = 0.5
 # A stalled upstream (it takes nothing for upstream.write_timeout_s) is tried
@@ -118,7 +119,7 @@ class Transmitter(GatewayActor):
 
     def on_tick(self, message: Tick) -> None:
         if self.port is not None and self.port is self._link_lost:
-            self.log.warning("upstream %s lost; reconnecting", self.cfg.port)
+            self.repeats.warning("lost", "upstream %s lost; reconnecting", self.cfg.port)
             self._close()
             self._next_open = time.monotonic() + self._backoff
         if self.port is None:
@@ -143,11 +144,11 @@ class Transmitter(GatewayActor):
             self.port = StdoutPort()
             return
         try:
-            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=0.2,
+            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=PORT_TIMEOUT_S,
                                   for_write_lines=True)
         except PortError as exc:
-            self.log.warning("upstream %s unavailable (%s); retrying in %.1f s",
-                             self.cfg.port, exc, self._backoff)
+            self.repeats.warning("unavailable", "upstream %s unavailable (%s); retrying in %.1f s",
+                                 self.cfg.port, exc, self._backoff)
             self._next_open = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, 30.0)
             return
@@ -188,7 +189,7 @@ class Transmitter(GatewayActor):
                                  deadline=deadline)
         except (serial.SerialException, OSError) as exc:
             self.send_failures += 1
-            self.log.warning("upstream write failed: %s", exc)
+            self.repeats.warning("write", "upstream write failed: %s", exc)
             self._close()
             self._next_open = time.monotonic() + self._backoff
             return 0
@@ -213,17 +214,18 @@ class Transmitter(GatewayActor):
             self._stalled_since = now
         self.send_failures += 1
         self._stalled_until = now + self._stall_wait
-        self.log.warning("upstream %s took nothing for %.1f s (upstream.write_timeout_s): "
-                         "stalled for %.0f s; frames wait in the outbox, next try in %.0f s",
-                         self.cfg.port, self.cfg.write_timeout_s, now - self._stalled_since,
-                         self._stall_wait)
+        self.repeats.warning(
+            "stalled", "upstream %s took nothing for %.1f s (upstream.write_timeout_s): stalled "
+            "for %.0f s; frames wait in the outbox, next try in %.0f s", self.cfg.port,
+            self.cfg.write_timeout_s, now - self._stalled_since, self._stall_wait)
         self._stall_wait = min(self._stall_wait * 2, STALL_RETRY_MAX_S)
 
     def _read_acks(self, port: Any) -> None:
         splitter = frames.LineSplitter()
+        drain = Drain(port, PORT_TIMEOUT_S)
         while not self.stopping.is_set() and self.port is port:
             try:
-                chunk = port.read(max(1, port.in_waiting))
+                chunk = drain.read()
             except (serial.SerialException, OSError, TypeError, AttributeError):
                 self._link_lost = port  # the actor closes it and reconnects on its next tick
                 return
@@ -234,8 +236,9 @@ class Transmitter(GatewayActor):
                 elif isinstance(ack, frames.Reject):
                     with self._rejects_lock:
                         self._upstream_rejects[ack.reason] += 1
-                    self.log.warning("upstream sent an unusable line (%s: %s): %r",
-                                     ack.reason, ack.detail, line[:80])
+                    self.repeats.warning(f"reject.{ack.reason}",
+                                         "upstream sent an unusable line (%s: %s): %r",
+                                         ack.reason, ack.detail, line[:80])
 
     def _record_upstream_rejects(self) -> None:
         with self._rejects_lock:
@@ -266,9 +269,9 @@ class Transmitter(GatewayActor):
             if not entries:
                 return
             if entries[0].seq > self.sent + 1 and not self.cfg.ack:
-                self.log.warning("outbox full (upstream.outbox_max = %d): %d frame(s) dropped "
-                                 "before they were sent", self.cfg.outbox_max,
-                                 entries[0].seq - self.sent - 1)
+                self.repeats.warning(
+                    "dropped", "outbox full (upstream.outbox_max = %d): %d frame(s) dropped "
+                    "before they were sent", self.cfg.outbox_max, entries[0].seq - self.sent - 1)
             wire = self._wire
             done = self._write([e.wire or wire(e) for e in entries], deadline)
             if done:
@@ -325,8 +328,8 @@ class Transmitter(GatewayActor):
         """Log unacknowledged frames the full outbox dropped (the store counts them)."""
         dropped = self.store.counters().get("outbox_dropped", 0)
         if dropped > self._dropped_seen:
-            self.log.warning(
-                "outbox full (upstream.outbox_max = %d): %d oldest frame(s) dropped "
+            self.repeats.warning(
+                "dropped", "outbox full (upstream.outbox_max = %d): %d oldest frame(s) dropped "
                 "undelivered, %d in all", self.cfg.outbox_max, dropped - self._dropped_seen,
                 dropped)
         self._dropped_seen = dropped

@@ -24,7 +24,7 @@ from typing import Any
 
 import serial
 
-__all__ = ["PortError", "Written", "open_port", "write_lines"]
+__all__ = ["Drain", "PortError", "Written", "open_port", "write_lines"]
 
 _HANDLER_PACKAGE = "ports"
 _registered = False
@@ -76,6 +76,33 @@ def open_port(url: str, baudrate: int = 9600, timeout: float | None = 0.2, *,
     except (serial.SerialException, OSError, ValueError) as exc:
         # ValueError: pyserial's "protocol not known" and out-of-range settings.
         raise PortError(url, str(exc) or type(exc).__name__) from exc
+
+
+class Drain:
+    """Reads a port in chunks, without a busy loop while the line is quiet.
+
+    Waiting is a blocking one-byte read (``idle_timeout``, also how fast a stop
+    is noticed); once bytes flow the port is drained without waiting, up to
+    ``chunk`` bytes a read, because pyserial's socket handler reports only
+    whether *some* data is waiting (``in_waiting`` is 0 or 1): reading what it
+    reports takes a flood one byte at a time.
+    """
+
+    def __init__(self, port: Any, idle_timeout: float, chunk: int = 65_536) -> None:
+        self._port = port
+        self._idle_timeout = idle_timeout
+        self._chunk = chunk
+        self._draining = False
+
+    def read(self) -> bytes:
+        """The next bytes; empty after ``idle_timeout`` without any, or when drained."""
+        port = self._port
+        data = port.read(self._chunk if self._draining else 1)
+        if data and not self._draining:
+            port.timeout, self._draining = 0, True
+        elif not data and self._draining:
+            port.timeout, self._draining = self._idle_timeout, False
+        return data
 
 
 # What a socket may hold that the far end has not taken. Linux grows a send buffer
