@@ -20,6 +20,7 @@ import serial
 
 from actors.base import ActorContext, GatewayActor
 from core import frames
+from core.delivery import Delivery
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.outbox import frame_object
 from ports import Drain, PortError, open_port, write_lines
@@ -31,6 +32,8 @@ SEND_CHUNK = 1000
 DRAIN_CHUNKS = 20
 CLOCK_TOLERANCE_S = 300
 PORT_TIMEOUT_S = 0.2  # idle wait for an ACK's first byte; also how fast a stop is noticed
+# Upstream reject counter of an $ACK naming a frame not sent (yet): it must not remove it.
+ACK_UNSENT = "ack_unsent"
 # Longest one handler writes before pings, ACKs and ticks get a turn (a slow line).
 DRAIN_BUDGET_S = 0.5
 # A stalled upstream (it takes nothing for upstream.write_timeout_s) is tried
@@ -65,7 +68,7 @@ class Transmitter(GatewayActor):
         super().__init__(context)
         self.cfg = self.config.upstream
         self.tz = self.config.site.tz
-        self.sent = 0
+        self.delivery = self._delivery(0)
         self.port: Any = None
         self._next_open = 0.0
         self._backoff = 0.5
@@ -79,7 +82,6 @@ class Transmitter(GatewayActor):
         self._dropped_seen = 0
         self._last_health = time.monotonic()
         self._rejects_at_start = 0
-        self._resend_budget = 0.0
         self.send_failures = 0
         self._stalled_since: float | None = None
         self._stalled_until = 0.0
@@ -87,14 +89,19 @@ class Transmitter(GatewayActor):
         # The far end holds part of a line (a write stalled in it): the next write
         # ends it first, so that the frame after it is not glued to the broken one.
         self._cut_line = False
-        # seq -> time.monotonic() of its last send (ack mode): a frame is resent
-        # ack_timeout_s after its last try, not on every tick once it is late, and
-        # a jump of the wall clock (a Pi without RTC, then NTP) neither stalls nor
-        # floods the resends.
-        self._last_try: dict[int, float] = {}
+
+    def _delivery(self, offset: int) -> Delivery:
+        cfg = self.cfg
+        return Delivery.resume(offset, ack=cfg.ack, ack_timeout_s=cfg.ack_timeout_s,
+                               resend_per_s=cfg.resend_per_s)
+
+    @property
+    def sent(self) -> int:
+        """The last sequence number written (recorded in the store once per drain)."""
+        return self.delivery.sent
 
     def on_start(self) -> None:
-        self.sent = self.store.offset(CONSUMER)
+        self.delivery = self._delivery(self.store.offset(CONSUMER))
         counters = self.store.counters()
         self._rejects_at_start = _reject_total(counters)
         self._dropped_seen = counters.get("outbox_dropped", 0)
@@ -114,8 +121,13 @@ class Transmitter(GatewayActor):
             self._send_pending()
 
     def on_ack(self, message: AckReceived) -> None:
-        self._persist(lambda b: b.delete_outbox(message.seq))  # else resent: harmless
-        self._last_try.pop(message.seq, None)
+        if self.delivery.acknowledged(message.seq):
+            self._persist(lambda b: b.delete_outbox(message.seq))  # else resent: harmless
+            return
+        with self._rejects_lock:
+            self._upstream_rejects[ACK_UNSENT] += 1
+        self.repeats.warning(ACK_UNSENT, "upstream acknowledged frame %d, never sent (%s): "
+                             "ignored, the frame goes out as usual", message.seq, ACK_UNSENT)
 
     def on_tick(self, message: Tick) -> None:
         if self.port is not None and self.port is self._link_lost:
@@ -162,8 +174,7 @@ class Transmitter(GatewayActor):
             # that vanished still takes a write or two): send it all again,
             # oldest first, so that the upstream gets the frames in sequence order.
             oldest = self.store.outbox_oldest()
-            if oldest is not None and oldest.seq <= self.sent:
-                self.sent = oldest.seq - 1
+            self.delivery.link_up(oldest.seq if oldest is not None else None)
             self._ack_thread = self.start_helper("acks", self._read_acks, self.port)
 
     def _close(self) -> None:
@@ -274,11 +285,7 @@ class Transmitter(GatewayActor):
                     "before they were sent", self.cfg.outbox_max, entries[0].seq - self.sent - 1)
             wire = self._wire
             done = self._write([e.wire or wire(e) for e in entries], deadline)
-            if done:
-                self.sent = entries[done - 1].seq
-                if self.cfg.ack:
-                    sent_at = time.monotonic()
-                    self._last_try.update((e.seq, sent_at) for e in entries[:done])
+            self.delivery.written([e.seq for e in entries[:done]], time.monotonic())
             if not self._writable():
                 return  # lost or stalled: the next tick tries again
             if done < len(entries) or time.monotonic() >= deadline:
@@ -288,22 +295,14 @@ class Transmitter(GatewayActor):
 
     def _resend_unacknowledged(self) -> None:
         now = time.monotonic()
-        self._resend_budget = min(self._resend_budget + self.cfg.resend_per_s, self.cfg.resend_per_s)
-        oldest = self.store.outbox(after=0, limit=int(self._resend_budget) or 1)
-        if oldest:  # forget frames dropped from the outbox unacknowledged
-            for seq in [s for s in self._last_try if s < oldest[0].seq]:
-                del self._last_try[seq]
-        due = [
-            e for e in oldest
-            if e.seq <= self.sent
-            and now - self._last_try.get(e.seq, -math.inf) >= self.cfg.ack_timeout_s
-        ]
-        for entry in due:
-            if self._resend_budget < 1 or not self._write([entry.wire or self._wire(entry)]):
+        oldest = {e.seq: e for e in self.store.outbox(after=0,
+                                                       limit=self.delivery.resend_window())}
+        for seq in self.delivery.due(list(oldest), now):
+            entry = oldest[seq]
+            if not self._write([entry.wire or self._wire(entry)]):
                 return
-            self._resend_budget -= 1
-            self._last_try[entry.seq] = now
-            self._persist(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
+            self.delivery.resent(seq, now)
+            self._persist(lambda b, s=seq: b.mark_outbox_attempt(s))
 
     def _wire(self, entry: OutboxEntry) -> bytes:
         """The line of an entry stored without one (written before lines were kept)."""

@@ -157,6 +157,28 @@ def test_transmitter_answers_while_the_upstream_stalls_and_sends_once_it_drains(
         upstream.close()
 
 
+def test_transmitter_ignores_an_ack_of_a_frame_not_sent_yet(harness, store, tmp_path):
+    upstream = PeerServer()
+    try:
+        harness.context.config = make_config(tmp_path, upstream={"port": upstream.url,
+                                                                 "ack": True})
+        transmitter = harness.start(Transmitter)
+        upstream.wait_connected()
+        seq = store.transact(lambda b: b.append_outbox({
+            "type": "ALR", "sensor": "001", "time": T0, "flow": 1.5, "pressure": None,
+            "flow_flags": 0, "pressure_flags": 0}))
+        harness.tell(transmitter, messages.AckReceived(seq))  # before it went out
+        harness.tell(transmitter, messages.Tick(time.time()))  # sends it, records the count
+        wait_for(lambda: upstream.lines(), what="the frame sent")
+        harness.ask(transmitter, messages.Ping())
+        assert [e.seq for e in store.outbox()] == [seq], "an ACK removed a frame never sent"
+        assert store.counters()["upstream_reject.ack_unsent"] == 1
+        harness.tell(transmitter, messages.AckReceived(seq))  # now it counts
+        wait_for(lambda: store.outbox() == [], what="the frame acknowledged")
+    finally:
+        upstream.close()
+
+
 def test_serial_reader_commits_before_telling(harness, store, tmp_path):
     rtu = PeerServer()
     try:
