@@ -4,7 +4,10 @@ Producers (Detector, Predictor) commit structured frames to the persistent
 outbox, where each gets its sequence number. The Transmitter encodes and writes
 them in order and records how far it has sent. With ``upstream.ack`` a frame
 stays in the outbox until its ``$ACK`` arrives and is resent, oldest first and
-rate-limited, after ``ack_timeout_s``. It also writes the ``$HLT`` health frame.
+rate-limited, after ``ack_timeout_s`` (:class:`core.delivery.Delivery` keeps
+that state). An upstream that takes no byte for ``write_timeout_s`` is stalled:
+its frames wait in the outbox and writing is tried again later, while the actor
+goes on answering. It also writes the ``$HLT`` health frame.
 """
 
 from __future__ import annotations
