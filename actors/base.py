@@ -21,6 +21,7 @@ import pykka
 
 from core import messages
 from core.config import Config
+from core.log_limit import LogLimiter
 from core.types import StoredReading
 from storage.store import Store
 
@@ -137,7 +138,9 @@ def shifted_clock(offset_file: Path, base: Callable[[], float] = time.time) -> C
 class GatewayActor(pykka.ThreadingActor):
     """Base of every gateway actor: decodes envelopes and dispatches ``on_<type>``.
 
-    A malformed envelope is logged and dropped; the actor stays alive.
+    A malformed envelope is logged and dropped; the actor stays alive. Blocking
+    I/O runs in helper threads the actor owns (:meth:`start_helper`): one that
+    dies from an exception is a crash of the actor, so supervision restarts it.
     """
 
     role: ClassVar[str] = "actor"
@@ -149,17 +152,25 @@ class GatewayActor(pykka.ThreadingActor):
         self.store = context.store
         self.peers = context.peers
         self.log = logging.getLogger(f"actors.{self.role}")
+        # Every warning that input or a failing peer can repeat goes through this:
+        # summarised every tick once a minute is over, and when the actor stops.
+        self.repeats = LogLimiter(self.log)
         self.dropped_messages = 0
+        # Set once the actor releases what it owns: its helper threads end, and an
+        # error they meet on the way out (a port closed under a read) is no crash.
+        self.stopping = threading.Event()
 
     def on_receive(self, message: Any) -> Any:
         try:
             decoded = messages.decode(message)
         except messages.MessageError as exc:
             self.dropped_messages += 1
-            self.log.warning("dropped malformed message: %s", exc)
+            self.repeats.warning("malformed", "dropped malformed message: %s", exc)
             return None
         if isinstance(decoded, messages.Ping):
             return "pong"
+        if isinstance(decoded, messages.Tick):
+            self.repeats.flush()
         if isinstance(decoded, messages.Crash):
             return self._injected_crash(decoded)
         handler = getattr(self, f"on_{decoded.TYPE}", None)
@@ -186,13 +197,37 @@ class GatewayActor(pykka.ThreadingActor):
         self._release_safely()
 
     def _release_safely(self) -> None:
+        self.stopping.set()
         try:
             self.release()
         except Exception:
             self.log.exception("error while releasing resources")
+        self.repeats.flush(force=True)
 
     def release(self) -> None:
         """Close what the actor owns (ports, threads). Called on stop and on failure."""
+
+    def start_helper(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        """Run ``target(*args)`` in a daemon thread the actor owns, named ``<role>-<name>``.
+
+        The thread must return once :attr:`stopping` is set. An exception that
+        ends it otherwise is the actor's crash: logged and reported, so the
+        supervisor replaces the actor. A thread that died quietly would leave an
+        actor answering pings with its port unread (the ACKs of a whole link).
+        """
+
+        def guarded() -> None:
+            try:
+                target(*args)
+            except Exception as exc:
+                if self.stopping.is_set():
+                    return  # what it used was closed under it: we are stopping anyway
+                self.log.exception("%s thread failed", name)
+                self.context.report_crash(self.role, exc)
+
+        thread = threading.Thread(target=guarded, name=f"{self.role}-{name}", daemon=True)
+        thread.start()
+        return thread
 
     def tell_self(self, message: Any) -> None:
         """Queue ``message`` behind what is already in this actor's inbox."""

@@ -54,7 +54,7 @@ class Housekeeper(GatewayActor):
                 self.apply_retention()
         except StoreFullError as exc:
             # Deleting needs a little room too; the next round tries again.
-            self.log.warning("store full, housekeeping deferred: %s", exc)
+            self.repeats.warning("store full", "store full, housekeeping deferred: %s", exc)
 
     def trim_journal(self) -> int:
         through = min(self.store.offset(consumer) for consumer in JOURNAL_CONSUMERS)

@@ -8,10 +8,8 @@ offsets in the store's arrival journal.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from typing import Any
 
 import serial
 
@@ -19,12 +17,11 @@ from actors.base import JOURNAL_CONSUMERS, ActorContext, GatewayActor
 from core import frames
 from core.messages import ReadingsCommitted
 from core.types import Reading
-from ports import PortError, open_port
+from ports import Drain, PortError, open_port
 from storage.store import OUTBOX_SENDER, RejectRecord, StoreFullError
 
 READ_CHUNK = 65536
 PORT_TIMEOUT_S = 0.2  # idle wait for the first byte; also how fast a stop is noticed
-REJECT_LOG_INTERVAL_S = 10.0
 # How far the reader may run ahead of the detector (arrivals not yet detected)
 # before it stops reading: bounds every inbox in the pipeline.
 MAX_BACKLOG = 20_000
@@ -44,7 +41,6 @@ OUTBOX_SHARE = 5
 # its next self): if space does not return, the restart intensity ends the service.
 HOLD_MAX = 14_400
 FULL_RETRY_S = 1.0
-FULL_LOG_EVERY_S = 60.0
 
 
 class SerialReader(GatewayActor):
@@ -52,12 +48,9 @@ class SerialReader(GatewayActor):
 
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
-        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._port: serial.SerialBase | None = None
         self._tz = self.config.site.tz
-        self._reject_log_at: dict[str, float] = {}
-        self._reject_unlogged: dict[str, int] = {}
         self._delivered = False  # the current connection has given us data
         outbox_max = self.config.upstream.outbox_max
         self._max_unsent = min(MAX_UNSENT, max(1, outbox_max // OUTBOX_SHARE))
@@ -71,16 +64,11 @@ class SerialReader(GatewayActor):
         context.carried[self.role] = (self._pending_readings, self._pending_rejects)
         self._full_since: float | None = None  # monotonic time the store first refused
         self._full_retry_at = 0.0
-        self._full_logged_at = -math.inf
 
     def on_start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"{self.role}-port", daemon=True
-        )
-        self._thread.start()
+        self._thread = self.start_helper("port", self._connect_loop)
 
     def release(self) -> None:
-        self._stopping.set()
         port = self._port
         if port is not None:
             try:
@@ -92,81 +80,59 @@ class SerialReader(GatewayActor):
 
     # -- the port thread ---------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._connect_loop()
-        except Exception as exc:
-            if self._stopping.is_set():
-                return  # the port was closed under the read: we are stopping anyway
-            # A bug in the read path: let the supervisor restart the whole actor.
-            self.log.exception("port thread failed")
-            self.context.report_crash(self.role, exc)
-
     def _connect_loop(self) -> None:
         cfg = self.config.serial
         backoff = cfg.reconnect_initial_s
-        failures = 0
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 self._port = open_port(cfg.port, cfg.baudrate, timeout=PORT_TIMEOUT_S)
             except PortError as exc:
-                failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    self.log.warning("cannot open %s (%s); retrying in %.1f s", cfg.port, exc, backoff)
-                self._stopping.wait(backoff)
+                self.repeats.warning("open", "cannot open %s (%s); retrying in %.1f s",
+                                     cfg.port, exc, backoff)
+                self.stopping.wait(backoff)
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
                 continue
             self.log.info("reading from %s", cfg.port)
-            failures = 0
             self._delivered = False
             try:
                 self._pump(self._port)
             except (serial.SerialException, OSError) as exc:
-                if not self._stopping.is_set():
-                    self.log.warning("lost %s: %s", cfg.port, exc)
+                if not self.stopping.is_set():
+                    self.repeats.warning("lost", "lost %s: %s", cfg.port, exc)
             finally:
                 try:
                     self._port.close()
                 except Exception:
                     pass
                 self._port = None
-            if not self._stopping.is_set():
+            if not self.stopping.is_set():
                 # Only a connection that delivered data proves the port healthy: one
                 # that opens and drops at once (a flapping peer) keeps backing off.
                 if self._delivered:
                     backoff = cfg.reconnect_initial_s
-                self._stopping.wait(backoff)
+                self.stopping.wait(backoff)
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
 
     def _pump(self, port: serial.SerialBase) -> None:
-        """Read lines until stopped; commit whenever the port runs dry or a batch fills.
-
-        Waiting is a blocking one-byte read (no busy loop while the line is
-        quiet); once bytes flow the port is drained without waiting, because
-        pyserial's socket handler reports only whether *some* data is waiting.
-        """
+        """Read lines until stopped; commit whenever the port runs dry or a batch fills."""
         cfg = self.config.storage
         splitter = frames.LineSplitter()
         # Held on the actor, not here: what a full store refused outlives a lost port.
         readings, rejects = self._pending_readings, self._pending_rejects
         first_pending = time.monotonic()
-        draining = False
-        while not self._stopping.is_set():
+        drain = Drain(port, PORT_TIMEOUT_S, READ_CHUNK)
+        while not self.stopping.is_set():
             if len(readings) >= HOLD_MAX:  # the store is full and so is the hold
-                self._stopping.wait(FULL_RETRY_S)
+                self.stopping.wait(FULL_RETRY_S)
                 if self._commit(readings, rejects, retry_now=True):
                     readings, rejects = self._pending()
-                elif not self._stopping.is_set():
+                elif not self.stopping.is_set():
                     raise StoreFullError(
                         f"{len(readings)} readings held in memory, the most it holds, and the "
                         f"store still refuses them: {self.context.stats.storage_error}")
                 continue
             self._wait_for_consumers()
-            chunk = port.read(READ_CHUNK if draining else 1)
-            if chunk and not draining:
-                port.timeout, draining = 0, True
-            elif not chunk and draining:
-                port.timeout, draining = PORT_TIMEOUT_S, False
+            chunk = drain.read()
             if chunk:
                 self._delivered = True
                 now = self.context.clock()
@@ -182,7 +148,7 @@ class SerialReader(GatewayActor):
             if (not chunk or full or old) and self._commit(readings, rejects):
                 readings, rejects = self._pending()
         while (readings or rejects) and not self._commit(readings, rejects, retry_now=True):
-            if self._stopping.wait(FULL_RETRY_S):
+            if self.stopping.wait(FULL_RETRY_S):
                 # Stopping with the store still full: what is held stays in the
                 # context for a restarted reader; a stopping service loses it.
                 self.log.error("stopping with %d reading(s) the full store never took "
@@ -204,7 +170,8 @@ class SerialReader(GatewayActor):
             return
         if isinstance(decoded, frames.Reject):
             rejects.append(RejectRecord(now, str(decoded.reason), bytes(decoded.line)))
-            self._log_reject(decoded)
+            self.repeats.warning(f"reject.{decoded.reason}", "rejected line (%s: %s): %r",
+                                 decoded.reason, decoded.detail, bytes(decoded.line)[:80])
         else:
             readings.append(decoded)
 
@@ -221,28 +188,28 @@ class SerialReader(GatewayActor):
             if self._full_since is None:
                 self._full_since = now
             self._full_retry_at = now + FULL_RETRY_S
-            if now - self._full_logged_at >= FULL_LOG_EVERY_S:
-                self._full_logged_at = now
-                self.log.error("store full, %d reading(s) held in memory (at most %d, then the "
-                               "reader stops until space returns): %s", len(readings), HOLD_MAX, exc)
+            self.repeats.error("store full", "store full, %d reading(s) held in memory (at most "
+                               "%d, then the reader stops until space returns): %s",
+                               len(readings), HOLD_MAX, exc)
             return False
         if self._full_since is not None:
             self.log.warning("store writable again after %.0f s: %d held reading(s) stored",
                              now - self._full_since, len(readings))
-            self._full_since, self._full_logged_at = None, -math.inf
+            self._full_since = None
         self.context.stats.storage_error = None
         if result.conflicts:
-            self.log.warning("%d duplicate reading(s) with differing values ignored", result.conflicts)
+            self.repeats.warning("conflicts", "%d duplicate reading(s) with differing values "
+                                 "ignored", result.conflicts)
         if result.stored:
             self.peers.tell_each(JOURNAL_CONSUMERS, ReadingsCommitted.of(result.stored))
         return True
 
     def _wait_for_consumers(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             backlog = self.store.journal_head() - self.store.offset("detector")
             if backlog < self._max_backlog and not self._sender_behind():
                 return
-            self._stopping.wait(0.005)
+            self.stopping.wait(0.005)
 
     def _sender_behind(self) -> bool:
         sent = self.store.offset(OUTBOX_SENDER)
@@ -251,16 +218,3 @@ class SerialReader(GatewayActor):
             self._sent_seen, self._sent_moved_at = sent, now
         unsent = self.store.peek_outbox_seq() - sent
         return unsent > self._max_unsent and now - self._sent_moved_at < SENDER_STALLED_S
-
-    def _log_reject(self, reject: Any) -> None:
-        reason = str(reject.reason)
-        now = time.monotonic()
-        if now - self._reject_log_at.get(reason, -REJECT_LOG_INTERVAL_S) < REJECT_LOG_INTERVAL_S:
-            self._reject_unlogged[reason] = self._reject_unlogged.get(reason, 0) + 1
-            return
-        suppressed = self._reject_unlogged.pop(reason, 0)
-        self._reject_log_at[reason] = now
-        self.log.warning(
-            "rejected line (%s: %s)%s: %r", reason, reject.detail,
-            f", {suppressed} more since last report" if suppressed else "", bytes(reject.line)[:80],
-        )

@@ -163,9 +163,7 @@ class Trainer(GatewayActor):
         self._running = sensor
         self._running_since = time.monotonic()
         self.log.info("sensor %s: training started", sensor)
-        self._thread = threading.Thread(target=self._train, args=(sensor,),
-                                        name=f"{self.role}-child", daemon=True)
-        self._thread.start()
+        self._thread = self.start_helper("child", self._train, sensor)
 
     def _train(self, sensor: str) -> None:
         try:

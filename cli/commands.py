@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from cli import arguments
 from cli.store_repair import damaged_advice
+from core.frames import UPSTREAM_REJECT
 from core.types import SensorId
 from storage.lock import holder
 from storage.store import Store, StoreDamagedError, StoreError
@@ -108,14 +109,17 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
         print(f"  {sensor}: {count} readings; last {last}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
-    rejects = {k.removeprefix("reject."): v for k, v in counters.items() if k.startswith("reject.")}
-    print("rejects: " + (", ".join(f"{k}={v}" for k, v in sorted(rejects.items())) or "none"),
-          file=out)
+    print("rejects: " + _counts(counters, "reject."), file=out)
+    print("upstream rejects: " + _counts(counters, UPSTREAM_REJECT), file=out)
     print(f"duplicates: {counters.get('duplicates', 0)} (differing: {counters.get('conflicts', 0)}); "
           f"{_outbox_drops(counters, config.upstream.ack)}", file=out)
-    restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
-    print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
-          file=out)
+    print("actor restarts: " + _counts(counters, "restart."), file=out)
+
+
+def _counts(counters: dict[str, int], prefix: str) -> str:
+    """``name=count, ...`` of the counters named ``<prefix><name>``, or ``none``."""
+    named = {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
+    return ", ".join(f"{k}={v}" for k, v in sorted(named.items())) or "none"
 
 
 def _last_reading(store: Store, sensor: SensorId, event_time: int | None, tz: ZoneInfo) -> str:

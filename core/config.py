@@ -542,6 +542,7 @@ class UpstreamConfig:
     ack_timeout_s: float
     resend_per_s: float
     outbox_max: int
+    write_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,6 +671,9 @@ SCHEMA: tuple[Section, ...] = (
                 "most frames resent per second, so a backlog does not flood the link"),
         Setting("outbox_max", Integer(100, 10_000_000), 100_000,
                 "most frames kept in the persistent outbox; the oldest are dropped beyond"),
+        Setting("write_timeout_s", Float(0.1, 30), 2.0,
+                "an upstream that takes no byte for this long is stalled: the frames wait "
+                "in the outbox and the write is retried later"),
     )),
     Section("storage", "the LMDB time-series store", StorageConfig, (
         Setting("path", FilePath(), "data/demo.lmdb",
@@ -779,6 +783,8 @@ RULES: tuple[Rule, ...] = (
     # Two actors cannot own one device; URLs such as loop:// open independently.
     Rule("upstream.port", "!=", "serial.port",
          applies=lambda port, _other: port != STDOUT_PORT and _SCHEME.match(port) is None),
+    # A write in progress holds the Transmitter's stop: it must end in time.
+    Rule("upstream.write_timeout_s", "<", "supervisor.stop_timeout_s"),
     Rule("storage.map_size_mb", "<=", "storage.map_max_mb"),
     Rule("system.flow_min", "<", "system.flow_max"),
     Rule("system.pressure_min", "<", "system.pressure_max"),

@@ -33,7 +33,7 @@ spaces), an empty measured value (flow, pressure) meaning "not measured" and an
 empty prediction meaning "no forecast"; other numbers (forecast means, store
 percentage) are required;
 status and flags exactly two hex digits, unknown bits kept; seq and counters
-non-negative decimal integers; ``clock`` is ``0`` or ``1``; ``day`` is
+non-negative decimal integers, seq at most :data:`MAX_SEQ`; ``clock`` is ``0`` or ``1``; ``day`` is
 ``YYYYMMDD``.
 
 Local time: an ambiguous wall time (DST fall-back) takes ``fold=0`` (the first
@@ -63,6 +63,11 @@ from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId
 MAX_LINE = 256
 """Longest accepted line in bytes, terminator excluded."""
 
+MAX_SEQ = 2**63 - 1
+"""Largest sequence number a line may carry: more than any outbox will ever give
+(2^63 frames), and an ``$ACK`` beyond it would not fit a message (msgpack stops
+at 2^64 - 1): the upstream is as untrusted as the inbound line."""
+
 _CACHE_LIMIT = 4096  # entries per time cache; cleared when full (readings mostly arrive in order)
 _MISSING = object()
 
@@ -78,6 +83,10 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     FIELD_COUNT = "field_count"
     BAD_FIELD = "bad_field"
+
+
+# Counter prefix of unusable lines from the upstream (``$ACK`` port), by reason.
+UPSTREAM_REJECT = "upstream_reject."
 
 
 @fast_init
@@ -461,6 +470,13 @@ def _count(name: str, text: str) -> int:
     raise _FieldError(f"{name}: not a non-negative integer: {text[:20]!r}")
 
 
+def _seq(text: str) -> int:
+    seq = _count("seq", text)
+    if seq > MAX_SEQ:
+        raise _FieldError(f"seq: {len(text)} digits, beyond any sequence number")
+    return seq
+
+
 def _clock(text: str) -> bool:
     if text == "1":
         return True
@@ -482,14 +498,14 @@ def _decode_wdn(f: list[str], tz: ZoneInfo) -> Reading:
 
 def _decode_alr(f: list[str], tz: ZoneInfo) -> AlertFrame:
     return AlertFrame(
-        _count("seq", f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
+        _seq(f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
         _measured("pressure", f[5]), _hex2("flow_flags", f[6]), _hex2("pressure_flags", f[7]),
     )
 
 
 def _decode_srv(f: list[str], tz: ZoneInfo) -> ServerReportLine:
     return ServerReportLine(
-        _count("seq", f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
+        _seq(f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
         _measured("pressure", f[5]), _hex2("flow_flags", f[6]), _hex2("pressure_flags", f[7]),
         _measured("pred_flow", f[8]), _measured("pred_pressure", f[9]),
     )
@@ -497,21 +513,21 @@ def _decode_srv(f: list[str], tz: ZoneInfo) -> ServerReportLine:
 
 def _decode_fcd(f: list[str], tz: ZoneInfo) -> DailyForecastLine:
     return DailyForecastLine(
-        _count("seq", f[1]), _sid(f[2]), _when("issued", f[3], tz), _day(f[4]),
+        _seq(f[1]), _sid(f[2]), _when("issued", f[3], tz), _day(f[4]),
         _number("flow_mean", f[5]), _number("pressure_mean", f[6]),
     )
 
 
 def _decode_hlt(f: list[str], tz: ZoneInfo) -> HealthFrame:
     return HealthFrame(
-        _count("seq", f[1]), _when("time", f[2], tz), _count("uptime_s", f[3]),
+        _seq(f[1]), _when("time", f[2], tz), _count("uptime_s", f[3]),
         _count("outbox_depth", f[4]), _count("oldest_unsent_s", f[5]), _count("restarts", f[6]),
         _count("rejects", f[7]), _number("store_used_pct", f[8]), _clock(f[9]),
     )
 
 
 def _decode_ack(f: list[str], tz: ZoneInfo) -> Ack:
-    return Ack(_count("seq", f[1]))
+    return Ack(_seq(f[1]))
 
 
 _Decoder = Callable[[list[str], ZoneInfo], Frame]

@@ -198,7 +198,7 @@ def check_upstream(case: tuple[bytes, bytes, ZoneInfo]) -> None:
     if isinstance(ack, frames.Reject):
         _one_line(ack.detail)
     elif ack is not None:
-        assert isinstance(ack, frames.Ack) and isinstance(ack.seq, int) and ack.seq >= 0
+        assert isinstance(ack, frames.Ack) and isinstance(ack.seq, int) and 0 <= ack.seq <= SEQ_MAX
     any_frame = frames.decode(line + end, tz)
     assert isinstance(any_frame, frames.Reject | frames.Ack | Reading | frames.AlertFrame
                       | frames.ServerReportLine | frames.DailyForecastLine | frames.HealthFrame)

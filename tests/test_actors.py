@@ -8,6 +8,7 @@ and what it told.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -26,7 +27,8 @@ from core import frames, messages, outbox
 from core.forecast import HORIZON_HOURS, Forecast
 from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
-from tests.harness import TZ, PeerServer, wait_for
+from tests.faults.helpers import parse_frames
+from tests.harness import TZ, PeerServer, StalledPeer, wait_for
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
 S1 = SensorId("001")
@@ -120,6 +122,63 @@ def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store
         assert [f.seq for f in decoded] == seqs
         assert decoded[0] == frames.AlertFrame(seqs[0], S1, T0, 1.5, None, 0, 1)
         wait_for(lambda: store.offset("transmitter") == seqs[-1])
+    finally:
+        upstream.close()
+
+
+def test_transmitter_answers_while_the_upstream_stalls_and_sends_once_it_drains(
+        harness, store, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="actors.transmitter")
+    upstream = StalledPeer()
+    try:
+        harness.context.config = make_config(tmp_path, upstream={
+            "port": upstream.url, "write_timeout_s": 0.5})
+        transmitter = harness.start(Transmitter)
+        frame = {"type": "ALR", "sensor": "001", "flow": 1.5, "pressure": 4.0,
+                 "flow_flags": 0, "pressure_flags": 0}
+        seqs = store.transact(lambda b: [b.append_outbox({**frame, "time": T0 + i * 60})
+                                         for i in range(3000)])  # some 180 KB
+        for seq in seqs[::10]:  # as the Detector tells, one message per few frames
+            harness.tell(transmitter, messages.OutboxAppended(seq))
+        wait_for(lambda: "stalled" in caplog.text, timeout=10, what="the stall noticed")
+        for _ in range(3):
+            started = time.monotonic()
+            assert harness.ask(transmitter, messages.Ping()) == "pong"
+            assert time.monotonic() - started < 3.0, "a write to a stalled peer holds the actor"
+        assert store.offset("transmitter") < seqs[-1]
+        upstream.drain()
+
+        def ticked_through() -> bool:  # the supervisor's ticks retry a stalled upstream
+            harness.tell(transmitter, messages.Tick(time.time()))
+            return store.offset("transmitter") == seqs[-1]
+
+        wait_for(ticked_through, timeout=60, interval=0.25,
+                 what="every frame sent once the peer reads")
+        wait_for(lambda: {f.seq for f in parse_frames(bytes(upstream.received))} == set(seqs),
+                 timeout=10, what="every frame received")
+        assert "takes frames again" in caplog.text
+    finally:
+        upstream.close()
+
+
+def test_transmitter_ignores_an_ack_of_a_frame_not_sent_yet(harness, store, tmp_path):
+    upstream = PeerServer()
+    try:
+        harness.context.config = make_config(tmp_path, upstream={"port": upstream.url,
+                                                                 "ack": True})
+        transmitter = harness.start(Transmitter)
+        upstream.wait_connected()
+        seq = store.transact(lambda b: b.append_outbox({
+            "type": "ALR", "sensor": "001", "time": T0, "flow": 1.5, "pressure": None,
+            "flow_flags": 0, "pressure_flags": 0}))
+        harness.tell(transmitter, messages.AckReceived(seq))  # before it went out
+        harness.tell(transmitter, messages.Tick(time.time()))  # sends it, records the count
+        wait_for(lambda: upstream.lines(), what="the frame sent")
+        harness.ask(transmitter, messages.Ping())
+        assert [e.seq for e in store.outbox()] == [seq], "an ACK removed a frame never sent"
+        assert store.counters()["upstream_reject.ack_unsent"] == 1
+        harness.tell(transmitter, messages.AckReceived(seq))  # now it counts
+        wait_for(lambda: store.outbox() == [], what="the frame acknowledged")
     finally:
         upstream.close()
 

@@ -249,6 +249,8 @@ def test_port_strings_accepted(port: str) -> None:
      "storage.map_size_mb: must be <= storage.map_max_mb (1024), got 2048"),
     ({"serial": {"port": "/dev/ttyAMA0"}, "upstream": {"port": "/dev/ttyAMA0"}},
      "upstream.port: must differ from serial.port ('/dev/ttyAMA0'), got '/dev/ttyAMA0'"),
+    ({"upstream": {"write_timeout_s": 5}},
+     "upstream.write_timeout_s: must be < supervisor.stop_timeout_s (5), got 5"),
 ])
 def test_error_message(document: dict[str, Any], expected: str) -> None:
     assert errors_of(document) == [expected]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import frames
+from core import frames, messages
 from core.frames import (
     MAX_LINE,
     Ack,
@@ -252,6 +252,25 @@ def test_ack_port_reads_acks_only() -> None:
     assert decode_ack(EXAMPLE_LINE, SEOUL).reason is RejectReason.UNKNOWN_TYPE
     assert decode_ack(framed(b"ACK,-1"), SEOUL).reason is RejectReason.BAD_FIELD
     assert decode_ack(b"ACK,42", SEOUL).reason is RejectReason.NO_START
+
+
+def test_ack_seq_is_bounded_to_what_an_outbox_gives() -> None:
+    assert decode_ack(framed(b"ACK,%d" % frames.MAX_SEQ), SEOUL) == Ack(frames.MAX_SEQ)
+    for seq in (frames.MAX_SEQ + 1, 2**64, 10**200):
+        reject = decode_ack(framed(b"ACK,%d" % seq), SEOUL)
+        assert reject.reason is RejectReason.BAD_FIELD and reject.detail.startswith("seq:")
+
+
+@given(st.one_of(st.integers(0, 10**80), st.text("0123456789", min_size=1, max_size=250)))
+@settings(max_examples=300)
+def test_every_ack_the_port_takes_fits_a_message(seq: int | str) -> None:
+    """Whatever number an upstream sends, an accepted ACK crosses to the actor."""
+    decoded = decode_ack(framed(b"ACK," + str(seq).encode()), SEOUL)
+    if isinstance(decoded, Ack):
+        assert messages.decode(messages.encode(messages.AckReceived(decoded.seq))) \
+            == messages.AckReceived(decoded.seq)
+    else:
+        assert decoded.reason in (RejectReason.BAD_FIELD, RejectReason.TOO_LONG)
 
 
 def test_check_order_first_failure_wins() -> None:

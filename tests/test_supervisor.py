@@ -8,6 +8,7 @@ import time
 import pykka
 
 from actors import ACTOR_CLASSES
+from actors.base import GatewayActor
 from actors.supervision import Supervisor
 from core import messages
 from tests.conftest import make_config
@@ -76,6 +77,49 @@ def test_hung_actor_fails_the_ping_and_its_stack_is_logged(tmp_path, store, capl
         wait_for(lambda: sup.all_answer(timeout=0.5), timeout=5)
     finally:
         sup.stop()
+
+
+class PortWatcher(GatewayActor):
+    """An actor with a helper thread (as the reader and the transmitter have): the
+    first instance's thread dies from a bug, its successors' run until stopped."""
+
+    role = "port_watcher"
+    instances: list[PortWatcher] = []
+
+    def on_start(self) -> None:
+        self.first = not PortWatcher.instances
+        PortWatcher.instances.append(self)
+        self.thread = self.start_helper("port", self._watch)
+
+    def _watch(self) -> None:
+        if self.first:
+            raise OverflowError("int too big to convert")  # what msgpack raised for a 2^64 $ACK
+        self.stopping.wait()
+
+
+def test_a_helper_thread_that_dies_crashes_its_actor_and_it_is_restarted(tmp_path, store,
+                                                                          caplog):
+    PortWatcher.instances.clear()
+    config = make_config(tmp_path, supervisor={"restart_max": 3})
+    sup = Supervisor(config, store, [PortWatcher])
+    sup.start()
+    first = sup.peers.get("port_watcher")
+    stop, result = run_in_thread(sup)
+    try:
+        wait_for(lambda: sup.peers.get("port_watcher") is not first, timeout=5,
+                 what="the actor replaced")
+        assert not first.is_alive(), "the crashed instance was not stopped"
+        assert sup.stats.restarts == {"port_watcher": 1}
+        assert "restarting port_watcher after OverflowError: int too big" in caplog.text
+        assert "port thread failed" in caplog.text
+        second = PortWatcher.instances[-1]
+        assert second.thread.is_alive() and sup.all_answer(timeout=2)
+    finally:
+        stop.set()
+        wait_for(lambda: result, timeout=10)
+    assert result == [0], "a helper thread ended by stopping is no crash"
+    assert sup.stats.restarts == {"port_watcher": 1}
+    assert not second.thread.is_alive()
 
 
 def test_bad_config_stops_before_start_with_one_line_per_key(tmp_path):

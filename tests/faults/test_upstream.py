@@ -21,7 +21,7 @@ import pytest
 
 from core import frames
 from tests.faults.helpers import VanishingPeer, encode_all, minute_stream, parse_frames
-from tests.harness import TZ, wait_for
+from tests.harness import TZ, StalledPeer, wait_for
 
 BASE = int(datetime(2026, 4, 6, 9, 0, tzinfo=TZ).timestamp())
 ACK_TIMEOUT_S = 2.0
@@ -134,7 +134,7 @@ def test_outbox_survives_the_link_and_a_restart_and_is_bounded(make_site):
         status = site.status()
         dropped = int(re.search(r"outbox dropped: (\d+)", status).group(1))
         assert dropped > 0 and f"{OUTBOX_MAX} kept" in status, status
-        wait_for(lambda: f"dropped undelivered, {dropped} in all" in site.log(), timeout=5,
+        wait_for(lambda: "oldest frame(s) dropped undelivered" in site.log(), timeout=5,
                  what="the drops logged (never silently)")
 
         # 4. The peer returns: the kept frames arrive oldest first, each until acknowledged.
@@ -149,6 +149,7 @@ def test_outbox_survives_the_link_and_a_restart_and_is_bounded(make_site):
     finally:
         acker.stop()
     assert site.stop() == 0
+    assert f"dropped undelivered, {dropped} in all" in site.log(), "the total, at the latest on stop"
 
 
 @pytest.mark.slow
@@ -169,3 +170,52 @@ def test_a_live_link_slower_than_detection_is_not_outrun(make_site):
 
 def _last_seq(site) -> int:
     return max((f.seq for f in site.frames()), default=0)
+
+
+def _ack_line(text: bytes) -> bytes:
+    return b"$" + text + b"*%02X\r\n" % frames.checksum(text)
+
+
+def test_an_ack_beyond_any_sequence_number_leaves_the_acks_working(make_site):
+    """A single ``$ACK`` of 2^64 once killed the thread reading ACKs: from then on
+    every frame was resent every ``ack_timeout_s`` until the outbox dropped it."""
+    peer = VanishingPeer()
+    site = make_site(upstream=peer, sections={"upstream": {
+        "ack": True, "ack_timeout_s": ACK_TIMEOUT_S, "resend_per_s": 100.0}})
+    lines = encode_all(minute_stream(["001"], BASE, 12))
+    acker = Acker(peer)
+    acker.start()
+    site.start()
+    try:
+        for batch in (lines[:6], lines[6:]):
+            peer.send(_ack_line(b"ACK,18446744073709551616"))
+            peer.send(_ack_line(b"ACK,99999999999999999999999999999999999999"))
+            before = outbox(site)[0]
+            site.send(b"".join(batch))
+            wait_for(lambda: outbox(site)[0] >= before + len(batch) and not outbox(site)[1],
+                     timeout=15, what="every frame acknowledged")
+        wait_for(lambda: "upstream rejects: bad_field=4" in site.status(), timeout=5,
+                 what="the bad ACKs counted")
+    finally:
+        acker.stop()
+    assert {f.seq for _, f in acker.seen} == set(range(1, outbox(site)[0] + 1))
+    log = site.log()
+    assert "Traceback" not in log and "restarting" not in log, log
+    assert "upstream sent an unusable line (bad_field: seq: 20 digits" in log
+    assert site.stop() == 0
+
+
+def test_sigterm_with_a_stalled_upstream_stops_in_time(make_site):
+    """A peer that accepts and stops reading once held the Transmitter's write
+    forever: SIGTERM left "actors still running after stop" and a live process."""
+    site = make_site(upstream=StalledPeer(), sections={"upstream": {"write_timeout_s": 1.0}})
+    site.start()
+    site.send(b"".join(encode_all(minute_stream(["001", "002"], BASE, 600))))
+    wait_for(lambda: "stalled" in site.log(), timeout=30, what="the stall noticed")
+    with site.open_store() as store:
+        assert store.offset("transmitter") < store.peek_outbox_seq(), "nothing stalled"
+    started = time.monotonic()
+    assert site.stop(timeout=10) == 0
+    assert time.monotonic() - started < 5.0
+    log = site.log()
+    assert "still running after stop" not in log and "did not stop within" not in log, log
