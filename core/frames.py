@@ -269,6 +269,12 @@ def _check_count(name: str, value: int) -> None:
         raise ValueError(f"{name} {value!r} is not 0..10**{COUNT_DIGITS} - 1")
 
 
+def _check_seq(seq: int) -> None:
+    # The decoder refuses more (no outbox gives it): never write what we would refuse.
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq {seq!r} is not 0..2**63 - 1")
+
+
 # Every valid sensor id: one set look-up instead of four str checks on the hot paths.
 _SENSOR_IDS: frozenset[str] = frozenset(f"{n:03d}" for n in range(1, 1000))
 
@@ -715,7 +721,7 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
             f"{_written('pressure', frame.pressure, width, required=False)},{frame.status:02X}"
         )
     if isinstance(frame, DailyForecastLine):
-        _check_count("seq", frame.seq)
+        _check_seq(frame.seq)
         _check_sensor(frame.sensor)
         width = VALUE_WIDTH["FCD"]
         flow = _written("flow_mean", frame.flow_mean, width, required=True)
@@ -735,7 +741,7 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
             f"{pct},{1 if frame.clock else 0}"
         )
     if isinstance(frame, Ack):
-        _check_count("seq", frame.seq)
+        _check_seq(frame.seq)
         return f"ACK,{frame.seq}"
     raise TypeError(f"not a protocol frame: {type(frame).__name__}")
 
@@ -752,7 +758,7 @@ def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
     seq, sensor = frame.seq, frame.sensor
     flow_flags, pressure_flags = frame.flow_flags, frame.pressure_flags
     if not 0 <= seq < _COUNT_LIMIT:
-        _check_count("seq", seq)
+        _check_seq(seq)
     if type(sensor) is not str or sensor not in _SENSOR_IDS:
         _check_sensor(sensor)
     if not 0 <= flow_flags <= 0xFF:

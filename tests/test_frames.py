@@ -579,7 +579,9 @@ def _widest(kind: str) -> float:
 
 
 def test_the_widest_line_of_each_type_fits() -> None:
-    seq, count, t = 10**20 - 1, 10**20 - 1, EpochSeconds(EXAMPLE_TIME)
+    # The largest sequence number the decoder takes (an outbox never gives more);
+    # counters may have the whole width of their field.
+    seq, count, t = frames.MAX_SEQ, 10**20 - 1, EpochSeconds(EXAMPLE_TIME)
     widest = [
         Reading(SensorId("999"), t, _widest("WDN"), _widest("WDN"), 0xFF),
         AlertFrame(seq, SensorId("999"), t, _widest("ALR"), _widest("ALR"), 0xFF, 0xFF),
