@@ -48,7 +48,9 @@ is the night after its start.
 
 **Kinds**: ``leaks`` (a random sequence of abrupt and growing leaks per meter,
 sizes 5-100 % of the MNF), ``clean`` (no leak: false events), ``weekdays``
-(abrupt 30 % leaks starting on each day of the week, one week each).
+(abrupt 30 % leaks starting on each day of the week, one week each), ``single``
+(one large abrupt leak per meter, 50-100 % of the MNF, 3-10 days into the
+evaluated span: a burst, for quick checks).
 
 Scenarios are cached under ``.cache/leak_scenarios/`` keyed by their
 parameters, the seed and :data:`GENERATOR_VERSION`.
@@ -81,7 +83,7 @@ log = logging.getLogger("bench.leak_scenarios")
 # Bump when a change makes the same parameters give other data (invalidates the cache).
 GENERATOR_VERSION = 1
 NETWORKS = ("ky4", "ky10", "Net3", "Net6")
-KINDS = ("leaks", "clean", "weekdays")
+KINDS = ("leaks", "clean", "weekdays", "single")
 CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "leak_scenarios"
 
 MINUTE_S = 60
@@ -499,6 +501,15 @@ def _leak_plan(rng: np.random.Generator, kind: str, first_day: int, last_day: in
                          "max": WEEKDAY_PROBE_SIZE})
             day += WEEKDAY_PROBE_DAYS + WEEKDAY_PROBE_GAP_DAYS
         return plan
+    if kind == "single":
+        day = first_day + int(rng.integers(3, 11))
+        if day + 2 > last_day:
+            return plan
+        size = float(rng.uniform(*ABRUPT_CLASSES[-1]))
+        begin = _leak_start(rng, start, day, tz)
+        end = min(begin + int(rng.integers(*ABRUPT_DAYS)) * DAY_S, start + last_day * DAY_S)
+        return [{"start": begin, "end": end, "kind": "abrupt", "size": size, "growth": 0.0,
+                 "max": size}]
     if kind != "leaks":
         return plan
     day = first_day + int(rng.integers(3, 21))
