@@ -131,7 +131,8 @@ def test_summary_has_the_issues_keys_classes_and_budgets() -> None:
         _score("leaks", [ev.LeakResult(big, 1, 0.5), ev.LeakResult(mid, 4, 0.15),
                          ev.LeakResult(grow, 6, 0.15)], false=1),
         _score("clean", [], false=1, days=2 * 91.3125),
-        _score("weekdays", [ev.LeakResult(p, 2 if i else 3, 0.3) for i, p in enumerate(probes)]),
+        _score("weekdays",
+               [ev.LeakResult(p, 2 if i else 3, 0.3) for i, p in enumerate(probes)]),
     ])
     assert list(report)[:6] == ["bench", "leaks", "detected", "median_delay_nights",
                                 "false_events_per_sensor_quarter", "by_class"]
