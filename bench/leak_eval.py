@@ -38,7 +38,6 @@ import json
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -51,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import leak_scenarios as scenarios  # noqa: E402
 from bench.leak_scenarios import Leak, Scenario  # noqa: E402
-from core.config import Config, load_config, parse_config  # noqa: E402
+from core.config import Config, ConfigError, load_config, parse_config  # noqa: E402
 from core.types import Reading, SensorId  # noqa: E402
 
 MINUTE_S = 60
@@ -453,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         cases = cases_for(args.seeds, kind=args.kind, history_days=args.history_days,
                           eval_days=args.eval_days)
         engine_config(args.config)  # a bad file stops here, before any scenario is built
-    except (ValueError, OSError) as exc:
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"leak_eval: {exc.source}: {line}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"leak_eval: {exc}", file=sys.stderr)
         return 2
     scores: list[CaseScore] = []

@@ -174,6 +174,15 @@ def test_the_script_finds_a_large_abrupt_leak(test_run) -> None:
     assert big["detected"] == 1 and big["median_delay_nights"] <= 2
 
 
+def test_a_bad_config_is_named_before_any_scenario_is_built(tmp_path: Path) -> None:
+    bad = tmp_path / "site.toml"
+    bad.write_text("[night]\nbaseline_nights = 1\n")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--seeds", "test", "--config", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "night.baseline_nights" in done.stderr
+
+
 def test_bad_seeds_get_one_clear_line_and_exit_2() -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), "--seeds", "lots"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
