@@ -10,9 +10,10 @@ The detection engine runs over each scenario's readings (:func:`run_engine`:
 the one place to swap engines) and gives one NIGHT verdict per sensor per judged
 night; :func:`score` compares them with the labels:
 
-* a leak is **detected** by the first flagged night that ends while it is
-  active (after its start, by its repair); its **delay** in nights counts from
-  its first night (a flag at the end of the leak's first night is a delay of 1);
+* a leak is **detected** by the first NIGHT episode (a run of flagged nights)
+  that starts while it is active (after its start, by its repair; a flag raised
+  before it began finds nothing new); its **delay** in nights counts from its
+  first night (a flag at the end of the leak's first night is a delay of 1);
 * a **false event** is a NIGHT episode (a run of flagged nights; a night without
   a verdict breaks none) whose first flagged night falls in the evaluated span
   with no leak active on that sensor; the rate is per sensor-quarter of leak-free
@@ -240,14 +241,19 @@ def nights_between(first_end: int, later_end: int, tz: ZoneInfo) -> int:
 
 
 def score_leak(leak: Leak, verdicts: Sequence[NightVerdict], tz: ZoneInfo) -> LeakResult:
-    """Delay and size when found of one leak, from its sensor's verdicts (time order)."""
+    """Delay and size when found of one leak, from its sensor's verdicts (time order).
+
+    Found by the first NIGHT episode that starts while the leak is active: a flag
+    raised before the leak began (a false event going on) tells the operator nothing
+    new, so it finds no leak.
+    """
     mine = [v for v in verdicts if v.sensor == leak.sensor]
     first = first_night_end(leak, mine, tz)
-    hit = next((v for v in mine if v.flagged and leak.start < v.night_end <= leak.end), None)
+    hit = next((e for e in episodes(mine) if leak.start < e.first_end <= leak.end), None)
     if hit is None or first is None:
         return LeakResult(leak, None, None)
-    return LeakResult(leak, nights_between(first, hit.night_end, tz),
-                      round(leak.size_at(hit.night_end), 4))
+    return LeakResult(leak, nights_between(first, hit.first_end, tz),
+                      round(leak.size_at(hit.first_end), 4))
 
 
 def false_episodes(verdicts: Sequence[NightVerdict], leaks: Sequence[Leak],

@@ -50,6 +50,13 @@ def test_a_flag_at_the_end_of_the_first_night_is_a_delay_of_one() -> None:
     assert not ev.score_leak(k, nights(1, set()), TZ).detected
 
 
+def test_a_flag_raised_before_the_leak_finds_nothing_new() -> None:
+    k = leak(10, 20)
+    assert not ev.score_leak(k, nights(1, set(range(9, 18))), TZ).detected
+    # ... until it clears and rises again during the leak.
+    assert ev.score_leak(k, nights(1, {9, 10, 11, 14}), TZ).delay_nights == 4
+
+
 def test_delay_counts_nights_even_without_a_verdict() -> None:
     k = leak(10, 20)
     verdicts = [v for v in nights(1, {14}) if v.night_end not in (at(11), at(12))]
@@ -108,7 +115,8 @@ def test_scoring_agrees_with_a_plain_reading_of_the_definitions(
              "abrupt", 0.3, 0.0, 0.3, "J", 0.5, 10.0, 0)
     first_night = start + 1  # the night ending the morning after the start
     expected = next((d - first_night + 1 for d, f in zip(days, flags)
-                     if f and first_night <= d <= start + length), None)
+                     if f and (d == 1 or not flags[d - 2]) and first_night <= d <= start + length),
+                    None)
     assert ev.score_leak(k, verdicts, TZ).delay_nights == expected
     run_starts = [d for d, f in zip(days, flags) if f and (d == 1 or not flags[d - 2])]
     assert len(ev.episodes(verdicts)) == len(run_starts)
