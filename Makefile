@@ -15,7 +15,7 @@ $(STAMP): setup.cfg
 	touch $@
 
 $(TRAIN_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[train,test]'
+	$(BIN)/pip install -q -e '.[train,test,eval]'
 	touch $@
 
 venv: $(STAMP)
