@@ -62,7 +62,8 @@ from typing import Any
 
 import numpy as np
 
-from core.day_kind import FALLBACK, DayKind
+from core.day_kind import FALLBACK, DayKind, HolidayCalendar
+from core.night_flow import NightSummary, NightWindow
 
 MAD_TO_SIGMA = 1.4826
 # Flows are compared in log units; this much (m3/h) is added first so that a
@@ -500,3 +501,56 @@ def mark_repaired(state: SensorNights) -> bool:
 def learning_left(state: SensorNights, settings: NightSettings) -> int:
     """Clean nights still needed before the first verdict (0: judging)."""
     return max(0, settings.min_baseline_nights - len(state.nights))
+
+
+# -- every sensor of a site ----------------------------------------------------------
+
+
+class NightModel:
+    """Every sensor's NIGHT state with the site's settings, calendar and window.
+
+    What the NightFlow actor (and a replay) call with each closed night; its
+    :meth:`state` is plain data, stored with the actor's offset.
+    """
+
+    def __init__(self, settings: NightSettings, calendar: HolidayCalendar, window: NightWindow,
+                 state: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.calendar = calendar
+        self.window = window
+        self.sensors: dict[str, SensorNights] = {
+            s: SensorNights.from_dict(d) for s, d in (state or {}).items()}
+
+    @classmethod
+    def from_config(cls, config: Any, window: NightWindow,
+                    state: Mapping[str, Any] | None = None) -> NightModel:
+        n = config.night
+        return cls(NightSettings(cusum_k=n.cusum_k, cusum_h=n.cusum_h, window=n.baseline_nights,
+                                 min_baseline_nights=n.min_baseline_nights,
+                                 clear_nights=n.clear_nights),
+                   config.site.calendar, window, state)
+
+    def judge(self, summary: NightSummary) -> NightVerdict | None:
+        """The verdict on a closed night; None when it had no complete block (no change)."""
+        if summary.mnf is None:
+            return None
+        end = self.window.bounds(summary.night)[1]
+        tz = self.window.tz
+        # The MNF falls in the morning the window ends on; the day's mean is of
+        # the 24 hours before the end, mostly the date half a day before it.
+        morning = dt.datetime.fromtimestamp(end, tz).date()
+        day = dt.datetime.fromtimestamp(end - 12 * 3600, tz).date()
+        state = self.sensors.setdefault(summary.sensor, SensorNights())
+        return judge(state, self.settings, NightInput(
+            summary.night, self.calendar.kind(morning), summary.mnf, summary.day_mean,
+            self.calendar.kind(day)))
+
+    def repaired(self, sensor: str) -> bool:
+        """The operator marked ``sensor``'s leak repaired (see :func:`mark_repaired`)."""
+        return mark_repaired(self.sensors.setdefault(sensor, SensorNights()))
+
+    def learning_left(self, sensor: str) -> int:
+        return learning_left(self.sensors.get(sensor) or SensorNights(), self.settings)
+
+    def state(self) -> dict[str, Any]:
+        return {s: st.to_dict() for s, st in self.sensors.items()}

@@ -24,7 +24,8 @@ def test_criteria_from_own_history_then_leak_flags_night(tmp_path):
     config = write_config(
         tmp_path / "site.toml", serial_port=sim, upstream_port=upstream.url,
         store=tmp_path / "store.lmdb",
-        sections={"criteria": {"min_days": 7}, "night": {"baseline_nights": 3}},
+        sections={"criteria": {"min_days": 7},
+                  "night": {"baseline_nights": 7, "min_baseline_nights": 3}},
     )
     service = Service(config).start()
     start = int(datetime.combine(start_day, datetime.min.time(), TZ).timestamp())
