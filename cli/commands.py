@@ -7,6 +7,7 @@ which LMDB serialises with the service's own writers).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import json
@@ -69,6 +70,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     tz = config.site.tz
     detector = store.consumer_state("detector") or {}
     last_flags = detector.get("last_flags", {})
+    night_states = (store.consumer_state("night_flow") or {}).get("model", {})
     counters = store.counters()
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
           f"{store.used_pct():.1f}% used", file=out)
@@ -90,6 +92,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
                    f"status={last.status:02X}" if last else "none")
         print(f"  {sensor}: {count} readings; last {reading}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
+        print(f"       {night_line(night_states.get(sensor), config.night)}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
     rejects = {k.removeprefix("reject."): v for k, v in counters.items() if k.startswith("reject.")}
     print("rejects: " + (", ".join(f"{k}={v}" for k, v in sorted(rejects.items())) or "none"),
@@ -99,6 +102,22 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     restarts = {k.removeprefix("restart."): v for k, v in counters.items() if k.startswith("restart.")}
     print("actor restarts: " + (", ".join(f"{k}={v}" for k, v in sorted(restarts.items())) or "none"),
           file=out)
+
+
+def night_line(state: dict[str, Any] | None, night: Any) -> str:
+    """Where the sensor's NIGHT method stands: learning, or its accumulated evidence."""
+    from core.night_model import SensorNights
+
+    nights = SensorNights.from_dict(state or {})
+    clean = len(nights.nights)
+    if clean < night.min_baseline_nights:
+        return (f"night: learning, no NIGHT verdicts until {night.min_baseline_nights} clean "
+                f"nights ({clean} so far)")
+    line = (f"night: expected MNF from {min(clean, night.baseline_nights)} clean nights; "
+            f"evidence {nights.statistic:.2f} of {night.cusum_h:g}")
+    if nights.alarm:
+        line += f"; NIGHT raised (clears after {night.clear_nights} nights without the excess)"
+    return line
 
 
 def disk_line(path: Path, reserve_left: int = 0) -> str:
@@ -182,9 +201,32 @@ def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
                             _v(b.get("mean")), b.get("complete")])
     elif args.what == "detections":
         for sensor in sensors:
+            verdicts = _night_verdicts(store, sensor)
             for d in store.detections(sensor, since, until):
-                out.write(json.dumps({"sensor": sensor, **d, "time": local_iso(d["time"], tz)}) + "\n")
+                record = {"sensor": sensor, **d, "time": local_iso(d["time"], tz)}
+                if any(c.get("method") == "NIGHT" for c in d.get("causes", ())):
+                    record["night"] = _verdict_at(verdicts, d["time"])
+                out.write(json.dumps(record) + "\n")
     return 0
+
+
+def _night_verdicts(store: Store, sensor: SensorId) -> list[dict[str, Any]]:
+    """The sensor's stored night verdicts that raised or held NIGHT, by the time they apply."""
+    found = [rec for _, rec in store.docs("night", prefix=f"{sensor}/",
+                                          where=lambda rec: rec.get("leak") is True)]
+    return sorted(found, key=lambda rec: rec["ends"])
+
+
+_NIGHT_FIELDS = ("night", "outcome", "mnf", "expected", "z", "day_mean", "day_expected", "day_z",
+                 "statistic", "threshold", "evidence")
+
+
+def _verdict_at(verdicts: list[dict[str, Any]], t: int) -> dict[str, Any] | None:
+    """Why NIGHT was carried at ``t``: the newest verdict in force then (from its night's end)."""
+    i = bisect.bisect_right([rec["ends"] for rec in verdicts], t)
+    if not i:
+        return None
+    return {k: verdicts[i - 1].get(k) for k in _NIGHT_FIELDS}
 
 
 def write_forecast(store: Store, config: Any, sensor: str | None, out: TextIO) -> None:

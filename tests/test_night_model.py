@@ -280,3 +280,19 @@ def test_expect_follows_a_trend_and_its_kinds() -> None:
     assert sat is not None and sat.value == pytest.approx(10.0 * 1.33 * 1.2, rel=0.02)
     sunday = expect(points, MONDAY.toordinal() + 34, DayKind.SUNDAY, 28)
     assert sunday is not None and not sunday.kind_known
+
+
+def test_status_line_tells_learning_then_evidence() -> None:
+    from cli.commands import night_line
+    from core.config import default_config
+
+    night = default_config().night
+    state = SensorNights()
+    assert night_line(None, night) == (
+        "night: learning, no NIGHT verdicts until 7 clean nights (0 so far)")
+    run_nights(3, 1, state=state)
+    assert "(3 so far)" in night_line(state.to_dict(), night)
+    run_nights(45, 1, state=state, leak=step(40, 0.3))
+    line = night_line(state.to_dict(), night)
+    assert line.startswith("night: expected MNF from 28 clean nights; evidence ")
+    assert "NIGHT raised" in line
