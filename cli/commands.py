@@ -9,6 +9,7 @@ current model at each forecast, so it takes a new one at its next hour).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import json
@@ -64,11 +65,17 @@ def local_iso(t: float, tz: ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(int(t), tz).isoformat()
 
 
-def detection_line(detection: dict[str, Any], tz: ZoneInfo) -> str:
+def detection_line(detection: dict[str, Any], tz: ZoneInfo,
+                   verdicts: list[dict[str, Any]] | None = None) -> str:
     """Why a flag fired, as one JSON line: ``export detections`` writes it, the web
-    page shows it on hover (one text for both, so the two never disagree)."""
-    return json.dumps({"sensor": detection["sensor"], **detection,
-                       "time": local_iso(detection["time"], tz)})
+    page shows it on hover (one text for both, so the two never disagree). With the
+    sensor's :func:`night_verdicts`, a NIGHT flag carries the evidence that raised it."""
+    record = {"sensor": detection["sensor"], **detection,
+              "time": local_iso(detection["time"], tz)}
+    if verdicts is not None and any(c.get("method") == "NIGHT"
+                                    for c in detection.get("causes", ())):
+        record["night"] = _verdict_at(verdicts, detection["time"])
+    return json.dumps(record)
 
 
 def flag_names(flags: int) -> str:
@@ -88,6 +95,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     tz = config.site.tz
     detector = store.consumer_state("detector") or {}
     last_flags = detector.get("last_flags", {})
+    night_states = (store.consumer_state("night_flow") or {}).get("model", {})
     counters = store.counters()
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
           f"{store.used_pct():.1f}% used", file=out)
@@ -108,6 +116,7 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
         last = _last_reading(store, sensor, event_times.get(sensor), tz)
         print(f"  {sensor}: {count} readings; last {last}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
+        print(f"       {night_line(night_states.get(sensor), config.night)}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
     print("rejects: " + _counts(counters, "reject."), file=out)
     print("upstream rejects: " + _counts(counters, UPSTREAM_REJECT), file=out)
@@ -134,6 +143,22 @@ def _last_reading(store: Store, sensor: SensorId, event_time: int | None, tz: Zo
         text += (f"; {beyond} stored past its event time (stamped ahead, or not processed "
                  f"yet), newest {local_iso(newest.time, tz)}")
     return text
+
+
+def night_line(state: dict[str, Any] | None, night: Any) -> str:
+    """Where the sensor's NIGHT method stands: learning, or its accumulated evidence."""
+    from core.night_model import SensorNights
+
+    nights = SensorNights.from_dict(state or {})
+    clean = len(nights.nights)
+    if clean < night.min_baseline_nights:
+        return (f"night: learning, no NIGHT verdicts until {night.min_baseline_nights} clean "
+                f"nights ({clean} so far)")
+    line = (f"night: expected MNF from {min(clean, night.baseline_nights)} clean nights; "
+            f"evidence {nights.statistic:.2f} of {night.cusum_h:g}")
+    if nights.alarm:
+        line += f"; NIGHT raised (clears after {night.clear_nights} nights without the excess)"
+    return line
 
 
 def disk_line(path: Path, reserve_left: int = 0) -> str:
@@ -223,9 +248,29 @@ def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
                             _v(b.get("mean")), b.get("complete")])
     elif args.what == "detections":
         for sensor in sensors:
+            verdicts = night_verdicts(store, sensor)
             for d in store.detections(sensor, since, until):
-                out.write(detection_line(d, tz) + "\n")
+                out.write(detection_line(d, tz, verdicts) + "\n")
     return 0
+
+
+def night_verdicts(store: Store, sensor: SensorId) -> list[dict[str, Any]]:
+    """The sensor's stored night verdicts that raised or held NIGHT, by the time they apply."""
+    found = [rec for _, rec in store.docs("night", prefix=f"{sensor}/",
+                                          where=lambda rec: rec.get("leak") is True)]
+    return sorted(found, key=lambda rec: rec["ends"])
+
+
+_NIGHT_FIELDS = ("night", "outcome", "mnf", "expected", "z", "day_mean", "day_expected", "day_z",
+                 "statistic", "threshold", "evidence")
+
+
+def _verdict_at(verdicts: list[dict[str, Any]], t: int) -> dict[str, Any] | None:
+    """Why NIGHT was carried at ``t``: the newest verdict in force then (from its night's end)."""
+    i = bisect.bisect_right([rec["ends"] for rec in verdicts], t)
+    if not i:
+        return None
+    return {k: verdicts[i - 1].get(k) for k in _NIGHT_FIELDS}
 
 
 def write_forecast(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> None:

@@ -15,6 +15,9 @@ takes an integer or a float. Every problem is collected before
 an unknown section or key with a "did you mean" hint, so an operator fixes the
 whole file in one go instead of one error per start.
 
+``[site] holidays`` is a list of dates or a country code; each bad date is
+its own error line.
+
 Paths (``storage.path``, ``criteria.initial_data``) are kept exactly as written;
 a relative path is resolved by the service against its working directory
 (``WorkingDirectory=`` in the systemd unit), not against the config file.
@@ -36,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from core.day_kind import HolidayCalendar, holiday_calendar
 
 __all__ = [
     "SCHEMA",
@@ -74,7 +79,15 @@ class ConfigError(Exception):
 
 
 class Invalid(ValueError):
-    """Raised by a value type; the message is the text after ``section.key: ``."""
+    """Raised by a value type; the message is the text after ``section.key: ``.
+
+    A list value can be wrong in several entries: each is one more message, and
+    one more line of the error.
+    """
+
+    def __init__(self, message: str, *more: str) -> None:
+        super().__init__(message)
+        self.messages: tuple[str, ...] = (message, *more)
 
 
 # ---------------------------------------------------------------------------
@@ -435,6 +448,54 @@ class ListenAddress(ValueType):
         return '"host:port", "" = off'
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Holidays(ValueType):
+    """Public holidays: a list of ISO dates (TOML dates or ``"YYYY-MM-DD"``
+    strings), or a country code (``"KR"``, ``"DE-BY"``) that the ``holidays``
+    package resolves; ``""`` or ``[]`` for none. Every bad entry is one line."""
+
+    def validate(self, value: object) -> tuple[dt.date, ...] | str:
+        if isinstance(value, str):
+            if not value:
+                return ""
+            from core.day_kind import check_country
+
+            problem = check_country(value)
+            if problem:
+                raise Invalid(problem)
+            return value.upper()
+        if not isinstance(value, list | tuple):
+            raise _expected('a list of ISO dates or a country code such as "KR"', value)
+        dates: list[dt.date] = []
+        problems: list[str] = []
+        for i, entry in enumerate(value, start=1):
+            if isinstance(entry, dt.date) and not isinstance(entry, dt.datetime):
+                dates.append(entry)
+                continue
+            if isinstance(entry, str) and _ISO_DATE.match(entry):
+                try:
+                    dates.append(dt.date.fromisoformat(entry))
+                    continue
+                except ValueError:
+                    pass
+            problems.append(f'entry {i}: expected an ISO date "YYYY-MM-DD", '
+                            f"got {_describe_value(entry)}")
+        if problems:
+            raise Invalid(*problems)
+        return tuple(sorted(set(dates)))
+
+    def describe(self) -> str:
+        return 'list of ISO dates, or a country code ("KR")'
+
+    def to_toml(self, value: Any) -> str:
+        if isinstance(value, str):
+            return ValueType.to_toml(self, value)
+        return "[" + ", ".join(f'"{d.isoformat()}"' for d in value) + "]"
+
+
 # ---------------------------------------------------------------------------
 # The schema
 
@@ -515,11 +576,17 @@ class SiteConfig:
 
     name: str
     timezone: str
+    holidays: tuple[dt.date, ...] | str
 
     @property
     def tz(self) -> ZoneInfo:
         """The site's zone; ZoneInfo caches instances, so this is cheap."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def calendar(self) -> HolidayCalendar:
+        """The site's public holidays (built once per setting)."""
+        return holiday_calendar(self.holidays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,6 +667,10 @@ class NightConfig:
     block_minutes: int
     min_readings: int
     baseline_nights: int
+    min_baseline_nights: int
+    clear_nights: int
+    cusum_k: float
+    cusum_h: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,6 +719,9 @@ SCHEMA: tuple[Section, ...] = (
                 "site name, shown in logs and the status command"),
         Setting("timezone", TimeZone(), "Asia/Seoul",
                 "time zone of the readings' local times; the night window is local"),
+        Setting("holidays", Holidays(), (),
+                "public holidays (nights and days are compared with those of their kind): "
+                'ISO dates, or a country code resolved by the holidays package; [] = none'),
     )),
     Section("serial", "inbound readings", SerialConfig, (
         Setting("port", PortSpec(), "sim://?sensors=3&speed=600&seed=1",
@@ -724,7 +798,9 @@ SCHEMA: tuple[Section, ...] = (
                 "raises VALUE at once, without persist_minutes; 0 = never"),
     )),
     Section("criteria", "criteria bands", CriteriaConfig, (
-        Setting("initial_data", FilePath(optional=True), "conf/initial_data.csv",
+        # No default file: a site whose sensor ids match the demo's must not
+        # silently get the demo's criteria.
+        Setting("initial_data", FilePath(optional=True), "",
                 'history CSV for the first criteria; "" = none; relative = working directory'),
         Setting("min_days", Integer(1, 365), 28,
                 "days of stored data before criteria are built from the store"),
@@ -741,8 +817,16 @@ SCHEMA: tuple[Section, ...] = (
                 "length of the flow-mean blocks the MNF is taken from"),
         Setting("min_readings", Integer(1, 60), 5,
                 "measured readings a block needs to count; <= block_minutes"),
-        Setting("baseline_nights", Integer(3, 60), 14,
-                "recent nights the MNF baseline is built from"),
+        Setting("baseline_nights", Integer(3, 120), 28,
+                "recent clean nights the expected MNF (level and seasonal trend) is fitted on"),
+        Setting("min_baseline_nights", Integer(3, 60), 7,
+                "clean nights a sensor needs before its first NIGHT verdict"),
+        Setting("clear_nights", Integer(1, 30), 3,
+                "nights in a row without the excess that clear NIGHT"),
+        Setting("cusum_k", Float(0, 5), 0.5,
+                "CUSUM reference: standardised excess per night (and day) ignored as noise"),
+        Setting("cusum_h", Float(0.5, 50), 5.0,
+                "CUSUM decision interval: accumulated excess that raises NIGHT"),
     )),
     Section("train", "forecasting model training", TrainConfig, (
         Setting("schedule_days", Integer(1, 3650), 365, "retrain a model this often"),
@@ -795,6 +879,7 @@ RULES: tuple[Rule, ...] = (
     Rule("web.token_file", "set", "web.listen",
          applies=lambda _token, listen: bool(listen) and not is_loopback(parse_listen(listen)[0]),
          why="not a loopback address"),
+    Rule("night.min_baseline_nights", "<=", "night.baseline_nights"),
 )
 
 _SECTIONS: dict[str, Section] = {section.name: section for section in SCHEMA}
@@ -889,7 +974,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Co
             try:
                 values[name][key] = setting.type.validate(value)
             except Invalid as exc:
-                errors.append(f"{name}.{key}: {exc}")
+                errors += [f"{name}.{key}: {message}" for message in exc.messages]
                 invalid.add(f"{name}.{key}")
 
     for rule in RULES:

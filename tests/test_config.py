@@ -23,6 +23,7 @@ from core.config import (
     ConfigError,
     FilePath,
     Float,
+    Holidays,
     Integer,
     ListenAddress,
     PortSpec,
@@ -78,11 +79,13 @@ def test_shipped_site_toml_lists_every_key_at_its_default() -> None:
     defaults = default_config()
     for name, setting in ALL_SETTINGS:
         dotted = f"{name}.{setting.key}"
-        if dotted not in ("site.name", "web.listen"):
+        if dotted not in ("site.name", "web.listen", "criteria.initial_data"):
             assert value(shipped, dotted) == value(defaults, dotted), dotted
     assert shipped.site.name == "demo"
     # The demo shows its page (off by default: a site opts in).
     assert shipped.web.listen == "127.0.0.1:8080" and defaults.web.listen == ""
+    # The demo names its own history; a new site has none unless it names one.
+    assert shipped.criteria.initial_data == "conf/initial_data.csv"
 
 
 def test_rs485_example_parses_with_real_devices() -> None:
@@ -100,14 +103,14 @@ def test_rs485_example_parses_with_real_devices() -> None:
 
 def test_defaults_fill_every_absent_key() -> None:
     config = parse_config({})
-    assert config.site == type(config.site)(name="site", timezone="Asia/Seoul")
+    assert config.site == type(config.site)(name="site", timezone="Asia/Seoul", holidays=())
     assert config.serial.baudrate == 9600
     assert config.upstream.ack is False
     assert config.storage.retention_days == 365
     assert config.storage.map_max_mb == 1024
     assert config.system.flow_max == 10000.0 and isinstance(config.system.flow_max, float)
     assert config.detection.clear_minutes == 5
-    assert config.criteria.initial_data == "conf/initial_data.csv"
+    assert config.criteria.initial_data == ""  # no demo history on a new site
     assert (config.night.start, config.night.end) == (dt.time(22, 0), dt.time(5, 0))
     assert config.night.block_minutes == 10
     assert config.train.lookback_hours == 336
@@ -476,7 +479,17 @@ def valid_values(setting: Setting) -> st.SearchStrategy[Any]:
         return stripped | st.just("") if kind.optional else stripped
     if isinstance(kind, String):
         return st.text(min_size=1, max_size=12).filter(lambda s: s.strip())
+    if isinstance(kind, Holidays):
+        days = st.dates(dt.date(1990, 1, 1), dt.date(2100, 12, 31))
+        return (st.sampled_from(["", "KR", "de-by", "US"])
+                | st.lists(days | days.map(dt.date.isoformat), max_size=5))
     raise AssertionError(f"no strategy for {kind!r}")
+
+
+def setting_of(section: str, key: str) -> Setting:
+    found = next(sec for sec in SCHEMA if sec.name == section).setting(key)
+    assert found is not None
+    return found
 
 
 valid_documents = st.fixed_dictionaries({
@@ -502,6 +515,9 @@ def test_valid_values_are_kept(document: dict[str, dict[str, Any]]) -> None:
             got = value(config, f"{section}.{key}")
             if isinstance(raw, str) and isinstance(got, dt.time):
                 assert f"{got:%H:%M}" == raw
+            elif isinstance(setting_of(section, key).type, Holidays):
+                assert got == (raw.upper() if isinstance(raw, str) else tuple(sorted(
+                    {d if isinstance(d, dt.date) else dt.date.fromisoformat(d) for d in raw})))
             else:
                 assert got == raw
                 assert isinstance(got, bool) == isinstance(raw, bool)
@@ -517,3 +533,54 @@ def test_integer_range_boundaries(number: int) -> None:
     else:
         shown = reprlib.repr(number)
         assert errors_of(document) == [f"storage.retention_days: must be <= 3650, got {shown}"]
+
+
+# -- holidays ---------------------------------------------------------------------
+
+
+def test_holidays_as_dates_or_a_country_code() -> None:
+    config = parse_config({"site": {"holidays": ["2026-12-25", dt.date(2026, 1, 1), "2026-12-25"]}})
+    assert config.site.holidays == (dt.date(2026, 1, 1), dt.date(2026, 12, 25))
+    assert config.site.calendar.is_holiday(dt.date(2026, 12, 25))
+    assert not config.site.calendar.is_holiday(dt.date(2026, 12, 24))
+    config = parse_config({"site": {"holidays": "kr"}})
+    assert config.site.holidays == "KR"
+    assert config.site.calendar.is_holiday(dt.date(2027, 1, 1))
+    assert parse_config({"site": {"holidays": "DE-BY"}}).site.calendar.is_holiday(
+        dt.date(2026, 1, 6))  # Epiphany: Bavaria, not all of Germany
+    assert not parse_config({"site": {"holidays": "DE"}}).site.calendar.is_holiday(
+        dt.date(2026, 1, 6))
+    assert parse_config({"site": {"holidays": ""}}).site.calendar.describe() == "no holidays"
+
+
+def test_every_bad_holiday_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"holidays": ["2026-12-25", "2026-13-01", 5, "25.12.2026"]},
+                      "night": {"cusum_h": 0}})
+    assert info.value.errors == [
+        "site.holidays: entry 2: expected an ISO date \"YYYY-MM-DD\", got string '2026-13-01'",
+        "site.holidays: entry 3: expected an ISO date \"YYYY-MM-DD\", got integer 5",
+        "site.holidays: entry 4: expected an ISO date \"YYYY-MM-DD\", got string '25.12.2026'",
+        "night.cusum_h: must be >= 0.5, got 0",
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"holidays": "XX"}})
+    assert info.value.errors == [
+        "site.holidays: unknown country code 'XX' (ISO 3166-1 alpha-2, e.g. 'KR', 'DE-BY')"]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"holidays": 2026}})
+    assert info.value.errors == [
+        'site.holidays: expected a list of ISO dates or a country code such as "KR", '
+        "got integer 2026"]
+
+
+def test_min_baseline_nights_within_the_baseline() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"night": {"min_baseline_nights": 30, "baseline_nights": 20}})
+    assert info.value.errors == [
+        "night.min_baseline_nights: must be <= night.baseline_nights (20), got 30"]
+
+
+def test_readme_table_is_the_schema() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert describe_schema() in readme

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from actors import ACTOR_CLASSES
-from cli.commands import detection_line, flag_names, local_iso
+from cli.commands import detection_line, flag_names, local_iso, night_verdicts
 from core.config import Config
 from core.types import SensorId
 from storage.store import OUTBOX_SENDER, Store
@@ -181,6 +181,7 @@ class SiteView:
                     if not key.endswith("/current")]
         forecast = store.doc("forecast", sensor_id)
         detections = store.detections(sensor_id, since, end + 1)
+        verdicts = night_verdicts(store, sensor_id)
         grid = S.hourly_grid(since, ahead)
         charts = {}
         for quantity in QUANTITIES:
@@ -190,7 +191,7 @@ class SiteView:
             line = S.minmax_downsample(arrays.time, values)
             low, high = S.band_series(versions, quantity, grid, self.tz)
             fc, fc_low, fc_high = S.forecast_series(forecast, quantity, ahead, default_band)
-            markers = self._markers(detections, quantity, values)
+            markers = self._markers(detections, quantity, values, verdicts)
             data = S.align({
                 "value": line,
                 "band_low": S.Series(grid, low), "band_high": S.Series(grid, high),
@@ -210,8 +211,8 @@ class SiteView:
             "night": self._nights(sensor, end - max(span, MNF_MIN_SPAN_S)),
         }
 
-    def _markers(self, detections: list[dict[str, Any]], quantity: str,
-                 values: np.ndarray) -> list[dict[str, Any]]:
+    def _markers(self, detections: list[dict[str, Any]], quantity: str, values: np.ndarray,
+                 verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Where a flag went up, placed on the reading (or, with no value, the lowest one)."""
         finite = values[np.isfinite(values)]
         floor = float(finite.min()) if len(finite) else 0.0
@@ -219,7 +220,7 @@ class SiteView:
         return [{"t": int(record["time"]),
                  "y": record[quantity] if record.get(quantity) is not None else floor,
                  "methods": methods,
-                 "text": detection_line(record, self.tz)}
+                 "text": detection_line(record, self.tz, verdicts)}
                 for record, methods in raises]
 
     def _nights(self, sensor: str, since: int) -> dict[str, Any]:
