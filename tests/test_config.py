@@ -579,8 +579,3 @@ def test_min_baseline_nights_within_the_baseline() -> None:
         parse_config({"night": {"min_baseline_nights": 30, "baseline_nights": 20}})
     assert info.value.errors == [
         "night.min_baseline_nights: must be <= night.baseline_nights (20), got 30"]
-
-
-def test_readme_table_is_the_schema() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    assert describe_schema() in readme

@@ -20,7 +20,7 @@ from actors import ACTOR_CLASSES
 from actors.supervision import Liveness, Supervisor
 from cli.commands import detection_line
 from core import messages
-from core.config import ConfigError, describe_schema, parse_config, parse_listen
+from core.config import ConfigError, parse_config, parse_listen
 from core.types import Reading, SensorId
 from tests.conftest import make_config
 from tests.harness import ROOT, wait_for
@@ -70,11 +70,6 @@ def test_parse_listen_takes_any_text_with_a_value_error_at_worst(text):
     except ValueError:
         return
     assert 1 <= port <= 65535 and f":{port}" in text and host
-
-
-def test_the_readme_configuration_table_is_the_schemas():
-    readme = (ROOT / "README.md").read_text()
-    assert describe_schema() in readme
 
 
 def test_the_readme_lists_every_metric():
