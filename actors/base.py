@@ -21,6 +21,7 @@ import pykka
 
 from core import messages
 from core.config import Config
+from core.log_limit import LogLimiter
 from core.types import StoredReading
 from storage.store import Store
 
@@ -154,6 +155,9 @@ class GatewayActor(pykka.ThreadingActor):
         self.store = context.store
         self.peers = context.peers
         self.log = logging.getLogger(f"actors.{self.role}")
+        # Every warning that input or a failing peer can repeat goes through this:
+        # summarised every tick once a minute is over, and when the actor stops.
+        self.repeats = LogLimiter(self.log)
         self.dropped_messages = 0
         # Set once the actor releases what it owns: its helper threads end, and an
         # error they meet on the way out (a port closed under a read) is no crash.
@@ -164,10 +168,12 @@ class GatewayActor(pykka.ThreadingActor):
             decoded = messages.decode(message)
         except messages.MessageError as exc:
             self.dropped_messages += 1
-            self.log.warning("dropped malformed message: %s", exc)
+            self.repeats.warning("malformed", "dropped malformed message: %s", exc)
             return None
         if isinstance(decoded, messages.Ping):
             return "pong"
+        if isinstance(decoded, messages.Tick):
+            self.repeats.flush()
         if isinstance(decoded, messages.Crash):
             return self._injected_crash(decoded)
         handler = getattr(self, f"on_{decoded.TYPE}", None)
@@ -199,6 +205,7 @@ class GatewayActor(pykka.ThreadingActor):
             self.release()
         except Exception:
             self.log.exception("error while releasing resources")
+        self.repeats.flush(force=True)
 
     def release(self) -> None:
         """Close what the actor owns (ports, threads). Called on stop and on failure."""

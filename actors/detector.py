@@ -2,9 +2,11 @@
 
 Thin wiring around :class:`core.monitor.SiteMonitor`: it reads its offset and
 state from the store, evaluates each reading once, and commits detections,
-outbound frames, the new offset and the monitor state in one transaction. It
-owns the criteria (built from initial data, then from the store on schedule)
-and keeps the current forecast per sensor for PREDICT.
+outbound frames, the new offset and the monitor state in one transaction, with
+each sensor's event time when it moved (:class:`core.types.EventTimes`: what
+retention, the trainer and every "latest" follow). It owns the criteria (built
+from initial data, then from the store on schedule, on the window that ends at
+the sensor's event time) and keeps the current forecast per sensor for PREDICT.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from core.messages import (
     Tick,
 )
 from core.monitor import DetectionSettings, Outcome, SiteMonitor, expectation_for
-from core.types import EpochSeconds, SensorId, StoredReading
+from core.types import EpochSeconds, EventTimes, SensorId, StoredReading
 
 CONSUMER = "detector"
 DAY_S = 86400
@@ -72,12 +74,16 @@ class Detector(JournalConsumer):
         self._checked_day: dict[SensorId, int] = {}
         self._first_time: dict[SensorId, int] = {}
         self._event_at_monotonic = time.monotonic()
+        self._event_times = EventTimes()  # as last written to the store
 
     def on_start(self) -> None:
         self.offset = self.store.offset(CONSUMER)
         self.monitor = SiteMonitor(
             detection_settings(self.config), self.tz, self.store.consumer_state(CONSUMER)
         )
+        self._event_times = self.store.event_times()
+        if self.monitor.event_times() != self._event_times:  # a store from before they were kept
+            self._commit(Outcome())
         for sensor in self.store.sensors():
             self._load_sensor(sensor)
             self._schedule_stored_nights(sensor)
@@ -126,6 +132,8 @@ class Detector(JournalConsumer):
         assert self.monitor is not None
         state = self.monitor.state()
         offset = out.last_arrival if out.last_arrival is not None else self.offset
+        event_times = self.monitor.event_times()
+        moved = event_times != self._event_times
 
         def write(batch: Any) -> int:
             for sensor, t, record in out.detections:
@@ -134,10 +142,13 @@ class Detector(JournalConsumer):
             for frame in out.frames:
                 last_seq = batch.append_outbox(frame)
             batch.set_offset(CONSUMER, offset, state)
+            if moved:
+                batch.set_event_times(event_times)
             return last_seq
 
         last_seq = self.store.transact(write)
         self.offset = offset
+        self._event_times = event_times
         if last_seq:
             self.peers.tell_each(UPLINKS, OutboxAppended(last_seq))
 
@@ -194,14 +205,15 @@ class Detector(JournalConsumer):
         return (newest - first) / DAY_S
 
     def _build_criteria(self, sensor: SensorId, reason: str) -> None:
+        assert self.monitor is not None
         cfg = self.config
-        newest = self.store.latest_reading(sensor)
+        newest = self.monitor.last_seen.get(sensor)  # event time: never a stamp far ahead
         current = self.criteria.get(sensor)
         version = (current.version + 1) if current else 1
         built = None
-        if newest is not None and self._store_days(sensor, newest.time) >= cfg.criteria.min_days:
+        if newest is not None and self._store_days(sensor, newest) >= cfg.criteria.min_days:
             arrays = self.store.reading_arrays(
-                sensor, since=newest.time - cfg.criteria.window_days * DAY_S, until=newest.time + 1
+                sensor, since=newest - cfg.criteria.window_days * DAY_S, until=newest + 1
             )
             built = build_sensor_criteria(
                 cfg, sensor, (arrays.time, arrays.flow, arrays.pressure, arrays.status),

@@ -5,9 +5,9 @@ reader's group commits are never held up for long:
 
 * the arrival journal is trimmed up to the slowest journal consumer's offset
   (what every consumer has processed is never needed again);
-* retention (``storage.retention_days``, event time) deletes readings,
-  detections and night blocks older than that before each sensor's newest
-  reading;
+* retention (``storage.retention_days``) deletes readings, detections and
+  night blocks older than that before each sensor's event time (its newest
+  reading the Detector took in: one stamped years ahead moves nothing);
 * the store's pages are dropped from the process's resident memory
   (:meth:`Store.release_mapped_pages`): they are the page cache's, and the
   service's RSS then shows its own memory, not the size of the store; freed
@@ -54,7 +54,7 @@ class Housekeeper(GatewayActor):
                 self.apply_retention()
         except StoreFullError as exc:
             # Deleting needs a little room too; the next round tries again.
-            self.log.warning("store full, housekeeping deferred: %s", exc)
+            self.repeats.warning("store full", "store full, housekeeping deferred: %s", exc)
 
     def trim_journal(self) -> int:
         through = min(self.store.offset(consumer) for consumer in JOURNAL_CONSUMERS)

@@ -8,7 +8,6 @@ the Detector (PREDICT) and the Transmitter are told.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from actors.base import UPLINKS, ActorContext, GatewayActor
 from core import forecast as forecasting
+from core import frames
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
 from core.types import EpochSeconds, SensorId
 
@@ -29,13 +29,15 @@ def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[dict[str, Any]]:
     """The ``$FCD`` lines of a forecast, in outbox form.
 
     A day with an hour without forecast (a sensor with less than a week of
-    history) has no line: the mean of part of a day is not the day's mean.
+    history) has no line: the mean of part of a day is not the day's mean. Nor
+    has a day whose mean the line cannot carry (NaN, or a forecast of absurd
+    readings too long for the field): ``$FCD`` has no flag to say so.
     """
     return [
         {"type": "FCD", "sensor": fc.sensor, "issued": fc.issued, "day": day.isoformat(),
          "flow_mean": round(float(flow), 3), "pressure_mean": round(float(pressure), 3)}
         for day, flow, pressure in fc.daily_means(tz)
-        if math.isfinite(flow) and math.isfinite(pressure)
+        if frames.value_fits("FCD", float(flow)) and frames.value_fits("FCD", float(pressure))
     ]
 
 
@@ -54,11 +56,9 @@ class Predictor(GatewayActor):
 
     def on_start(self) -> None:
         self.issued = dict((self.store.consumer_state(CONSUMER) or {}).get("issued", {}))
-        # Hours that closed while we were down: forecast the latest one now.
-        for sensor in self.store.sensors():
-            latest = self.store.latest_reading(sensor)
-            if latest is not None:
-                self.pending[sensor] = latest.time - latest.time % HOUR_S
+        # Hours that closed while we were down: forecast the latest one (event time) now.
+        for sensor, latest in self.store.event_times().sensors.items():
+            self.pending[sensor] = latest - latest % HOUR_S
         self.tell_self(Resume())
 
     def on_hour(self, message: HourClosed) -> None:

@@ -8,10 +8,8 @@ offsets in the store's arrival journal.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from typing import Any
 
 import serial
 
@@ -19,12 +17,11 @@ from actors.base import JOURNAL_CONSUMERS, ActorContext, GatewayActor
 from core import frames
 from core.messages import ReadingsCommitted
 from core.types import Reading
-from ports import PortError, open_port
+from ports import Drain, PortError, open_port
 from storage.store import OUTBOX_SENDER, RejectRecord, StoreFullError
 
 READ_CHUNK = 65536
 PORT_TIMEOUT_S = 0.2  # idle wait for the first byte; also how fast a stop is noticed
-REJECT_LOG_INTERVAL_S = 10.0
 # How far the reader may run ahead of the detector (arrivals not yet detected)
 # before it stops reading: bounds every inbox in the pipeline.
 MAX_BACKLOG = 20_000
@@ -44,7 +41,6 @@ OUTBOX_SHARE = 5
 # its next self): if space does not return, the restart intensity ends the service.
 HOLD_MAX = 14_400
 FULL_RETRY_S = 1.0
-FULL_LOG_EVERY_S = 60.0
 
 
 class SerialReader(GatewayActor):
@@ -55,8 +51,6 @@ class SerialReader(GatewayActor):
         self._thread: threading.Thread | None = None
         self._port: serial.SerialBase | None = None
         self._tz = self.config.site.tz
-        self._reject_log_at: dict[str, float] = {}
-        self._reject_unlogged: dict[str, int] = {}
         self._delivered = False  # the current connection has given us data
         outbox_max = self.config.upstream.outbox_max
         self._max_unsent = min(MAX_UNSENT, max(1, outbox_max // OUTBOX_SHARE))
@@ -70,7 +64,6 @@ class SerialReader(GatewayActor):
         context.carried[self.role] = (self._pending_readings, self._pending_rejects)
         self._full_since: float | None = None  # monotonic time the store first refused
         self._full_retry_at = 0.0
-        self._full_logged_at = -math.inf
 
     def on_start(self) -> None:
         self._thread = self.start_helper("port", self._connect_loop)
@@ -90,25 +83,22 @@ class SerialReader(GatewayActor):
     def _connect_loop(self) -> None:
         cfg = self.config.serial
         backoff = cfg.reconnect_initial_s
-        failures = 0
         while not self.stopping.is_set():
             try:
                 self._port = open_port(cfg.port, cfg.baudrate, timeout=PORT_TIMEOUT_S)
             except PortError as exc:
-                failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    self.log.warning("cannot open %s (%s); retrying in %.1f s", cfg.port, exc, backoff)
+                self.repeats.warning("open", "cannot open %s (%s); retrying in %.1f s",
+                                     cfg.port, exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
                 continue
             self.log.info("reading from %s", cfg.port)
-            failures = 0
             self._delivered = False
             try:
                 self._pump(self._port)
             except (serial.SerialException, OSError) as exc:
                 if not self.stopping.is_set():
-                    self.log.warning("lost %s: %s", cfg.port, exc)
+                    self.repeats.warning("lost", "lost %s: %s", cfg.port, exc)
             finally:
                 try:
                     self._port.close()
@@ -124,18 +114,13 @@ class SerialReader(GatewayActor):
                 backoff = min(backoff * 2, cfg.reconnect_max_s)
 
     def _pump(self, port: serial.SerialBase) -> None:
-        """Read lines until stopped; commit whenever the port runs dry or a batch fills.
-
-        Waiting is a blocking one-byte read (no busy loop while the line is
-        quiet); once bytes flow the port is drained without waiting, because
-        pyserial's socket handler reports only whether *some* data is waiting.
-        """
+        """Read lines until stopped; commit whenever the port runs dry or a batch fills."""
         cfg = self.config.storage
         splitter = frames.LineSplitter()
         # Held on the actor, not here: what a full store refused outlives a lost port.
         readings, rejects = self._pending_readings, self._pending_rejects
         first_pending = time.monotonic()
-        draining = False
+        drain = Drain(port, PORT_TIMEOUT_S, READ_CHUNK)
         while not self.stopping.is_set():
             if len(readings) >= HOLD_MAX:  # the store is full and so is the hold
                 self.stopping.wait(FULL_RETRY_S)
@@ -147,11 +132,7 @@ class SerialReader(GatewayActor):
                         f"store still refuses them: {self.context.stats.storage_error}")
                 continue
             self._wait_for_consumers()
-            chunk = port.read(READ_CHUNK if draining else 1)
-            if chunk and not draining:
-                port.timeout, draining = 0, True
-            elif not chunk and draining:
-                port.timeout, draining = PORT_TIMEOUT_S, False
+            chunk = drain.read()
             if chunk:
                 self._delivered = True
                 now = self.context.clock()
@@ -189,7 +170,8 @@ class SerialReader(GatewayActor):
             return
         if isinstance(decoded, frames.Reject):
             rejects.append(RejectRecord(now, str(decoded.reason), bytes(decoded.line)))
-            self._log_reject(decoded)
+            self.repeats.warning(f"reject.{decoded.reason}", "rejected line (%s: %s): %r",
+                                 decoded.reason, decoded.detail, bytes(decoded.line)[:80])
         else:
             readings.append(decoded)
 
@@ -206,18 +188,18 @@ class SerialReader(GatewayActor):
             if self._full_since is None:
                 self._full_since = now
             self._full_retry_at = now + FULL_RETRY_S
-            if now - self._full_logged_at >= FULL_LOG_EVERY_S:
-                self._full_logged_at = now
-                self.log.error("store full, %d reading(s) held in memory (at most %d, then the "
-                               "reader stops until space returns): %s", len(readings), HOLD_MAX, exc)
+            self.repeats.error("store full", "store full, %d reading(s) held in memory (at most "
+                               "%d, then the reader stops until space returns): %s",
+                               len(readings), HOLD_MAX, exc)
             return False
         if self._full_since is not None:
             self.log.warning("store writable again after %.0f s: %d held reading(s) stored",
                              now - self._full_since, len(readings))
-            self._full_since, self._full_logged_at = None, -math.inf
+            self._full_since = None
         self.context.stats.storage_error = None
         if result.conflicts:
-            self.log.warning("%d duplicate reading(s) with differing values ignored", result.conflicts)
+            self.repeats.warning("conflicts", "%d duplicate reading(s) with differing values "
+                                 "ignored", result.conflicts)
         if result.stored:
             self.peers.tell_each(JOURNAL_CONSUMERS, ReadingsCommitted.of(result.stored))
         return True
@@ -236,16 +218,3 @@ class SerialReader(GatewayActor):
             self._sent_seen, self._sent_moved_at = sent, now
         unsent = self.store.peek_outbox_seq() - sent
         return unsent > self._max_unsent and now - self._sent_moved_at < SENDER_STALLED_S
-
-    def _log_reject(self, reject: Any) -> None:
-        reason = str(reject.reason)
-        now = time.monotonic()
-        if now - self._reject_log_at.get(reason, -REJECT_LOG_INTERVAL_S) < REJECT_LOG_INTERVAL_S:
-            self._reject_unlogged[reason] = self._reject_unlogged.get(reason, 0) + 1
-            return
-        suppressed = self._reject_unlogged.pop(reason, 0)
-        self._reject_log_at[reason] = now
-        self.log.warning(
-            "rejected line (%s: %s)%s: %r", reason, reject.detail,
-            f", {suppressed} more since last report" if suppressed else "", bytes(reject.line)[:80],
-        )

@@ -4,7 +4,10 @@ Pykka cannot restart an actor: a crashed actor is replaced by a new instance of
 the same class, built from the same context, which resumes from the store. More
 than ``restart_max`` restarts within ``restart_window_s`` means something is
 wrong beyond a transient fault: everything stops in order and the process exits
-non-zero so that systemd restarts the whole service.
+non-zero so that systemd restarts the whole service. A damaged store is no
+transient fault: restarting cannot mend it, so the first damage any actor meets
+stops everything in order with ``EXIT_STORE_DAMAGED``, which systemd is told
+not to restart (``RestartPreventExitStatus``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pykka
@@ -26,13 +29,15 @@ from actors.base import ActorContext, GatewayActor, Peers, RuntimeStats
 from core import messages
 from core.config import Config
 from ports import systemd
-from storage.store import Store, StoreFullError
+from storage.store import Store, StoreDamagedError, StoreFullError
 
 log = logging.getLogger("supervisor")
 
 TICK_S = 1.0
 POLL_S = 0.1
 PING_TIMEOUT_S = 5.0
+# Ping rounds for readers of `Supervisor.liveness` (the web page's /healthz).
+LIVENESS_PING_S = 5.0
 # A dead actor normally reports its crash once on_failure has released its
 # resources (a port thread joined: well under a second). One found dead without a
 # report for this long (it died in on_start, where Pykka calls no on_failure) is
@@ -43,6 +48,7 @@ REPORT_GRACE_S = 0.5
 # intensity stops the service in order only if it is not.
 STORE_FULL_RETRY_S = 1.0
 CLOCK_OFFSET_FILE = "clock_offset_s"
+EXIT_STORE_DAMAGED = 3
 
 
 def hooks_dir(config: Config) -> Path:
@@ -54,6 +60,44 @@ def hooks_dir(config: Config) -> Path:
     gateway's wall clock by its number of seconds. Never looked at in production.
     """
     return Path(config.storage.path).with_suffix(".hooks")
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """The verdict of the last ping round, for readers outside the actor system.
+
+    ``/healthz`` reads it instead of pinging from its own thread: a page poll
+    then never queues work in front of the real-time path.
+    """
+
+    answered: bool  # every actor answered in time
+    at: float | None = None  # time.monotonic() of the round; None: no round yet
+    silent: tuple[str, ...] = ()  # roles that did not answer (hung, dead or missing)
+
+    def age_s(self, now: float | None = None) -> float | None:
+        if self.at is None:
+            return None
+        return (time.monotonic() if now is None else now) - self.at
+
+
+@dataclass
+class _PingRound:
+    """One ping of every actor, checked without waiting (see Supervisor.run)."""
+
+    started: float
+    futures: dict[str, pykka.Future] = field(default_factory=dict)  # not answered yet
+    silent: list[str] = field(default_factory=list)
+
+
+def hide_store_damage_tracebacks(record: logging.LogRecord) -> bool:
+    """Logging filter: keep a damaged store's tracebacks out of the service's log.
+
+    Every actor that meets the damage would log its own (Pykka logs each
+    actor's failure); the supervisor stops the service on the first with one
+    line that says what is wrong and what to do.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, StoreDamagedError)
 
 
 class RestartIntensityExceeded(RuntimeError):
@@ -73,6 +117,7 @@ class Supervisor:
     def __init__(
         self, config: Config, store: Store, actor_classes: Sequence[type[GatewayActor]],
         *, test_hooks: bool = False, clock: Callable[[], float] = time.time,
+        ping_every_s: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -91,6 +136,10 @@ class Supervisor:
         self._stopping = threading.Event()
         self.failure: str | None = None
         self._hooks = hooks_dir(config) if test_hooks else None
+        # Ping rounds for `liveness` even without systemd's watchdog (the web page's
+        # /healthz asks for them); None: only for the watchdog.
+        self._ping_every_s = ping_every_s
+        self.liveness = Liveness(answered=False)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -102,13 +151,21 @@ class Supervisor:
         log.info("started %s", ", ".join(self.order))
 
     def run(self, stop: threading.Event) -> int:
-        """Supervise until ``stop`` is set (exit 0) or the restart intensity is exceeded (1)."""
+        """Supervise until ``stop`` is set (exit 0), the restart intensity is exceeded (1)
+        or the store is found damaged (``EXIT_STORE_DAMAGED``)."""
         next_tick = time.monotonic()
         watchdog_every = systemd.watchdog_interval() if self.config.supervisor.watchdog else None
-        next_watchdog = time.monotonic()
+        ping_every = min(filter(None, (watchdog_every and watchdog_every / 2, self._ping_every_s)),
+                         default=None)
+        ping_timeout = min(PING_TIMEOUT_S, watchdog_every / 4) if watchdog_every else PING_TIMEOUT_S
+        next_ping = time.monotonic()
+        round_: _PingRound | None = None
         systemd.notify("READY=1")
         try:
             while not stop.is_set():
+                if self.store.damage is not None:
+                    # Before any restart: an actor the damage stopped must stay stopped.
+                    raise self.store.damage
                 if self._hooks is not None:
                     self._deliver_test_messages(self._hooks)
                 self._restart_crashed()
@@ -116,15 +173,23 @@ class Supervisor:
                 if now >= next_tick:
                     next_tick = now + TICK_S
                     self._broadcast(messages.Tick(self.context.clock()))
-                if watchdog_every and now >= next_watchdog:
-                    next_watchdog = now + watchdog_every / 2
-                    if self.all_answer(timeout=min(PING_TIMEOUT_S, watchdog_every / 4)):
-                        systemd.notify("WATCHDOG=1")
+                if ping_every and round_ is None and now >= next_ping:
+                    next_ping = now + ping_every
+                    round_ = self._start_ping_round()
+                if round_ is not None:
+                    answered = self._finish_ping_round(round_, ping_timeout)
+                    if answered is not None:
+                        round_ = None
+                        if answered and watchdog_every:
+                            systemd.notify("WATCHDOG=1")
                 stop.wait(POLL_S)
         except RestartIntensityExceeded as exc:
             self.failure = str(exc)
             log.critical("%s; stopping", exc)
             return 1
+        except StoreDamagedError as exc:
+            self.failure = str(exc)  # the caller says it, with what to do
+            return EXIT_STORE_DAMAGED
         finally:
             systemd.notify("STOPPING=1")
             self.stop()
@@ -175,6 +240,8 @@ class Supervisor:
             elif now - self._dead_since.setdefault(role, now) >= REPORT_GRACE_S:
                 pending[role] = Crash(role, None)  # died in on_start: Pykka skips on_failure
         for role, crash in pending.items():
+            if isinstance(crash.error, StoreDamagedError):
+                raise crash.error  # met outside the store's own calls (an outbox frame)
             if isinstance(crash.error, StoreFullError):
                 self._defer(role, crash, now)
             else:
@@ -240,27 +307,54 @@ class Supervisor:
             return False
 
     def all_answer(self, timeout: float = PING_TIMEOUT_S) -> bool:
-        """Ping every actor; log the stack of any that does not answer in time."""
-        futures = {}
-        for role in self.order:
-            ref = self.peers.get(role)
-            if ref is None:
-                return False
-            try:
-                futures[role] = ref.ask(messages.encode(messages.Ping()), block=False)
-            except pykka.ActorDeadError:
-                return False
+        """Ping every actor; log the stack of any that does not answer in time.
+
+        The verdict is kept in :attr:`liveness` as well.
+        """
+        round_ = self._start_ping_round()
         deadline = time.monotonic() + timeout
-        healthy = True
-        for role, future in futures.items():
+        for future in round_.futures.values():
             try:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except pykka.Timeout:
-                healthy = False
-                log.error("%s does not answer (hung?); its stack:\n%s", role, _actor_stack(role))
+            except (pykka.Timeout, pykka.ActorDeadError):
+                pass  # judged below
+        verdict = self._finish_ping_round(round_, timeout=0.0)
+        assert verdict is not None
+        return verdict
+
+    def _start_ping_round(self) -> _PingRound:
+        round_ = _PingRound(time.monotonic())
+        for role in self.order:
+            ref = self.peers.get(role)
+            try:
+                if ref is None:
+                    raise pykka.ActorDeadError(role)
+                round_.futures[role] = ref.ask(messages.encode(messages.Ping()), block=False)
             except pykka.ActorDeadError:
-                healthy = False
-        return healthy
+                round_.silent.append(role)
+        return round_
+
+    def _finish_ping_round(self, round_: _PingRound, timeout: float) -> bool | None:
+        """True/False once every actor answered or ``timeout`` passed; None meanwhile.
+
+        Never waits: the supervision loop checks a round on each pass, so a busy
+        actor delays neither restarts nor ticks.
+        """
+        for role, future in list(round_.futures.items()):
+            try:
+                future.get(timeout=0)
+            except pykka.Timeout:
+                continue
+            except pykka.ActorDeadError:
+                round_.silent.append(role)
+            del round_.futures[role]
+        if round_.futures and time.monotonic() - round_.started < timeout:
+            return None
+        for role in round_.futures:
+            round_.silent.append(role)
+            log.error("%s does not answer (hung?); its stack:\n%s", role, _actor_stack(role))
+        self.liveness = Liveness(not round_.silent, time.monotonic(), tuple(round_.silent))
+        return not round_.silent
 
     def _deliver_test_messages(self, directory: Path) -> None:
         """Test hook: tell each dropped ``<role>.*.msg`` file's bytes to that actor."""

@@ -54,14 +54,17 @@ def run_training(config: Any, sensor: str, *, stop: threading.Event | None = Non
     )
     if on_start is not None:
         on_start(child)
-    deadline = time.monotonic() + config.train.timeout_s
+    started = time.monotonic()
+    deadline = started + config.train.timeout_s
     while child.poll() is None:
         if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             child.kill()
             child.wait()
             timed_out = time.monotonic() > deadline
+            ran = time.monotonic() - started
             return ("timeout" if timed_out else "killed",
-                    f"stopped after {config.train.timeout_s} s" if timed_out else "service stopping", "")
+                    f"stopped after {ran:.1f} s (train.timeout_s = {config.train.timeout_s})"
+                    if timed_out else "service stopping", "")
         time.sleep(0.2)
     out, err = child.communicate()
     lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
@@ -73,11 +76,14 @@ def run_training(config: Any, sensor: str, *, stop: threading.Event | None = Non
     return ("accepted" if result.get("accepted") else "rejected"), str(result.get("reason", "")), lines[-1]
 
 
-def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_line: str) -> bool:
-    """Record a training's outcome; swap the model in when accepted. True if swapped."""
+def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_line: str,
+                    duration_s: float | None = None) -> bool:
+    """Record a training's outcome (and how long it ran); swap the model in when accepted.
+    True if swapped."""
     now = time.time()
     result = json.loads(result_line) if result_line else {}
     record = {"sensor": sensor, "outcome": outcome, "detail": detail, "at": now,
+              "duration_s": duration_s,
               "retry_after": None if outcome == "accepted" else now + RETRY_AFTER_S,
               "metadata": result.get("metadata")}
 
@@ -97,6 +103,7 @@ class Trainer(GatewayActor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
         self._running: str | None = None
+        self._running_since = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
@@ -125,7 +132,7 @@ class Trainer(GatewayActor):
     def on_trained(self, message: TrainingFinished) -> None:
         self._running = None
         swapped = commit_training(self.store, message.sensor, message.outcome, message.detail,
-                                  message.result)
+                                  message.result, time.monotonic() - self._running_since)
         log = self.log.info if message.outcome in ("accepted", "rejected") else self.log.error
         log("sensor %s: training %s (%s)", message.sensor, message.outcome, message.detail)
         if swapped:
@@ -137,21 +144,24 @@ class Trainer(GatewayActor):
         last = self.store.doc("training", sensor)
         if last and last.get("retry_after") and now < last["retry_after"]:
             return False
-        newest = self.store.latest_reading(sensor)
+        # Event time, as the training window ends there (training.run): never a
+        # stamp far ahead of the gateway clock.
+        newest = self.store.event_time(sensor)
         if newest is None:
             return False
         model = self.store.doc("model", sensor)
         cfg = self.config.train
         if model is None:
             first = self.store.first_reading(sensor)
-            return first is not None and (newest.time - first.time) / DAY_S >= cfg.min_days
-        return (newest.time - model.get("data_until", 0)) / DAY_S >= cfg.schedule_days
+            return first is not None and (newest - first.time) / DAY_S >= cfg.min_days
+        return (newest - model.get("data_until", 0)) / DAY_S >= cfg.schedule_days
 
     def _start_next(self) -> None:
         if self._running is not None or not self._queue or self._stopping.is_set():
             return
         sensor = self._queue.pop(0)
         self._running = sensor
+        self._running_since = time.monotonic()
         self.log.info("sensor %s: training started", sensor)
         self._thread = self.start_helper("child", self._train, sensor)
 

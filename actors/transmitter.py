@@ -4,7 +4,10 @@ Producers (Detector, Predictor) commit structured frames to the persistent
 outbox, where each gets its sequence number. The Transmitter encodes and writes
 them in order and records how far it has sent. With ``upstream.ack`` a frame
 stays in the outbox until its ``$ACK`` arrives and is resent, oldest first and
-rate-limited, after ``ack_timeout_s``. It also writes the ``$HLT`` health frame.
+rate-limited, after ``ack_timeout_s`` (:class:`core.delivery.Delivery` keeps
+that state). An upstream that takes no byte for ``write_timeout_s`` is stalled:
+its frames wait in the outbox and writing is tried again later, while the actor
+goes on answering. It also writes the ``$HLT`` health frame.
 """
 
 from __future__ import annotations
@@ -20,16 +23,30 @@ import serial
 
 from actors.base import ActorContext, GatewayActor
 from core import frames
+from core.delivery import Delivery
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.outbox import frame_object
-from ports import PortError, open_port
+from ports import Drain, PortError, open_port, write_lines
 from storage.store import OUTBOX_SENDER, OutboxEntry, StoreFullError
 
 CONSUMER = OUTBOX_SENDER
 SEND_CHUNK = 1000
+# Frames looked past per tick for unacknowledged ones behind frames the upstream
+# acknowledged that still wait for the MQTT uplink.
+RESEND_SKIP = 1000
 # Chunks per drain, then the offset is recorded and other messages get a turn.
 DRAIN_CHUNKS = 20
 CLOCK_TOLERANCE_S = 300
+PORT_TIMEOUT_S = 0.2  # idle wait for an ACK's first byte; also how fast a stop is noticed
+# Upstream reject counter of an $ACK naming a frame not sent (yet): it must not remove it.
+ACK_UNSENT = "ack_unsent"
+# Longest one handler writes before pings, ACKs and ticks get a turn (a slow line).
+DRAIN_BUDGET_S = 0.5
+# A stalled upstream (it takes nothing for upstream.write_timeout_s) is tried
+# again after this, doubled while it stays stalled: every try holds the actor
+# for write_timeout_s, and the frames wait safely in the outbox meanwhile.
+STALL_RETRY_S = 1.0
+STALL_RETRY_MAX_S = 30.0
 
 
 class StdoutPort:
@@ -57,7 +74,7 @@ class Transmitter(GatewayActor):
         super().__init__(context)
         self.cfg = self.config.upstream
         self.tz = self.config.site.tz
-        self.sent = 0
+        self.delivery = self._delivery(0)
         self.port: Any = None
         self._next_open = 0.0
         self._backoff = 0.5
@@ -69,18 +86,29 @@ class Transmitter(GatewayActor):
         self._link_lost: Any = None  # set by the ACK thread to the port it saw fail
         self._store_full = False
         self._dropped_seen = 0
+        self._acked_through = 0  # every frame up to here is acknowledged (or gone)
         self._last_health = time.monotonic()
         self._rejects_at_start = 0
-        self._resend_budget = 0.0
         self.send_failures = 0
-        # seq -> time.monotonic() of its last send (ack mode): a frame is resent
-        # ack_timeout_s after its last try, not on every tick once it is late, and
-        # a jump of the wall clock (a Pi without RTC, then NTP) neither stalls nor
-        # floods the resends.
-        self._last_try: dict[int, float] = {}
+        self._stalled_since: float | None = None
+        self._stalled_until = 0.0
+        self._stall_wait = STALL_RETRY_S
+        # The far end holds part of a line (a write stalled in it): the next write
+        # ends it first, so that the frame after it is not glued to the broken one.
+        self._cut_line = False
+
+    def _delivery(self, offset: int) -> Delivery:
+        cfg = self.cfg
+        return Delivery.resume(offset, ack=cfg.ack, ack_timeout_s=cfg.ack_timeout_s,
+                               resend_per_s=cfg.resend_per_s)
+
+    @property
+    def sent(self) -> int:
+        """The last sequence number written (recorded in the store once per drain)."""
+        return self.delivery.sent
 
     def on_start(self) -> None:
-        self.sent = self.store.offset(CONSUMER)
+        self.delivery = self._delivery(self.store.offset(CONSUMER))
         counters = self.store.counters()
         self._rejects_at_start = _reject_total(counters)
         self._dropped_seen = counters.get("outbox_dropped", 0)
@@ -100,12 +128,17 @@ class Transmitter(GatewayActor):
             self._send_pending()
 
     def on_ack(self, message: AckReceived) -> None:
-        self._persist(lambda b: b.acknowledge_outbox(message.seq))  # else resent: harmless
-        self._last_try.pop(message.seq, None)
+        if self.delivery.acknowledged(message.seq):
+            self._persist(lambda b: b.acknowledge_outbox(message.seq))  # else resent: harmless
+            return
+        with self._rejects_lock:
+            self._upstream_rejects[ACK_UNSENT] += 1
+        self.repeats.warning(ACK_UNSENT, "upstream acknowledged frame %d, never sent (%s): "
+                             "ignored, the frame goes out as usual", message.seq, ACK_UNSENT)
 
     def on_tick(self, message: Tick) -> None:
         if self.port is not None and self.port is self._link_lost:
-            self.log.warning("upstream %s lost; reconnecting", self.cfg.port)
+            self.repeats.warning("lost", "upstream %s lost; reconnecting", self.cfg.port)
             self._close()
             self._next_open = time.monotonic() + self._backoff
         if self.port is None:
@@ -130,23 +163,25 @@ class Transmitter(GatewayActor):
             self.port = StdoutPort()
             return
         try:
-            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=0.2)
+            self.port = open_port(self.cfg.port, self.cfg.baudrate, timeout=PORT_TIMEOUT_S,
+                                  for_write_lines=True)
         except PortError as exc:
-            self.log.warning("upstream %s unavailable (%s); retrying in %.1f s",
-                             self.cfg.port, exc, self._backoff)
+            self.repeats.warning("unavailable", "upstream %s unavailable (%s); retrying in %.1f s",
+                                 self.cfg.port, exc, self._backoff)
             self._next_open = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, 30.0)
             return
         self._backoff = 0.5
         self.log.info("sending to %s", self.cfg.port)
         self._link_lost = None
+        self._cut_line = False
+        self._stalled_since, self._stalled_until, self._stall_wait = None, 0.0, STALL_RETRY_S
         if self.cfg.ack:
             # What is unacknowledged may have died with the previous link (a peer
             # that vanished still takes a write or two): send it all again,
             # oldest first, so that the upstream gets the frames in sequence order.
             oldest = self.store.outbox_oldest()
-            if oldest is not None and oldest.seq <= self.sent:
-                self.sent = oldest.seq - 1
+            self.delivery.link_up(oldest.seq if oldest is not None else None)
             self._ack_thread = self.start_helper("acks", self._read_acks, self.port)
 
     def _close(self) -> None:
@@ -157,24 +192,58 @@ class Transmitter(GatewayActor):
             except Exception:
                 pass
 
-    def _write(self, data: bytes) -> bool:
-        if self.port is None:
-            return False
+    def _writable(self) -> bool:
+        """The port is open and not resting after a stall."""
+        return self.port is not None and time.monotonic() >= self._stalled_until
+
+    def _write(self, lines: list[bytes], deadline: float = math.inf) -> int:
+        """Write ``lines``; how many went out whole (the rest wait in the outbox)."""
+        if not self._writable():
+            return 0
+        if self._cut_line:
+            lines = [b"\r\n" + lines[0], *lines[1:]]
         try:
-            self.port.write(data)
-            return True
+            result = write_lines(self.port, lines, stall_s=self.cfg.write_timeout_s,
+                                 deadline=deadline)
         except (serial.SerialException, OSError) as exc:
             self.send_failures += 1
-            self.log.warning("upstream write failed: %s", exc)
+            self.repeats.warning("write", "upstream write failed: %s", exc)
             self._close()
             self._next_open = time.monotonic() + self._backoff
-            return False
+            return 0
+        self._cut_line = result.cut or (self._cut_line and result.lines == 0)
+        if result.stalled:
+            self._stalled()
+        elif self._stalled_since is not None:
+            self.log.info("upstream %s takes frames again after %.0f s", self.cfg.port,
+                          time.monotonic() - self._stalled_since)
+            self._stalled_since, self._stall_wait = None, STALL_RETRY_S
+        return result.lines
+
+    def _stalled(self) -> None:
+        """The upstream took nothing for write_timeout_s: a peer that stopped reading.
+
+        The frames stay in the outbox (the offset moves over whole lines only) and
+        the actor goes on answering; writing is tried again later, not on every
+        new frame, each try costing write_timeout_s.
+        """
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        self.send_failures += 1
+        self._stalled_until = now + self._stall_wait
+        self.repeats.warning(
+            "stalled", "upstream %s took nothing for %.1f s (upstream.write_timeout_s): stalled "
+            "for %.0f s; frames wait in the outbox, next try in %.0f s", self.cfg.port,
+            self.cfg.write_timeout_s, now - self._stalled_since, self._stall_wait)
+        self._stall_wait = min(self._stall_wait * 2, STALL_RETRY_MAX_S)
 
     def _read_acks(self, port: Any) -> None:
         splitter = frames.LineSplitter()
+        drain = Drain(port, PORT_TIMEOUT_S)
         while not self.stopping.is_set() and self.port is port:
             try:
-                chunk = port.read(max(1, port.in_waiting))
+                chunk = drain.read()
             except (serial.SerialException, OSError, TypeError, AttributeError):
                 self._link_lost = port  # the actor closes it and reconnects on its next tick
                 return
@@ -185,8 +254,9 @@ class Transmitter(GatewayActor):
                 elif isinstance(ack, frames.Reject):
                     with self._rejects_lock:
                         self._upstream_rejects[ack.reason] += 1
-                    self.log.warning("upstream sent an unusable line (%s: %s): %r",
-                                     ack.reason, ack.detail, line[:80])
+                    self.repeats.warning(f"reject.{ack.reason}",
+                                         "upstream sent an unusable line (%s: %s): %r",
+                                         ack.reason, ack.detail, line[:80])
 
     def _record_upstream_rejects(self) -> None:
         with self._rejects_lock:
@@ -209,45 +279,44 @@ class Transmitter(GatewayActor):
                 self._persist(lambda b: b.set_offset(CONSUMER, sent))
 
     def _write_pending(self) -> None:
+        deadline = time.monotonic() + DRAIN_BUDGET_S
         for _ in range(DRAIN_CHUNKS):
-            if self.port is None:
+            if not self._writable():
                 return
             entries = self.store.outbox(after=self.sent, limit=SEND_CHUNK)
             if not entries:
                 return
             if entries[0].seq > self.sent + 1 and not self.cfg.ack:
-                self.log.warning("outbox full (upstream.outbox_max = %d): %d frame(s) dropped "
-                                 "before they were sent", self.cfg.outbox_max,
-                                 entries[0].seq - self.sent - 1)
+                self.repeats.warning(
+                    "dropped", "outbox full (upstream.outbox_max = %d): %d frame(s) dropped "
+                    "before they were sent", self.cfg.outbox_max, entries[0].seq - self.sent - 1)
             wire = self._wire
-            data = b"".join([e.wire or wire(e) for e in entries])
-            if not self._write(data):
-                return
-            self.sent = entries[-1].seq
-            if self.cfg.ack:
-                sent_at = time.monotonic()
-                self._last_try.update((e.seq, sent_at) for e in entries)
+            done = self._write([e.wire or wire(e) for e in entries], deadline)
+            self.delivery.written([e.seq for e in entries[:done]], time.monotonic())
+            if not self._writable():
+                return  # lost or stalled: the next tick tries again
+            if done < len(entries) or time.monotonic() >= deadline:
+                break
         # More may be waiting: go on after whatever else is queued (ACKs, ticks, pings).
         self.tell_self(OutboxAppended(self.sent + 1))
 
     def _resend_unacknowledged(self) -> None:
         now = time.monotonic()
-        self._resend_budget = min(self._resend_budget + self.cfg.resend_per_s, self.cfg.resend_per_s)
-        oldest = self.store.outbox(after=0, limit=int(self._resend_budget) or 1)
-        if oldest:  # forget frames dropped from the outbox unacknowledged
-            for seq in [s for s in self._last_try if s < oldest[0].seq]:
-                del self._last_try[seq]
-        due = [
-            e for e in oldest
-            if e.seq <= self.sent and not e.acked
-            and now - self._last_try.get(e.seq, -math.inf) >= self.cfg.ack_timeout_s
-        ]
-        for entry in due:
-            if self._resend_budget < 1 or not self._write(entry.wire or self._wire(entry)):
+        window = self.delivery.resend_window()
+        # Frames the upstream acknowledged that wait for the MQTT uplink stay in the
+        # outbox, mostly at its head: skip that prefix once, not on every tick.
+        entries = self.store.outbox(after=self._acked_through, limit=window + RESEND_SKIP)
+        for entry in entries:
+            if not entry.acked:
+                break
+            self._acked_through = entry.seq
+        oldest = {e.seq: e for e in entries if not e.acked}
+        for seq in self.delivery.due(list(oldest)[:window], now):
+            entry = oldest[seq]
+            if not self._write([entry.wire or self._wire(entry)]):
                 return
-            self._resend_budget -= 1
-            self._last_try[entry.seq] = now
-            self._persist(lambda b, s=entry.seq: b.mark_outbox_attempt(s))
+            self.delivery.resent(seq, now)
+            self._persist(lambda b, s=seq: b.mark_outbox_attempt(s))
 
     def _wire(self, entry: OutboxEntry) -> bytes:
         """The line of an entry stored without one (written before lines were kept)."""
@@ -272,8 +341,8 @@ class Transmitter(GatewayActor):
         """Log unacknowledged frames the full outbox dropped (the store counts them)."""
         dropped = self.store.counters().get("outbox_dropped", 0)
         if dropped > self._dropped_seen:
-            self.log.warning(
-                "outbox full (upstream.outbox_max = %d): %d oldest frame(s) dropped "
+            self.repeats.warning(
+                "dropped", "outbox full (upstream.outbox_max = %d): %d oldest frame(s) dropped "
                 "undelivered, %d in all", self.cfg.outbox_max, dropped - self._dropped_seen,
                 dropped)
         self._dropped_seen = dropped
@@ -288,8 +357,10 @@ class Transmitter(GatewayActor):
         stats = self.context.stats
         store = self.store
         oldest = store.outbox(after=0 if self.cfg.ack else self.sent, limit=1)
-        latest = [r.time for r in map(store.latest_reading, store.sensors()) if r is not None]
-        clock_ok = not latest or abs(now - max(latest)) <= CLOCK_TOLERANCE_S
+        # Right when near where the readings put time: their event time, or readings
+        # that keep arriving ahead of the clock (one stamp far off is no evidence).
+        readings_time = store.event_times().newest()
+        clock_ok = readings_time is None or abs(now - readings_time) <= CLOCK_TOLERANCE_S
         frame = {
             "type": "HLT", "time": int(now),
             "uptime_s": int(time.monotonic() - stats.started_monotonic),

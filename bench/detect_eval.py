@@ -20,8 +20,8 @@ actors, no LMDB), wired as the actors wire it (:class:`OfflineSite`):
 * **NightFlow** (``actors/night_flow.py``): every stored reading into
   :class:`core.night_flow.NightFlowAggregator` with ``now`` = its arrival minute
   (as the Detector: a clock-fault stamp closes no night); each closed night judged by
-  :func:`core.night_flow.evaluate_night` against the stored clean nights and the
-  criteria, the verdict carried by the Detector from the night's end on.
+  :class:`core.night_model.NightModel`, the verdict carried by the Detector from
+  the night's end on.
 * **Store**: first write wins per (sensor, time), so duplicates never reach
   detection; garbled lines never get past the reader. Both are ingest matters,
   not detection classes, and are left out of recall.
@@ -87,9 +87,8 @@ from core.config import Config, default_config, load_config  # noqa: E402
 from core.criteria import InitialData, SensorCriteria  # noqa: E402
 from core.detection import Expectation  # noqa: E402
 from core.monitor import Outcome, SiteMonitor  # noqa: E402
-from core.night_flow import (  # noqa: E402
-    NightFlowAggregator, NightSummary, NightWindow, evaluate_night,
-)
+from core.night_flow import NightFlowAggregator, NightSummary, NightWindow  # noqa: E402
+from core.night_model import NightModel  # noqa: E402
 from core.simulator import FAULT_KINDS, Episode, Simulator, SimulatorSettings  # noqa: E402
 from core.types import (  # noqa: E402
     FLAG_NIGHT, FLAG_PREDICT, FLAG_SYSTEM, FLAG_VALUE, EpochSeconds, Reading, SensorId,
@@ -228,6 +227,7 @@ class OfflineSite:
                                   min_readings=night.min_readings)
         self.aggregator = NightFlowAggregator(
             self.window, clock_ahead_s=config.system.clock_ahead_minutes * 60)
+        self.night_model = NightModel.from_config(config, self.window)
         self.initial = initial
         self.criteria: dict[SensorId, SensorCriteria | None] = {}
         self.forecasts: dict[SensorId, forecasting.Forecast | None] = {}
@@ -352,24 +352,14 @@ class OfflineSite:
     def _close_night(self, summary: NightSummary, *, future: bool) -> None:
         sensor = summary.sensor
         stored = self.nights[sensor]
-        verdict = None
-        if summary.mnf is not None:
-            clean = [rec.mnf for _, rec in sorted(stored.items())
-                     if rec.mnf is not None and rec.leak is False]
-            crit = self.criteria.get(sensor)
-            verdict = evaluate_night(
-                summary.mnf, clean[-self.config.night.baseline_nights:],
-                criteria_baseline=crit.mnf_baseline if crit else None,
-                criteria_allowed_excess=crit.mnf_allowed_excess if crit else None,
-                baseline_nights=self.config.night.baseline_nights,
-            )
+        verdict = self.night_model.judge(summary)
         ends = self.window.bounds(summary.night)[1]
         stored[summary.night] = NightRecord(
             summary.night, int(ends), summary.mnf, verdict.leak if verdict else None,
             verdict.threshold if verdict else None,
             verdict.cause() if verdict and verdict.leak else None, future,
         )
-        if verdict is not None:  # NightClosed -> Detector._schedule_stored_nights
+        if verdict is not None and verdict.leak is not None:  # NightClosed -> Detector
             applied = self.monitor.night_applied.get(sensor, "")
             for night, rec in sorted(stored.items()):
                 if night.isoformat() > applied and rec.leak is not None:

@@ -13,6 +13,8 @@ service's peak (VmHWM), with the heap / mapped-files split at the end.
 training does not stall the real-time path. The service's own first training,
 which a replayed year would start after 28 simulated days, is held off in
 phase 1 (``--allow-training`` lets it run) so that the figure is the pipeline's.
+``--poll-web`` runs each throughput replay twice, the web page off and on, the
+page (``/``) and ``/metrics`` fetched every second meanwhile, and reports both.
 
 Prints the figures, the budget from DESIGN.md, and last a JSON line.
 """
@@ -22,10 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -93,13 +98,53 @@ def start_service(tmp: Path, name: str, sections: dict | None = None,
     return service, rtu, upstream
 
 
-def throughput(tmp: Path, lines: list[bytes], allow_training: bool,
+class WebPoller:
+    """Fetches the page and /metrics every second, as a technician's browser and a
+    scraper would (harsher: the page refreshes itself every 10 s)."""
+
+    PATHS = ("", "metrics")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fetch_ms: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for path in self.PATHS:
+                started = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                        response.read()
+                    self.fetch_ms.append((time.perf_counter() - started) * 1000)
+                except OSError:
+                    self.failures += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def throughput(tmp: Path, lines: list[bytes], allow_training: bool, web: bool = False,
                ) -> tuple[float, dict[str, float]]:
     # A replayed year passes train.min_days within seconds and the service's
     # trainer would start its first training beside the pipeline being timed.
-    sections = None if allow_training else {"train": {"min_days": 3650}}
-    service, rtu, upstream = start_service(tmp, "throughput", sections)
+    sections: dict = {} if allow_training else {"train": {"min_days": 3650}}
+    port = free_port()
+    if web:
+        sections["web"] = {"listen": f"127.0.0.1:{port}"}
+    service, rtu, upstream = start_service(tmp, "throughput", sections or None)
     alerts = AlertCounter(upstream)
+    poller = WebPoller(f"http://127.0.0.1:{port}/") if web else None
     try:
         started, cpu_before = time.perf_counter(), cpu_s(service.process.pid)
         chunk = 5000
@@ -112,7 +157,15 @@ def throughput(tmp: Path, lines: list[bytes], allow_training: bool,
         elapsed = time.perf_counter() - started
         memory = memory_mb(service.process.pid)
         memory["cpu_share"] = (cpu_s(service.process.pid) - cpu_before) / elapsed
+        if poller is not None:
+            poller.stop()
+            memory["web_fetches"] = len(poller.fetch_ms)
+            memory["web_failures"] = poller.failures
+            memory["web_fetch_p50_ms"] = statistics.median(poller.fetch_ms or [0.0])
+            memory["web_fetch_max_ms"] = max(poller.fetch_ms or [0.0])
     finally:
+        if poller is not None:
+            poller.stop()
         service.terminate(timeout=30)
         rtu.close()
         upstream.close()
@@ -165,12 +218,20 @@ def main() -> None:
                         help="run a training child while latency is measured")
     parser.add_argument("--allow-training", action="store_true",
                         help="let the service train its first model during the throughput replay")
+    parser.add_argument("--poll-web", action="store_true",
+                        help="also replay with the web page on, fetched every second, "
+                             "and report both")
     args = parser.parse_args()
     lines = year_of_lines(args.minutes)
     runs = []
+    web_runs = []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp_dir:
             runs.append(throughput(Path(tmp_dir), lines, args.allow_training))
+        if args.poll_web:  # alternated with the page-off runs: the same load around both
+            with tempfile.TemporaryDirectory() as tmp_dir:
+                web_runs.append(throughput(Path(tmp_dir), lines, args.allow_training, web=True))
+    poll_web = report_web(runs, web_runs) if args.poll_web else None
     rates = sorted(rate for rate, _ in runs)
     rate = statistics.median(rates)
     memory = max((m for _, m in runs), key=lambda m: m["peak"])  # the worst run's
@@ -199,7 +260,25 @@ def main() -> None:
                       "rss_heap_mb": round(memory["anon"], 1), "rss_file_mb": round(memory["file"], 1),
                       "service_cpu_per_wall_s": round(memory["cpu_share"], 2),
                       "during_training": args.during_training,
-                      "allow_training": args.allow_training, "budget": BUDGET}))
+                      "allow_training": args.allow_training, "budget": BUDGET,
+                      **({"poll_web": poll_web} if poll_web else {})}))
+
+
+def report_web(runs: list[tuple[float, dict]], web_runs: list[tuple[float, dict]]) -> dict:
+    off = statistics.median(rate for rate, _ in runs)
+    on = statistics.median(rate for rate, _ in web_runs)
+    fetches = sum(m["web_fetches"] for _, m in web_runs)
+    failures = sum(m["web_failures"] for _, m in web_runs)
+    p50 = statistics.median(m["web_fetch_p50_ms"] for _, m in web_runs)
+    worst = max(m["web_fetch_max_ms"] for _, m in web_runs)
+    print(f"web page polled (/ and /metrics every second): {on:,.0f} readings/s vs "
+          f"{off:,.0f} with the page off ({100 * (on / off - 1):+.1f} %; budget within 10 %), "
+          f"runs on {', '.join(f'{r:,.0f}' for r, _ in web_runs)}; {fetches} fetches, "
+          f"{failures} failed, median {p50:.0f} ms, slowest {worst:.0f} ms")
+    return {"readings_per_s_off": round(off), "readings_per_s_on": round(on),
+            "change_pct": round(100 * (on / off - 1), 1),
+            "runs_on": [round(r) for r, _ in web_runs], "fetches": fetches,
+            "failures": failures, "fetch_p50_ms": round(p50, 1), "fetch_max_ms": round(worst, 1)}
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from tests.faults.helpers import Site, mapped_store_mb, open_fds, rss_mb  # noqa
 from tests.harness import ROOT, TZ  # noqa: E402
 
 CRASHABLE = ("detector", "night_flow", "predictor", "transmitter", "trainer", "housekeeper")
-KILL_AT = 0.1  # share of the period stored when the service is killed
+KILL_AT = 0.1  # share of the period in event time when the service is killed
 # RSS and fds are taken as "start" this many simulated days in: after the first
 # criteria build from the store (criteria.min_days = 28), whose arrays set the
 # heap's high-water mark, as every later rebuild does again.
@@ -71,11 +71,11 @@ def expected(url: str, start: int, end: int) -> tuple[set[tuple[str, int]], int,
 
 
 def progress(site: Site, start: int, end: int) -> tuple[float, bool]:
-    """(share of the period stored for the slowest sensor, everything stored processed and sent)."""
+    """(share of the period in event time for the slowest sensor, everything stored
+    processed and sent); event time, so the simulator's stamps far ahead count not."""
     with site.open_store() as store:
-        latest = [store.latest_reading(s) for s in store.sensors()]
-        newest = min((r.time for r in latest if r is not None and r.time < end + 86400),
-                     default=start)
+        event_times = store.event_times().sensors
+        newest = min((event_times.get(s, start) for s in store.sensors()), default=start)
         idle = (store.offset("detector") == store.journal_head()
                 and store.offset("transmitter") == store.peek_outbox_seq())
         return (newest - start) / (end - start), idle

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.simulator import Simulator, SimulatorSettings  # noqa: E402
-from core.types import EpochSeconds  # noqa: E402
+from core.types import EpochSeconds, EventTimes, SensorId  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 START = 1_735_657_200  # 2025-01-01 00:00 +09:00
@@ -45,6 +45,9 @@ def build_store(path: Path, minutes: int, seed: int) -> int:
     with Store(path, map_size_mb=256) as store:
         for i in range(0, len(readings), 20_000):
             store.ingest(readings[i:i + 20_000])
+        # The training window ends at the event time the Detector would have recorded.
+        store.transact(lambda b: b.set_event_times(
+            EventTimes({SensorId("001"): readings[-1].time})))
     return len(readings)
 
 

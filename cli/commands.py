@@ -1,12 +1,15 @@
 """``status``, ``export``, ``forecast`` and ``train``: the operator's view of the store.
 
 All of them open the store read-only, so they are safe while the service runs
-(``train`` runs a training child and records its outcome with one short write,
-which LMDB serialises with the service's own writers).
+and never take its lock (``train`` runs a training child, which reads the store
+read-only, and records its outcome with one short write, which LMDB serialises
+with the service's own writers; the running service's Predictor reads the
+current model at each forecast, so it takes a new one at its next hour).
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import json
@@ -17,9 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from cli import arguments
+from cli.store_repair import damaged_advice
 from core.frames import UPSTREAM_REJECT
 from core.types import SensorId
-from storage.store import Store, StoreError
+from storage.lock import holder
+from storage.store import Store, StoreDamagedError, StoreError
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
 MB = 1024 * 1024
@@ -28,7 +34,17 @@ MB = 1024 * 1024
 def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
+        return _run(command, config, args, out)
+    except StoreDamagedError as exc:
+        print(damaged_advice(exc, config.source), file=sys.stderr)
+        return 1
+
+
+def _run(command: str, config: Any, args: Any, out: TextIO) -> int:
+    try:
         store = Store(Path(config.storage.path), readonly=True)
+    except StoreDamagedError:
+        raise
     except StoreError as exc:
         print(f"cannot open the store at {config.storage.path}: {exc}", file=sys.stderr)
         return 1
@@ -49,28 +65,37 @@ def local_iso(t: float, tz: ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(int(t), tz).isoformat()
 
 
-def parse_time(text: str | None, tz: ZoneInfo) -> int | None:
-    """An operator's ISO 8601 time; without an offset it is the site's local time."""
-    if not text:
-        return None
-    moment = dt.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return int(moment.timestamp())
+def detection_line(detection: dict[str, Any], tz: ZoneInfo,
+                   verdicts: list[dict[str, Any]] | None = None) -> str:
+    """Why a flag fired, as one JSON line: ``export detections`` writes it, the web
+    page shows it on hover (one text for both, so the two never disagree). With the
+    sensor's :func:`night_verdicts`, a NIGHT flag carries the evidence that raised it."""
+    record = {"sensor": detection["sensor"], **detection,
+              "time": local_iso(detection["time"], tz)}
+    if verdicts is not None and any(c.get("method") == "NIGHT"
+                                    for c in detection.get("causes", ())):
+        record["night"] = _verdict_at(verdicts, detection["time"])
+    return json.dumps(record)
 
 
 def flag_names(flags: int) -> str:
     return "+".join(name for bit, name in FLAG_NAMES if flags & bit) or "ok"
 
 
-def _sensors(store: Store, sensor: str | None) -> list[SensorId]:
-    return [SensorId(sensor)] if sensor else store.sensors()
+def _sensors(store: Store, sensor: SensorId | None) -> list[SensorId]:
+    """The sensor asked for (one the store knows: else UsageError), or every stored one."""
+    stored = store.sensors()
+    if sensor is None:
+        return stored
+    arguments.check_sensor(sensor, stored)
+    return [sensor]
 
 
 def write_status(store: Store, config: Any, out: TextIO) -> None:
     tz = config.site.tz
     detector = store.consumer_state("detector") or {}
     last_flags = detector.get("last_flags", {})
+    night_states = (store.consumer_state("night_flow") or {}).get("model", {})
     counters = store.counters()
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
           f"{store.used_pct():.1f}% used", file=out)
@@ -79,19 +104,19 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
           f"night flow at {store.offset('night_flow')}; outbox sent through "
           f"{store.offset('transmitter')}, {store.outbox_depth()} kept", file=out)
     print("sensors:", file=out)
+    event_times = store.event_times().sensors
     for sensor in store.sensors():
-        last = store.latest_reading(sensor)
         count = store.count_readings(sensor)
         flags = last_flags.get(sensor)
         active = (f"flow {flag_names(flags[1])}, pressure {flag_names(flags[2])}"
-                  if flags else "not yet evaluated")
+                  if flags else "none in event time yet")
         criteria = store.doc("criteria", f"{sensor}/current")
         crit = (f"criteria v{criteria['version']} from {criteria['source']}" if criteria
                 else "no criteria (no history yet): SYSTEM detection only")
-        reading = (f"{local_iso(last.time, tz)} flow={_v(last.flow)} pressure={_v(last.pressure)} "
-                   f"status={last.status:02X}" if last else "none")
-        print(f"  {sensor}: {count} readings; last {reading}", file=out)
+        last = _last_reading(store, sensor, event_times.get(sensor), tz)
+        print(f"  {sensor}: {count} readings; last {last}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
+        print(f"       {night_line(night_states.get(sensor), config.night)}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
     print("rejects: " + _counts(counters, "reject."), file=out)
     print("upstream rejects: " + _counts(counters, UPSTREAM_REJECT), file=out)
@@ -106,6 +131,36 @@ def _counts(counters: dict[str, int], prefix: str) -> str:
     """``name=count, ...`` of the counters named ``<prefix><name>``, or ``none``."""
     named = {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
     return ", ".join(f"{k}={v}" for k, v in sorted(named.items())) or "none"
+
+
+def _last_reading(store: Store, sensor: SensorId, event_time: int | None, tz: ZoneInfo) -> str:
+    """The reading at the sensor's event time, and how many are stored past it
+    (stamped ahead, or not processed yet): never the newest stamp as "last"."""
+    at = [] if event_time is None else store.readings(sensor, event_time, event_time + 1)
+    text = (f"{local_iso(at[0].time, tz)} flow={_v(at[0].flow)} pressure={_v(at[0].pressure)} "
+            f"status={at[0].status:02X}" if at else "none")
+    beyond = store.count_readings(sensor, None if event_time is None else event_time + 1)
+    newest = store.latest_reading(sensor) if beyond else None
+    if newest is not None:
+        text += (f"; {beyond} stored past its event time (stamped ahead, or not processed "
+                 f"yet), newest {local_iso(newest.time, tz)}")
+    return text
+
+
+def night_line(state: dict[str, Any] | None, night: Any) -> str:
+    """Where the sensor's NIGHT method stands: learning, or its accumulated evidence."""
+    from core.night_model import SensorNights
+
+    nights = SensorNights.from_dict(state or {})
+    clean = len(nights.nights)
+    if clean < night.min_baseline_nights:
+        return (f"night: learning, no NIGHT verdicts until {night.min_baseline_nights} clean "
+                f"nights ({clean} so far)")
+    line = (f"night: expected MNF from {min(clean, night.baseline_nights)} clean nights; "
+            f"evidence {nights.statistic:.2f} of {night.cusum_h:g}")
+    if nights.alarm:
+        line += f"; NIGHT raised (clears after {night.clear_nights} nights without the excess)"
+    return line
 
 
 def disk_line(path: Path, reserve_left: int = 0) -> str:
@@ -179,12 +234,18 @@ def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
 
 
 def _v(x: float | None) -> str:
-    return "" if x is None else f"{x:g}"
+    """A stored value as written: short where that is exact, else every digit it has."""
+    if x is None:
+        return ""
+    text = f"{x:g}"
+    return text if float(text) == x else repr(x)
 
 
 def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
     tz = config.site.tz
-    since, until = parse_time(args.since, tz), parse_time(args.until, tz)
+    since, until = (None if moment is None else arguments.epoch_seconds(moment, tz)
+                    for moment in (args.since, args.until))
+    arguments.check_range(since, until)
     sensors = _sensors(store, args.sensor)
     if args.what == "readings":
         w = csv.writer(out, lineterminator="\n")
@@ -206,18 +267,39 @@ def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
                             _v(b.get("mean")), b.get("complete")])
     elif args.what == "detections":
         for sensor in sensors:
+            verdicts = night_verdicts(store, sensor)
             for d in store.detections(sensor, since, until):
-                out.write(json.dumps({"sensor": sensor, **d, "time": local_iso(d["time"], tz)}) + "\n")
+                out.write(detection_line(d, tz, verdicts) + "\n")
     return 0
 
 
-def write_forecast(store: Store, config: Any, sensor: str | None, out: TextIO) -> None:
+def night_verdicts(store: Store, sensor: SensorId) -> list[dict[str, Any]]:
+    """The sensor's stored night verdicts that raised or held NIGHT, by the time they apply."""
+    found = [rec for _, rec in store.docs("night", prefix=f"{sensor}/",
+                                          where=lambda rec: rec.get("leak") is True)]
+    return sorted(found, key=lambda rec: rec["ends"])
+
+
+_NIGHT_FIELDS = ("night", "outcome", "mnf", "expected", "z", "day_mean", "day_expected", "day_z",
+                 "statistic", "threshold", "evidence")
+
+
+def _verdict_at(verdicts: list[dict[str, Any]], t: int) -> dict[str, Any] | None:
+    """Why NIGHT was carried at ``t``: the newest verdict in force then (from its night's end)."""
+    i = bisect.bisect_right([rec["ends"] for rec in verdicts], t)
+    if not i:
+        return None
+    return {k: verdicts[i - 1].get(k) for k in _NIGHT_FIELDS}
+
+
+def write_forecast(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> None:
     from core.forecast import Forecast
 
     tz = config.site.tz
+    sensors = _sensors(store, sensor)
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["sensor", "time", "flow", "pressure"])
-    for s in _sensors(store, sensor):
+    for s in sensors:
         doc = store.doc("forecast", s)
         if not doc:
             continue
@@ -226,16 +308,21 @@ def write_forecast(store: Store, config: Any, sensor: str | None, out: TextIO) -
             w.writerow([s, local_iso(fc.issued + hour * 3600, tz), f"{flow:.3f}", f"{pressure:.3f}"])
 
 
-def train(store: Store, config: Any, sensor: str | None, out: TextIO) -> int:
+def train(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> int:
     from actors.trainer import commit_training, run_training
 
     sensors = _sensors(store, sensor)
     store.close()
+    service = holder(config.storage.path)
+    if service is not None:
+        print(f"{service} runs on this store: it uses a model accepted here from its next "
+              "hourly forecast", file=out)
     code = 0
     with Store(Path(config.storage.path)) as writer:
         for s in sensors:
+            started = time.monotonic()
             outcome, detail, result = run_training(config, s)
-            commit_training(writer, s, outcome, detail, result)
+            commit_training(writer, s, outcome, detail, result, time.monotonic() - started)
             print(f"{s}: {outcome} ({detail})", file=out)
             code = code or (0 if outcome in ("accepted", "rejected") else 1)
     return code

@@ -15,6 +15,9 @@ takes an integer or a float. Every problem is collected before
 an unknown section or key with a "did you mean" hint, so an operator fixes the
 whole file in one go instead of one error per start.
 
+``[site] holidays`` is a list of dates or a country code; each bad date is
+its own error line.
+
 Paths (``storage.path``, ``criteria.initial_data``) are kept exactly as written;
 a relative path is resolved by the service against its working directory
 (``WorkingDirectory=`` in the systemd unit), not against the config file.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -36,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from core.day_kind import HolidayCalendar, holiday_calendar
 
 __all__ = [
     "SCHEMA",
@@ -52,7 +58,9 @@ __all__ = [
     "SystemConfig",
     "TrainConfig",
     "UpstreamConfig",
+    "WebConfig",
     "default_config",
+    "config_from_bytes",
     "describe_schema",
     "load_config",
     "parse_config",
@@ -73,14 +81,37 @@ class ConfigError(Exception):
 
 
 class Invalid(ValueError):
-    """Raised by a value type; the message is the text after ``section.key: ``."""
+    """Raised by a value type; the message is the text after ``section.key: ``.
+
+    A list value can be wrong in several entries: each is one more message, and
+    one more line of the error.
+    """
+
+    def __init__(self, message: str, *more: str) -> None:
+        super().__init__(message)
+        self.messages: tuple[str, ...] = (message, *more)
 
 
 # ---------------------------------------------------------------------------
 # Value types
 
 
-_short = reprlib.Repr()
+_INT_BITS_SHOWN = 4000  # about 1200 digits: far below the str() limit, far beyond any setting
+
+
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` that also survives integers too long for ``str()``."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        # CPython refuses str() of an integer over 4300 digits (ValueError); TOML
+        # takes a hexadecimal one of any length.
+        if x.bit_length() > _INT_BITS_SHOWN:
+            sign = "-" if x < 0 else ""
+            return f"{sign}<integer of {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_short = _ShortRepr()
 _short.maxstring = 60
 _short.maxother = 60
 _short.maxlist = 4
@@ -399,6 +430,100 @@ class TimeOfDay(ValueType):
         return f'"{value:%H:%M}"'
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` of a listening socket: an IP literal (IPv6 in brackets) or
+    ``localhost``, and a port 1..65535; raises :class:`ValueError` saying what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, e.g. 127.0.0.1:8080, got {text!r}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1..65535, got {port_text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(f"brackets are for an IPv6 address, got [{host}]")
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets, e.g. [::1]:8080, got {text!r}")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            # A name could resolve to anything, and to something else tomorrow.
+            raise ValueError(f"host must be an IP address or localhost, got {host!r}") from None
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the loopback addresses (only this machine can connect)."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress(ValueType):
+    """Where a server listens: ``"host:port"`` (see :func:`parse_listen`), ``""`` = off."""
+
+    def validate(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _expected('an address "host:port" or ""', value)
+        if value:
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                raise Invalid(str(exc)) from None
+        return value
+
+    def describe(self) -> str:
+        return '"host:port", "" = off'
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Holidays(ValueType):
+    """Public holidays: a list of ISO dates (TOML dates or ``"YYYY-MM-DD"``
+    strings), or a country code (``"KR"``, ``"DE-BY"``) that the ``holidays``
+    package resolves; ``""`` or ``[]`` for none. Every bad entry is one line."""
+
+    def validate(self, value: object) -> tuple[dt.date, ...] | str:
+        if isinstance(value, str):
+            if not value:
+                return ""
+            from core.day_kind import check_country
+
+            problem = check_country(value)
+            if problem:
+                raise Invalid(problem)
+            return value.upper()
+        if not isinstance(value, list | tuple):
+            raise _expected('a list of ISO dates or a country code such as "KR"', value)
+        dates: list[dt.date] = []
+        problems: list[str] = []
+        for i, entry in enumerate(value, start=1):
+            if isinstance(entry, dt.date) and not isinstance(entry, dt.datetime):
+                dates.append(entry)
+                continue
+            if isinstance(entry, str) and _ISO_DATE.match(entry):
+                try:
+                    dates.append(dt.date.fromisoformat(entry))
+                    continue
+                except ValueError:
+                    pass
+            problems.append(f'entry {i}: expected an ISO date "YYYY-MM-DD", '
+                            f"got {_describe_value(entry)}")
+        if problems:
+            raise Invalid(*problems)
+        return tuple(sorted(set(dates)))
+
+    def describe(self) -> str:
+        return 'list of ISO dates, or a country code ("KR")'
+
+    def to_toml(self, value: Any) -> str:
+        if isinstance(value, str):
+            return ValueType.to_toml(self, value)
+        return "[" + ", ".join(f'"{d.isoformat()}"' for d in value) + "]"
+
+
 # ---------------------------------------------------------------------------
 # The schema
 
@@ -435,13 +560,15 @@ class Rule:
 
     Both are ``"section.key"``. Checked only when both values are valid and
     ``applies(subject_value, other_value)`` holds; the error is reported on
-    ``subject``.
+    ``subject``. Relation ``"set"``: ``subject`` must not be empty whenever
+    ``applies`` holds, because ``other`` is ``why``.
     """
 
     subject: str
-    relation: str  # "<", "<=" or "!="
+    relation: str  # "<", "<=", "!=" or "set"
     other: str
     applies: Callable[[Any, Any], bool] = lambda _a, _b: True
+    why: str = ""
 
     def check(self, value: Any, other_value: Any) -> str | None:
         if not self.applies(value, other_value):
@@ -450,9 +577,12 @@ class Rule:
             "<": lambda: value < other_value,
             "<=": lambda: value <= other_value,
             "!=": lambda: value != other_value,
+            "set": lambda: bool(value),
         }[self.relation]()
         if holds:
             return None
+        if self.relation == "set":
+            return f"must be set when {self.other} is {_show(other_value)} ({self.why})"
         phrase = "must differ from" if self.relation == "!=" else f"must be {self.relation}"
         return f"{phrase} {self.other} ({_show(other_value)}), got {_show(value)}"
 
@@ -474,11 +604,17 @@ class SiteConfig:
 
     name: str
     timezone: str
+    holidays: tuple[dt.date, ...] | str
 
     @property
     def tz(self) -> ZoneInfo:
         """The site's zone; ZoneInfo caches instances, so this is cheap."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def calendar(self) -> HolidayCalendar:
+        """The site's public holidays (built once per setting)."""
+        return holiday_calendar(self.holidays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +637,7 @@ class UpstreamConfig:
     ack_timeout_s: float
     resend_per_s: float
     outbox_max: int
+    write_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +695,10 @@ class NightConfig:
     block_minutes: int
     min_readings: int
     baseline_nights: int
+    min_baseline_nights: int
+    clear_nights: int
+    cusum_k: float
+    cusum_h: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,6 +772,19 @@ class MqttConfig:
         return self.client_id or f"wdn-{site_name}"
 
 
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """[web]: the technician's read-only page, /metrics and /healthz (off unless listen is set)."""
+
+    listen: str
+    token_file: str
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when the page is off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 BLOCK_MINUTES = (5, 10, 15, 20, 30, 60)
 
@@ -640,6 +794,9 @@ SCHEMA: tuple[Section, ...] = (
                 "site name, shown in logs and the status command"),
         Setting("timezone", TimeZone(), "Asia/Seoul",
                 "time zone of the readings' local times; the night window is local"),
+        Setting("holidays", Holidays(), (),
+                "public holidays (nights and days are compared with those of their kind): "
+                'ISO dates, or a country code resolved by the holidays package; [] = none'),
     )),
     Section("serial", "inbound readings", SerialConfig, (
         Setting("port", PortSpec(), "sim://?sensors=3&speed=600&seed=1",
@@ -663,12 +820,17 @@ SCHEMA: tuple[Section, ...] = (
                 "most frames resent per second, so a backlog does not flood the link"),
         Setting("outbox_max", Integer(100, 10_000_000), 100_000,
                 "most frames kept in the persistent outbox; the oldest are dropped beyond"),
+        Setting("write_timeout_s", Float(0.1, 30), 2.0,
+                "an upstream that takes no byte for this long is stalled: the frames wait "
+                "in the outbox and the write is retried later"),
     )),
     Section("storage", "the LMDB time-series store", StorageConfig, (
         Setting("path", FilePath(), "data/demo.lmdb",
-                "store directory; relative = against the service's working directory"),
+                "store directory; relative = against the service's working directory; "
+                "checked at start: a writable directory (or one that can be made) on a disk"),
         Setting("retention_days", Integer(1, 3650), 365,
-                "readings older than this before the newest reading are deleted (checked hourly)"),
+                "readings older than this before their sensor's event time are deleted "
+                "(checked hourly)"),
         Setting("map_size_mb", Integer(1, 4096), 64,
                 "initial LMDB map size; the map grows when full"),
         # 32-bit Raspberry Pi OS has under 2 GB of address space for the whole
@@ -711,7 +873,9 @@ SCHEMA: tuple[Section, ...] = (
                 "raises VALUE at once, without persist_minutes; 0 = never"),
     )),
     Section("criteria", "criteria bands", CriteriaConfig, (
-        Setting("initial_data", FilePath(optional=True), "conf/initial_data.csv",
+        # No default file: a site whose sensor ids match the demo's must not
+        # silently get the demo's criteria.
+        Setting("initial_data", FilePath(optional=True), "",
                 'history CSV for the first criteria; "" = none; relative = working directory'),
         Setting("min_days", Integer(1, 365), 28,
                 "days of stored data before criteria are built from the store"),
@@ -728,8 +892,16 @@ SCHEMA: tuple[Section, ...] = (
                 "length of the flow-mean blocks the MNF is taken from"),
         Setting("min_readings", Integer(1, 60), 5,
                 "measured readings a block needs to count; <= block_minutes"),
-        Setting("baseline_nights", Integer(3, 60), 14,
-                "recent nights the MNF baseline is built from"),
+        Setting("baseline_nights", Integer(3, 120), 28,
+                "recent clean nights the expected MNF (level and seasonal trend) is fitted on"),
+        Setting("min_baseline_nights", Integer(3, 60), 7,
+                "clean nights a sensor needs before its first NIGHT verdict"),
+        Setting("clear_nights", Integer(1, 30), 3,
+                "nights in a row without the excess that clear NIGHT"),
+        Setting("cusum_k", Float(0, 5), 0.5,
+                "CUSUM reference: standardised excess per night (and day) ignored as noise"),
+        Setting("cusum_h", Float(0.5, 50), 5.0,
+                "CUSUM decision interval: accumulated excess that raises NIGHT"),
     )),
     Section("train", "forecasting model training", TrainConfig, (
         Setting("schedule_days", Integer(1, 3650), 365, "retrain a model this often"),
@@ -783,6 +955,14 @@ SCHEMA: tuple[Section, ...] = (
         Setting("reconnect_max_s", Float(1, 3600), 60.0,
                 "longest wait between attempts to reach the broker"),
     )),
+    Section("web", "the technician's page, /metrics and /healthz", WebConfig, (
+        Setting("listen", ListenAddress(), "",
+                'address of the read-only page, /metrics and /healthz, e.g. "127.0.0.1:8080"; '
+                '"" = off'),
+        Setting("token_file", FilePath(optional=True), "",
+                "file holding the token every request but /healthz must bring; required "
+                'when listen is not a loopback address; "" = none'),
+    )),
 )
 
 RULES: tuple[Rule, ...] = (
@@ -790,6 +970,8 @@ RULES: tuple[Rule, ...] = (
     # Two actors cannot own one device; URLs such as loop:// open independently.
     Rule("upstream.port", "!=", "serial.port",
          applies=lambda port, _other: port != STDOUT_PORT and _SCHEME.match(port) is None),
+    # A write in progress holds the Transmitter's stop: it must end in time.
+    Rule("upstream.write_timeout_s", "<", "supervisor.stop_timeout_s"),
     Rule("storage.map_size_mb", "<=", "storage.map_max_mb"),
     Rule("system.flow_min", "<", "system.flow_max"),
     Rule("system.pressure_min", "<", "system.pressure_max"),
@@ -797,6 +979,11 @@ RULES: tuple[Rule, ...] = (
     # Readings come once a minute, so a block cannot hold more than block_minutes.
     Rule("night.min_readings", "<=", "night.block_minutes"),
     Rule("mqtt.reconnect_initial_s", "<=", "mqtt.reconnect_max_s"),
+    # Anyone on the network could read the page (and probe the gateway) otherwise.
+    Rule("web.token_file", "set", "web.listen",
+         applies=lambda _token, listen: bool(listen) and not is_loopback(parse_listen(listen)[0]),
+         why="not a loopback address"),
+    Rule("night.min_baseline_nights", "<=", "night.baseline_nights"),
 )
 
 
@@ -851,6 +1038,7 @@ class Config:
     train: TrainConfig
     supervisor: SupervisorConfig
     mqtt: MqttConfig
+    web: WebConfig
     source: str
 
     @property
@@ -925,7 +1113,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Co
             try:
                 values[name][key] = setting.type.validate(value)
             except Invalid as exc:
-                errors.append(f"{name}.{key}: {exc}")
+                errors += [f"{name}.{key}: {message}" for message in exc.messages]
                 invalid.add(f"{name}.{key}")
 
     for rule in RULES:
@@ -958,8 +1146,8 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 def load_config(path: str | Path) -> Config:
     """Read and validate the TOML file at ``path``.
 
-    Raises :class:`ConfigError` for an unreadable file, a TOML syntax error
-    (one line, ``file:line: message``) or any invalid content (every problem).
+    Raises :class:`ConfigError` for an unreadable file and as
+    :func:`config_from_bytes` does, never anything else.
     """
     source = str(path)
     try:
@@ -967,6 +1155,17 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"],
                           source=source) from None
+    return config_from_bytes(data, source=source)
+
+
+def config_from_bytes(data: bytes, *, source: str = "<config>") -> Config:
+    """Validate the bytes of a TOML file (read from ``source``).
+
+    Raises :class:`ConfigError` for text that is not UTF-8, a TOML syntax
+    error (one line, ``file:line: message``), anything else :mod:`tomllib`
+    cannot read (one line, ``file: not valid TOML: ...``) or any invalid
+    content (every problem); never anything else.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -981,7 +1180,20 @@ def load_config(path: str | Path) -> Config:
         line = int(found.group(1)) if found else max(1, len(text.splitlines()))
         raise ConfigError([f"{source}:{line}: TOML syntax error: {message}"],
                           source=source) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: a few thousand
+        # "[" exhaust the interpreter's stack before any syntax error shows.
+        raise ConfigError([f"{source}: not valid TOML: nested too deeply"],
+                          source=source) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. ValueError: a decimal integer of 5,000 digits
+        raise ConfigError([f"{source}: not valid TOML: {_one_line(exc)}"],
+                          source=source) from None
     return parse_config(document, source=source)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def default_config(*, source: str = "<defaults>") -> Config:

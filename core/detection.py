@@ -498,6 +498,11 @@ class ClockGuard:
       minutes and falls back; a sensor back after an outage goes on from where
       it is.
 
+    Readings ahead of the gateway clock are evidence only when they keep
+    coming: a sensor's run of them (each at most ``clock_ahead_s`` after the one
+    before) that spans ``clock_ahead_s`` says the gateway clock is behind
+    (:meth:`ahead_until`); any other reading of the sensor ends its run.
+
     A reading shows every held one stamped at or after it to be a glitch (it
     was stamped too far): those are dropped. So is the whole jump when the old
     timeline goes on; held readings stamped before such a reading (the gateway
@@ -515,6 +520,10 @@ class ClockGuard:
         self._held: dict[str, list[list[Any]]] = {}
         # The site's newest time taken in and the gateway clock then.
         self._site = [int(x) for x in (state or {}).get("site", (0, 0))]
+        # sensor -> [first, last] stamp of its current run of readings ahead of the gateway clock
+        self._ahead: dict[str, list[int]] = {
+            sensor: [int(first), int(last)]
+            for sensor, (first, last) in (state or {}).get("ahead", {}).items()}
         for sensor, (newest, at, held) in (state or {}).get("sensors", {}).items():
             self._newest[sensor] = [int(newest), int(at)]
             if held is not None:
@@ -523,7 +532,15 @@ class ClockGuard:
     def state(self) -> dict[str, Any]:
         return {"sensors": {s: [newest, at, self._held.get(s)]
                             for s, (newest, at) in self._newest.items()},
-                "site": list(self._site)}
+                "site": list(self._site),
+                "ahead": {s: list(run) for s, run in self._ahead.items()}}
+
+    def ahead_until(self) -> int | None:
+        """The newest stamp of a run of readings ahead of the gateway clock that spans
+        ``clock_ahead_s`` (the clock is behind them), or None when there is none."""
+        confirmed = [last for first, last in self._ahead.values()
+                     if last - first >= self.clock_ahead_s]
+        return max(confirmed) if confirmed else None
 
     def admit(self, sensor: str, t: int, now: int) -> Admission:
         """Judge a reading of ``sensor`` stamped ``t`` arriving at gateway time ``now``.
@@ -532,7 +549,10 @@ class ClockGuard:
         """
         limit = self.clock_ahead_s
         if t - now > limit:
+            self._note_ahead(sensor, t)
             return Admission(AHEAD, float(t - now))
+        if self._ahead:
+            self._ahead.pop(sensor, None)
         site = self._site
         newest = self._newest.get(sensor)
         if newest is None:
@@ -576,6 +596,13 @@ class ClockGuard:
         if t > site[0]:
             site[0], site[1] = t, now
         return Admission(verdict, released=tuple(items), dropped=dropped)
+
+    def _note_ahead(self, sensor: str, t: int) -> None:
+        run = self._ahead.get(sensor)
+        if run is None or t - run[1] > self.clock_ahead_s:
+            self._ahead[sensor] = [t, t]
+        elif t > run[1]:
+            run[1] = t
 
     def hold(self, sensor: str, item: Any) -> None:
         """Keep ``item`` (plain data) for the reading :meth:`admit` just called a jump."""

@@ -58,7 +58,7 @@ from time import gmtime
 from zoneinfo import ZoneInfo
 
 from core.messages import fast_constructor, fast_init
-from core.types import EpochSeconds, Reading, SensorId
+from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId
 
 MAX_LINE = 256
 """Longest accepted line in bytes, terminator excluded."""
@@ -265,8 +265,14 @@ def _check_byte(name: str, value: int) -> None:
 
 
 def _check_count(name: str, value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{name} {value!r} is negative")
+    if not 0 <= value < _COUNT_LIMIT:
+        raise ValueError(f"{name} {value!r} is not 0..10**{COUNT_DIGITS} - 1")
+
+
+def _check_seq(seq: int) -> None:
+    # The decoder refuses more (no outbox gives it): never write what we would refuse.
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq {seq!r} is not 0..2**63 - 1")
 
 
 # Every valid sensor id: one set look-up instead of four str checks on the hot paths.
@@ -635,76 +641,152 @@ def decode_ack(line: bytes, tz: ZoneInfo) -> Ack | Reject | None:
 # Encoding
 
 
+# Every outbound line fits MAX_LINE bytes with its "\r\n": each field has a width budget.
+# Fixed-width fields (sid, time, flags, ...) take theirs, a sequence number or counter
+# takes COUNT_DIGITS, and the decimal values of a type share what is left equally, so
+# whether one value fits never depends on another.
+COUNT_DIGITS = 20
+"""Widest sequence number or counter an outbound line carries (more than 2**64)."""
+_COUNT_LIMIT = 10**COUNT_DIGITS
+_BODY_MAX = MAX_LINE - len(b"$*XX\r\n")  # 250: the line less "$", "*CS" and "\r\n"
+_TIME_DIGITS = 14
+# Up to 9999-12-30 UTC every zone's local time has 14 digits (the fast path takes
+# these); past 9999-12-31 in every zone: a guard before formatting a huge number.
+_TIME_SAFE = 253402300800 - 2 * 86400
+_TIME_MAX = 253402300800 + 2 * 86400
+_N = COUNT_DIGITS
+# type -> (widths of its fixed-width fields, number of decimal values sharing the rest)
+_LAYOUTS: dict[str, tuple[tuple[int, ...], int]] = {
+    "WDN": ((3, _TIME_DIGITS, 2), 2),  # sid, time, status | flow, pressure
+    "ALR": ((_N, 3, _TIME_DIGITS, 2, 2), 2),  # seq, sid, time, flags | flow, pressure
+    "SRV": ((_N, 3, _TIME_DIGITS, 2, 2), 4),  # ... | flow, pressure, pred_flow, pred_pressure
+    "FCD": ((_N, 3, _TIME_DIGITS, 8), 2),  # seq, sid, issued, day | flow_mean, pressure_mean
+    "HLT": ((_N, _TIME_DIGITS, _N, _N, _N, _N, _N, 1), 1),  # seq, time, counts, clock | pct
+}
+VALUE_WIDTH: dict[str, int] = {
+    kind: (_BODY_MAX - len(kind) - len(fixed) - values - sum(fixed)) // values
+    for kind, (fixed, values) in _LAYOUTS.items()
+}
+"""Most characters of one decimal value on a line of each type (ALR 99, SRV 49, ...)."""
+assert all(len(fixed) + values == _TYPES[kind][0] for kind, (fixed, values) in _LAYOUTS.items())
+
+
+def value_fits(kind: str, value: float | None) -> bool:
+    """Whether a ``kind`` line can carry ``value`` in a decimal field (``None``: empty)."""
+    return _carries(value, format_value(value), VALUE_WIDTH[kind])
+
+
+def _carries(value: float | None, text: str, width: int) -> bool:
+    """Whether ``text``, ``value``'s wire form, writes it within ``width`` characters
+    ("" writes only None: a value not finite has no wire form)."""
+    return len(text) <= width and (text != "" or value is None)
+
+
+def _fit(value: float | None, text: str, width: int, flags: int) -> tuple[str, int]:
+    """A measured value's (or forecast's) field and its quantity's flags: a value the
+    field cannot carry goes out empty with SYSTEM set."""
+    return (text, flags) if _carries(value, text, width) else ("", flags | FLAG_SYSTEM)
+
+
+def _written(name: str, value: float | None, width: int, *, required: bool) -> str:
+    """A value's field where no flag can tell it is missing: it fits or is refused."""
+    text = format_value(value)
+    if _carries(value, text, width) and not (required and value is None):
+        return text
+    raise ValueError(f"{name} {value!r} cannot be written as a decimal of at most {width} "
+                     "characters")
+
+
+def _wire_time(name: str, t: int, tz: ZoneInfo) -> str:
+    if 0 <= t <= _TIME_MAX:
+        try:
+            text = format_local_time(t, tz)
+        except OverflowError:  # a local time in year 10000: past datetime's range
+            text = ""
+        if len(text) == _TIME_DIGITS:
+            return text
+    raise ValueError(f"{name} {t!r} is not a time the protocol carries (1970 UTC to 9999)")
+
+
 def _body(frame: Frame, tz: ZoneInfo) -> str:
-    fv = format_value
+    if isinstance(frame, AlertFrame | ServerReportLine):
+        return _minute_body(frame, tz)
     if isinstance(frame, Reading):
         _check_sensor(frame.sensor)
         _check_byte("status", frame.status)
+        width = VALUE_WIDTH["WDN"]
         return (
-            f"WDN,{frame.sensor},{format_local_time(frame.time, tz)},{fv(frame.flow)},"
-            f"{fv(frame.pressure)},{frame.status:02X}"
+            f"WDN,{frame.sensor},{_wire_time('time', frame.time, tz)},"
+            f"{_written('flow', frame.flow, width, required=False)},"
+            f"{_written('pressure', frame.pressure, width, required=False)},{frame.status:02X}"
         )
-    if isinstance(frame, AlertFrame | ServerReportLine):
-        kind = "ALR" if isinstance(frame, AlertFrame) else "SRV"
-        _check_count("seq", frame.seq)
-        _check_sensor(frame.sensor)
-        _check_byte("flow_flags", frame.flow_flags)
-        _check_byte("pressure_flags", frame.pressure_flags)
-        text = (
-            f"{kind},{frame.seq},{frame.sensor},{format_local_time(frame.time, tz)},"
-            f"{fv(frame.flow)},{fv(frame.pressure)},"
-            f"{frame.flow_flags:02X},{frame.pressure_flags:02X}"
-        )
-        if isinstance(frame, ServerReportLine):
-            text += f",{fv(frame.pred_flow)},{fv(frame.pred_pressure)}"
-        return text
     if isinstance(frame, DailyForecastLine):
-        _check_count("seq", frame.seq)
+        _check_seq(frame.seq)
         _check_sensor(frame.sensor)
+        width = VALUE_WIDTH["FCD"]
+        flow = _written("flow_mean", frame.flow_mean, width, required=True)
+        pressure = _written("pressure_mean", frame.pressure_mean, width, required=True)
         return (
-            f"FCD,{frame.seq},{frame.sensor},{format_local_time(frame.issued, tz)},"
-            f"{_format_day(frame.day)},{fv(frame.flow_mean)},{fv(frame.pressure_mean)}"
+            f"FCD,{frame.seq},{frame.sensor},{_wire_time('issued', frame.issued, tz)},"
+            f"{_format_day(frame.day)},{flow},{pressure}"
         )
     if isinstance(frame, HealthFrame):
         counts = ("seq", "uptime_s", "outbox_depth", "oldest_unsent_s", "restarts", "rejects")
         for name in counts:
             _check_count(name, getattr(frame, name))
+        pct = _written("store_used_pct", frame.store_used_pct, VALUE_WIDTH["HLT"], required=True)
         return (
-            f"HLT,{frame.seq},{format_local_time(frame.time, tz)},{frame.uptime_s},"
+            f"HLT,{frame.seq},{_wire_time('time', frame.time, tz)},{frame.uptime_s},"
             f"{frame.outbox_depth},{frame.oldest_unsent_s},{frame.restarts},{frame.rejects},"
-            f"{fv(frame.store_used_pct)},{1 if frame.clock else 0}"
+            f"{pct},{1 if frame.clock else 0}"
         )
     if isinstance(frame, Ack):
-        _check_count("seq", frame.seq)
+        _check_seq(frame.seq)
         return f"ACK,{frame.seq}"
     raise TypeError(f"not a protocol frame: {type(frame).__name__}")
 
 
-def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
-    """``_body`` of the per-minute frames, the transmitter's hot path (two per reading).
+_ALR_WIDTH, _SRV_WIDTH = VALUE_WIDTH["ALR"], VALUE_WIDTH["SRV"]
 
-    The same checks as ``_body``, done inline; the helpers only raise.
+
+def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
+    """``_body`` of the per-minute frames, the hot path (two per reading).
+
+    The checks are inline; the helpers only raise, or run for the rare value
+    that is missing or does not fit.
     """
     seq, sensor = frame.seq, frame.sensor
     flow_flags, pressure_flags = frame.flow_flags, frame.pressure_flags
-    if seq < 0:
-        _check_count("seq", seq)
+    if not 0 <= seq < _COUNT_LIMIT:
+        _check_seq(seq)
     if type(sensor) is not str or sensor not in _SENSOR_IDS:
         _check_sensor(sensor)
     if not 0 <= flow_flags <= 0xFF:
         _check_byte("flow_flags", flow_flags)
     if not 0 <= pressure_flags <= 0xFF:
         _check_byte("pressure_flags", pressure_flags)
+    t = frame.time
+    when = format_local_time(t, tz) if 0 <= t <= _TIME_SAFE else _wire_time("time", t, tz)
     fv = format_value
-    if type(frame) is AlertFrame:
-        return (
-            f"ALR,{seq},{sensor},{format_local_time(frame.time, tz)},"
-            f"{fv(frame.flow)},{fv(frame.pressure)},{flow_flags:02X},{pressure_flags:02X}"
-        )
+    flow, pressure = fv(frame.flow), fv(frame.pressure)
+    if isinstance(frame, AlertFrame):
+        width = _ALR_WIDTH
+        if not (0 < len(flow) <= width and 0 < len(pressure) <= width):
+            flow, flow_flags = _fit(frame.flow, flow, width, flow_flags)
+            pressure, pressure_flags = _fit(frame.pressure, pressure, width, pressure_flags)
+        return f"ALR,{seq},{sensor},{when},{flow},{pressure},{flow_flags:02X},{pressure_flags:02X}"
+    width = _SRV_WIDTH
+    pred_flow, pred_pressure = fv(frame.pred_flow), fv(frame.pred_pressure)
+    if not (0 < len(flow) <= width and 0 < len(pressure) <= width
+            and 0 < len(pred_flow) <= width and 0 < len(pred_pressure) <= width):
+        flow, flow_flags = _fit(frame.flow, flow, width, flow_flags)
+        pressure, pressure_flags = _fit(frame.pressure, pressure, width, pressure_flags)
+        pred_flow, flow_flags = _fit(frame.pred_flow, pred_flow, width, flow_flags)
+        pred_pressure, pressure_flags = _fit(frame.pred_pressure, pred_pressure, width,
+                                             pressure_flags)
     return (
-        f"SRV,{seq},{sensor},{format_local_time(frame.time, tz)},"
-        f"{fv(frame.flow)},{fv(frame.pressure)},{flow_flags:02X},{pressure_flags:02X},"
-        f"{fv(frame.pred_flow)},{fv(frame.pred_pressure)}"
+        f"SRV,{seq},{sensor},{when},{flow},{pressure},{flow_flags:02X},{pressure_flags:02X},"
+        f"{pred_flow},{pred_pressure}"
     )
 
 
@@ -717,9 +799,18 @@ _FAST_BODIES: dict[type, Callable[[Frame, ZoneInfo], str]] = {
 def encode(frame: Frame, tz: ZoneInfo) -> bytes:
     """One wire line: ``$<body>*<CS>\\r\\n`` with an upper-case hex checksum.
 
+    Every line it returns is at most :data:`MAX_LINE` bytes, ``\\r\\n``
+    included, and decodes with :func:`decode`: a measured value (or forecast)
+    of ``$ALR``/``$SRV`` that its field cannot carry -- longer than
+    :data:`VALUE_WIDTH`, or not finite -- goes out as the empty field with the
+    SYSTEM flag of its quantity; the frame itself is not changed.
+
     Raises :class:`ValueError` for a frame the protocol cannot carry (a status or
-    flag above ``FF``, a negative count, a sensor id outside ``001``-``999``) and
-    :class:`TypeError` for an object that is no frame: both are programming errors.
+    flag above ``FF``, a count outside ``0``..``10**20 - 1``, a sensor id outside
+    ``001``-``999``, a time before 1970 UTC or after 9999, a value of ``$WDN``,
+    ``$FCD`` or ``$HLT`` that does not fit its field: no flag there could say it
+    is missing) and :class:`TypeError` for an object that is no frame: both are
+    programming errors.
     """
     body = (_FAST_BODIES.get(type(frame)) or _body)(frame, tz).encode("ascii")
     return b"$%s*%02X\r\n" % (body, checksum(body))

@@ -20,7 +20,7 @@ from core.detection import (
 )
 from core.forecast import Forecast
 from core.server_report import ServerReportBuilder
-from core.types import FLAG_SYSTEM, EpochSeconds, SensorId, StoredReading
+from core.types import FLAG_SYSTEM, EpochSeconds, EventTimes, SensorId, StoredReading
 
 CriteriaLookup = Callable[[SensorId], SensorCriteria | None]
 ExpectationLookup = Callable[[SensorId, EpochSeconds], Expectation | None]
@@ -96,6 +96,7 @@ class SiteMonitor:
         self.sensors: dict[SensorId, SensorState] = {
             SensorId(s): SensorState.from_dict(d) for s, d in state.get("sensors", {}).items()
         }
+        # sensor -> its event time: the newest reading the clock guard took in
         self.last_seen: dict[SensorId, EpochSeconds] = {
             SensorId(s): EpochSeconds(t) for s, t in state.get("last_seen", {}).items()
         }
@@ -104,7 +105,7 @@ class SiteMonitor:
         }
         self.event_now: EpochSeconds = EpochSeconds(int(state.get("event_now", 0)))
         self.night_applied: dict[SensorId, str] = dict(state.get("night_applied", {}))
-        # sensor -> [time, flow flags, pressure flags] of its newest evaluated reading (for status)
+        # sensor -> [time, flow flags, pressure flags] of the reading at its event time (for status)
         self.last_flags: dict[SensorId, list[int]] = dict(state.get("last_flags", {}))
         # Night verdicts waiting for this sensor's event time to reach the night's
         # end: NightFlow may run ahead of detection, and a verdict must not be
@@ -124,6 +125,11 @@ class SiteMonitor:
             "reports": self.reports.state(),
             "clock": self.clock.state(),
         }
+
+    def event_times(self) -> EventTimes:
+        """Each sensor's event time (its newest reading taken in) and the clock evidence."""
+        ahead = self.clock.ahead_until()
+        return EventTimes(dict(self.last_seen), None if ahead is None else EpochSeconds(ahead))
 
     def process(
         self, batch: Iterable[StoredReading], *, now: EpochSeconds,
@@ -145,7 +151,7 @@ class SiteMonitor:
         evaluate, tz, limits = detection.evaluate, self.tz, s.limits
         persist, clear = s.persist_minutes, s.clear_minutes
         gross = s.gross_factor
-        sensors, pending_nights, last_flags = self.sensors, self.pending_nights, self.last_flags
+        sensors, pending_nights = self.sensors, self.pending_nights
         frames, detections = out.frames, out.detections
         admit, advance = self.clock.admit, self._advance
         predicted = _predicted(expectation)
@@ -173,9 +179,6 @@ class SiteMonitor:
             if causes:
                 detections.append((sensor, t, evaluation.to_record()))
             out.last_arrival = stored.arrival
-            flags = last_flags.get(sensor)
-            if flags is None or t >= flags[0]:
-                last_flags[sensor] = [t, ff, pf]
             if verdict is JUMP:
                 self.clock.hold(sensor, [t, r.flow, r.pressure, ff, pf])
             elif verdict is not AHEAD:
@@ -194,6 +197,7 @@ class SiteMonitor:
         previous = self.last_seen.get(sensor)
         if previous is None or t > previous:
             self.last_seen[sensor] = t
+            self.last_flags[sensor] = [t, ff, pf]
             if previous is not None and t // 3600 > previous // 3600:
                 out.hours.append((sensor, EpochSeconds(t - t % 3600)))
         if t > self.event_now:

@@ -4,8 +4,7 @@ The night window is local wall-clock time (default 22:00-05:00 in the site's
 time zone; an operator may narrow it, e.g. 02:00-04:00). :class:`NightWindow`
 turns it into UTC bounds per night, :class:`NightFlowAggregator` folds the
 readings of every sensor into blocks and nights in event time, and
-:func:`evaluate_night` judges a closed night's MNF against the baseline of
-recent clean nights (the NIGHT detection method).
+:mod:`core.night_model` judges each closed night (the NIGHT detection method).
 
 Decisions an operator should know:
 
@@ -54,14 +53,12 @@ import datetime
 import functools
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
 
-from core.criteria import MIN_NIGHTS, MNF_K, MNF_REL_FLOOR, robust_sigma
 from core.detection import AHEAD, JUMP, ClockGuard
 from core.messages import fast_init
 from core.types import (
@@ -83,6 +80,10 @@ _FLOW_FAULT_BITS = STATUS_FLOW_FAULT | STATUS_POWER_FAILURE | STATUS_COMM_ERROR
 # A block is a few hours long at most, so it can hold at most a couple of
 # clock changes; this bounds the walk back over them.
 _MAX_CLOCK_CHANGES = 8
+
+# A day's mean flow needs 20 hours of one-minute readings: a day missing its
+# morning peak would look like a leak's opposite, one missing the night like one.
+DAY_MIN_READINGS = 1200
 
 _ONE_SECOND = datetime.timedelta(seconds=1)
 _ONE_DAY = datetime.timedelta(days=1)
@@ -343,6 +344,9 @@ class NightSummary:
     ``mnf`` is the lowest complete block mean (None when no block was complete),
     ``mnf_block_start`` that block's start; ``blocks`` counts the blocks in which
     the sensor reported at all, ``complete_blocks`` the complete ones.
+    ``day_mean`` is the mean measured flow since the previous night closed (the
+    day and this night: the NIGHT model's second evidence), None with fewer
+    than :data:`DAY_MIN_READINGS` readings.
     """
 
     sensor: SensorId
@@ -351,13 +355,14 @@ class NightSummary:
     mnf_block_start: EpochSeconds | None
     blocks: int
     complete_blocks: int
+    day_mean: float | None = None
 
     def to_record(self) -> dict[str, Any]:
         """A msgpack-able dict (``night`` as ``YYYY-MM-DD``)."""
         return {
             "sensor": self.sensor, "night": self.night.isoformat(), "mnf": self.mnf,
             "mnf_block_start": self.mnf_block_start, "blocks": self.blocks,
-            "complete_blocks": self.complete_blocks,
+            "complete_blocks": self.complete_blocks, "day_mean": self.day_mean,
         }
 
     @classmethod
@@ -369,6 +374,7 @@ class NightSummary:
             None if mnf is None else float(mnf),
             None if block_start is None else EpochSeconds(int(block_start)),
             int(d["blocks"]), int(d["complete_blocks"]),
+            None if d.get("day_mean") is None else float(d["day_mean"]),
         )
 
 
@@ -423,6 +429,8 @@ class NightFlowAggregator:
         self._open: dict[SensorId, _OpenNight] = {}
         # Readings of a sensor older than this are late (see the module docstring).
         self._until: dict[SensorId, int] = {}
+        # Measured readings since the sensor's previous night closed: [count, sum].
+        self._day: dict[SensorId, list[float]] = {}
         self.clock = ClockGuard(clock_ahead_s, (state or {}).get("clock"))
         if state:
             self._restore(state)
@@ -469,9 +477,20 @@ class NightFlowAggregator:
         if current is not None and current.night != night:
             # t is at or after the end of the open night: it closes the night.
             blocks.append(self._close_block(sensor, current))
-            nights.append(self._summary(sensor, current))
+            day = self._day.pop(sensor, None)
+            nights.append(self._summary(sensor, current, day))
             del self._open[sensor]
             current = None
+        flow = reading.flow
+        measured = (flow is not None and math.isfinite(flow)
+                    and not reading.status & _FLOW_FAULT_BITS)
+        if measured:
+            day = self._day.get(sensor)
+            if day is None:
+                self._day[sensor] = [1, flow]
+            else:
+                day[0] += 1
+                day[1] += flow
         if night is None:
             self._until[sensor] = t
             return blocks, nights
@@ -482,8 +501,7 @@ class NightFlowAggregator:
             blocks.append(self._close_block(sensor, current))
             current.block = block
         self._until[sensor] = block
-        flow = reading.flow
-        if flow is not None and math.isfinite(flow) and not reading.status & _FLOW_FAULT_BITS:
+        if measured:
             current.n += 1
             current.total += flow
         return blocks, nights
@@ -495,6 +513,7 @@ class NightFlowAggregator:
             current = self._open.get(sensor)
             sensors[sensor] = {
                 "until": until, "open": current.to_dict() if current is not None else None,
+                "day": self._day.get(sensor),
             }
         return {"version": STATE_VERSION, "window": _window_key(self.window), "sensors": sensors,
                 "clock": self.clock.state()}
@@ -506,6 +525,8 @@ class NightFlowAggregator:
         for sensor, entry in state["sensors"].items():
             sid = SensorId(str(sensor))
             self._until[sid] = int(entry["until"])
+            if entry.get("day"):
+                self._day[sid] = [int(entry["day"][0]), float(entry["day"][1])]
             if entry.get("open") is not None:
                 if same_window:
                     self._open[sid] = _OpenNight.from_dict(entry["open"])
@@ -528,11 +549,12 @@ class NightFlowAggregator:
         return block
 
     @staticmethod
-    def _summary(sensor: SensorId, current: _OpenNight) -> NightSummary:
+    def _summary(sensor: SensorId, current: _OpenNight, day: list[float] | None) -> NightSummary:
         return NightSummary(
             sensor, current.night, current.mnf,
             None if current.mnf_block is None else EpochSeconds(current.mnf_block),
             current.blocks, current.complete,
+            day[1] / day[0] if day and day[0] >= DAY_MIN_READINGS else None,
         )
 
 
@@ -541,83 +563,3 @@ def _window_key(window: NightWindow) -> list[Any]:
         window.start.isoformat(), window.end.isoformat(), str(window.tz),
         window.block_minutes, window.min_readings,
     ]
-
-
-# -- the NIGHT verdict --------------------------------------------------------------
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class NightVerdict:
-    """The NIGHT method's judgement of one night.
-
-    ``threshold`` is the MNF above which the night is a leak sign
-    (baseline + allowed excess); ``nights_in_baseline`` is 0 when the baseline
-    came from the criteria.
-    """
-
-    leak: bool
-    observed: float | None
-    baseline: float | None
-    threshold: float | None
-    nights_in_baseline: int
-
-    def cause(self) -> dict[str, Any]:
-        """The detection cause (as :class:`core.detection.Cause` reads it)."""
-        return {
-            "method": "NIGHT", "quantity": "flow", "reason": "mnf",
-            "observed": self.observed, "threshold": self.threshold, "baseline": self.baseline,
-        }
-
-
-def evaluate_night(
-    mnf: float | None,
-    recent_clean_mnfs: Sequence[float],
-    *,
-    criteria_baseline: float | None,
-    criteria_allowed_excess: float | None,
-    baseline_nights: int = 14,
-    min_nights: int = MIN_NIGHTS,
-) -> NightVerdict:
-    """Judge a night's MNF against the baseline of recent clean nights.
-
-    The baseline is the median MNF of the last ``baseline_nights`` of
-    ``recent_clean_mnfs`` (oldest first) when at least ``min_nights`` exist, else
-    the criteria's MNF baseline. The allowed excess is the criteria's when given,
-    else ``max(3 * robust sigma of the recent nights, 5 % of the baseline)``. The
-    night is a leak sign when ``mnf > baseline + excess``.
-
-    ``mnf`` None (no complete block) gives no verdict: ``leak`` False and
-    ``observed`` None, and the caller keeps the previous NIGHT state. Without any
-    baseline the night is not judged a leak.
-
-    The caller must keep nights judged a leak out of ``recent_clean_mnfs``:
-    otherwise a lasting leak becomes its own baseline within a week or two and
-    clears itself.
-    """
-    if baseline_nights < 1 or min_nights < 1:
-        raise ValueError("baseline_nights and min_nights must be at least 1")
-    if mnf is None or not math.isfinite(mnf):
-        return NightVerdict(False, None, None, None, 0)
-    recent = np.array([m for m in recent_clean_mnfs if m is not None and math.isfinite(m)],
-                      dtype=float)[-baseline_nights:]
-    enough = recent.size >= min_nights
-    if enough:
-        baseline: float | None = float(np.median(recent))
-    elif criteria_baseline is not None and math.isfinite(criteria_baseline):
-        baseline = float(criteria_baseline)
-    else:
-        baseline = None
-    if baseline is None:
-        return NightVerdict(False, float(mnf), None, None, 0)
-    if criteria_allowed_excess is not None and math.isfinite(criteria_allowed_excess):
-        excess = float(criteria_allowed_excess)
-    else:
-        # A spread from one or two nights means nothing: only the relative floor then.
-        sigma = robust_sigma(recent) if enough else 0.0
-        excess = max(MNF_K * sigma, MNF_REL_FLOOR * abs(baseline))
-    threshold = baseline + excess
-    return NightVerdict(
-        bool(mnf > threshold), float(mnf), baseline, threshold,
-        int(recent.size) if enough else 0,
-    )

@@ -8,7 +8,9 @@ Episodic faults are scheduled per ``(seed, sensor, local day)`` the same way.
 The shape, per sensor:
 
 * **flow** (m3/h): a diurnal profile -- low between about 02:00 and 04:00 local,
-  a morning and an evening peak, a different (later, flatter) weekend morning --
+  a morning and an evening peak; the week has three shapes: weekdays, Saturdays
+  (a later, flatter morning) and Sundays (later still; the site's holidays, URL
+  parameter ``holidays``, take Sunday's shape) --
   times a per-sensor scale between 20 and 300 m3/h, a slight annual season and a
   few percent of multiplicative noise.
 * **pressure** (kgf/cm2): a static head of 4.3-5.0 minus a head loss growing with
@@ -169,14 +171,27 @@ class SensorProfile:
     min_night_flow: float  # the clean shape's lowest flow over a week (season factor 1)
 
 
-# (centre hour, width hours, height) of the consumption peaks above the night base.
-_WEEKDAY_PEAKS = ((7.5, 1.3, 0.9), (12.5, 2.5, 0.45), (19.5, 1.8, 0.8))
-_WEEKEND_PEAKS = ((9.5, 2.0, 0.75), (13.5, 2.5, 0.5), (19.0, 2.0, 0.8))
+# Kinds of day, each with its own consumption shape.
+WEEKDAY, SATURDAY, SUNDAY = 0, 1, 2
+# (centre hour, width hours, height) of the consumption peaks above the night base, per
+# kind of day: people get up later at the weekend, latest on Sundays and holidays.
+_DAY_PEAKS = (
+    ((7.5, 1.3, 0.9), (12.5, 2.5, 0.45), (19.5, 1.8, 0.8)),
+    ((9.0, 1.8, 0.8), (13.0, 2.5, 0.5), (19.0, 2.0, 0.8)),
+    ((10.0, 2.2, 0.7), (14.0, 2.5, 0.5), (18.5, 2.0, 0.8)),
+)
 
 
-def _day_shape(hours: Any, weekend: bool, night_fraction: float) -> Any:
+def day_kind(date: dt.date, holidays: frozenset[dt.date] = frozenset()) -> int:
+    """:data:`WEEKDAY`, :data:`SATURDAY` or :data:`SUNDAY` (a holiday is a Sunday)."""
+    if date in holidays or date.weekday() == 6:
+        return SUNDAY
+    return SATURDAY if date.weekday() == 5 else WEEKDAY
+
+
+def _day_shape(hours: Any, kind: int, night_fraction: float) -> Any:
     """Relative flow (about ``night_fraction`` at night, about 1 at the peaks)."""
-    peaks = _WEEKEND_PEAKS if weekend else _WEEKDAY_PEAKS
+    peaks = _DAY_PEAKS[kind]
     total = 0.0
     for centre, width, height in peaks:
         # Distance on the 24-hour circle, so the shape is continuous at midnight.
@@ -205,8 +220,8 @@ def sensor_profile(sensor: int) -> SensorProfile:
     night_fraction = float(0.2 + 0.15 * u[1])
     shift_h = float(u[2] - 0.5)
     hours = np.arange(0, 24, 1 / 60)
-    lowest = min(float(_day_shape(hours, weekend, night_fraction).min())
-                 for weekend in (False, True))
+    lowest = min(float(_day_shape(hours, kind, night_fraction).min())
+                 for kind in (WEEKDAY, SATURDAY, SUNDAY))
     return SensorProfile(
         scale=scale,
         night_fraction=night_fraction,
@@ -221,24 +236,22 @@ def _zone(tz: ZoneInfo | str) -> ZoneInfo:
     return tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
 
 
-def _local(t: int, tz: ZoneInfo) -> tuple[float, bool]:
-    """Hour of the local day (fractional) and whether the local day is a weekend."""
-    local = dt.datetime.fromtimestamp(t, tz)
-    return local.hour + local.minute / 60 + local.second / 3600, local.weekday() >= 5
-
-
-def clean_flow(sensor: int, t: EpochSeconds, tz: ZoneInfo | str) -> float:
+def clean_flow(sensor: int, t: EpochSeconds, tz: ZoneInfo | str,
+               holidays: frozenset[dt.date] = frozenset()) -> float:
     """Noise-free flow (m3/h) of ``sensor`` at ``t``: the shape without faults or leak."""
     profile = sensor_profile(sensor)
-    hours, weekend = _local(t, _zone(tz))
-    shape = _day_shape(hours - profile.shift_h, weekend, profile.night_fraction)
+    local = dt.datetime.fromtimestamp(t, _zone(tz))
+    hours = local.hour + local.minute / 60 + local.second / 3600
+    shape = _day_shape(hours - profile.shift_h, day_kind(local.date(), holidays),
+                       profile.night_fraction)
     return float(profile.scale * shape * _season(t))
 
 
-def clean_pressure(sensor: int, t: EpochSeconds, tz: ZoneInfo | str) -> float:
+def clean_pressure(sensor: int, t: EpochSeconds, tz: ZoneInfo | str,
+                   holidays: frozenset[dt.date] = frozenset()) -> float:
     """Noise-free pressure (kgf/cm2) of ``sensor`` at ``t``, following :func:`clean_flow`."""
     p = sensor_profile(sensor)
-    flow = clean_flow(sensor, t, tz)
+    flow = clean_flow(sensor, t, tz, holidays)
     return float(_pressure_of(p.static_pressure, p.pressure_drop, p.scale, flow))
 
 
@@ -282,6 +295,22 @@ def _parse_faults(name: str, text: str) -> frozenset[str]:
     return kinds
 
 
+def _parse_holidays(name: str, text: str) -> frozenset[dt.date]:
+    """Comma-separated local dates ``YYYYMMDD`` (as ``start``)."""
+    days = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            if len(part) != 8 or not part.isdigit():
+                raise ValueError
+            days.add(dt.date(int(part[:4]), int(part[4:6]), int(part[6:])))
+        except ValueError:
+            raise ValueError(f"{name}: expected dates YYYYMMDD separated by commas, "
+                             f"got {part!r}") from None
+    return frozenset(days)
+
+
 def _parse_start(name: str, text: str, tz: ZoneInfo) -> EpochSeconds:
     """``YYYYMMDD``, ``YYYYMMDDhhmm`` or ``YYYYMMDDhhmmss``, local time in ``tz``."""
     padded = {8: text + "000000", 12: text + "00", 14: text}.get(len(text))
@@ -304,6 +333,7 @@ _URL_FIELDS = {
     "leak_day": ("leak_day", _parse_int),
     "leak_fraction": ("leak_fraction", _parse_float),
     "realtime_cap": ("realtime_cap", _parse_bool),
+    "holidays": ("holidays", _parse_holidays),
 }
 _ZONE_PARAMS = frozenset({"tz", "timezone"})  # either names the time zone
 _URL_PARAMS = (*_URL_FIELDS, "start", "tz", "timezone")
@@ -323,9 +353,11 @@ class SimulatorSettings:
     leak_day: int = 14  # the leak starts at 22:00 local on day start + leak_day
     leak_fraction: float = 0.2  # of the sensor's clean minimum night flow
     realtime_cap: bool = True  # never emit a reading stamped after the wall clock (bar "clock")
+    holidays: frozenset[dt.date] = frozenset()  # local dates with Sunday's shape
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "faults", frozenset(self.faults))
+        object.__setattr__(self, "holidays", frozenset(self.holidays))
         if not 1 <= self.sensors <= 999:
             raise ValueError(f"sensors: {self.sensors} is not within 1..999")
         if not (math.isfinite(self.speed) and self.speed >= 0):
@@ -354,7 +386,8 @@ class SimulatorSettings:
 
     @classmethod
     def from_url(cls, url: str) -> SimulatorSettings:
-        """``sim://?sensors=3&speed=600&seed=1&faults=dropout,leak&start=20260101&tz=...``.
+        """``sim://?sensors=3&speed=600&seed=1&faults=dropout,leak&start=20260101&tz=...``
+        (``&holidays=20260101,20260301``).
 
         ``faults=all`` turns every kind on. Raises :class:`ValueError` naming the
         bad parameter (unknown, repeated, or with an unusable value).
@@ -551,8 +584,8 @@ class Simulator:
         else:  # a DST change inside this day
             local = np.array([t + _offset(int(t), self.tz) for t in times.tolist()])
         hours = (local % _DAY) / 3600.0 - p["shift_h"]
-        weekend = self._date_of(first).weekday() >= 5
-        flow = p["scale"] * _day_shape(hours, weekend, p["night_fraction"]) * _season(times)
+        kind = day_kind(self._date_of(first), self.settings.holidays)
+        flow = p["scale"] * _day_shape(hours, kind, p["night_fraction"]) * _season(times)
         if self.leak_start is not None and last >= self.leak_start:
             leak = self.settings.leak_fraction * p["min_night_flow"]
             flow = flow + np.where(times >= self.leak_start, leak, 0.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NewType
 
 SensorId = NewType("SensorId", str)
@@ -63,6 +63,31 @@ class StoredReading:
 
     arrival: int
     reading: Reading
+
+
+@dataclass(frozen=True)
+class EventTimes:
+    """Where the readings put time, as the Detector's clock guard judged them.
+
+    ``sensors`` maps each sensor the Detector has processed to its event time:
+    the newest reading taken in (see :class:`core.detection.ClockGuard`: never
+    one stamped ahead of the gateway clock; one jumping ahead of its sensor's
+    timeline only once later readings confirm it). Retention, the trainer's
+    schedule and window, the criteria build and every "latest" follow it,
+    never the largest stamp stored. ``ahead`` is the newest stamp of a run of a
+    sensor's readings that keep arriving ahead of the gateway clock for at least
+    ``clock_ahead_minutes`` (so one stray stamp is no evidence): the gateway
+    clock is behind them (a Pi booted with a stale clock). None: no such run.
+    """
+
+    sensors: dict[SensorId, EpochSeconds] = field(default_factory=dict)
+    ahead: EpochSeconds | None = None
+
+    def newest(self) -> EpochSeconds | None:
+        """Where the readings put the site's time: the newest event time, or the
+        stamps arriving ahead of the gateway clock if later; None before any."""
+        times = [*self.sensors.values(), *([] if self.ahead is None else [self.ahead])]
+        return max(times) if times else None
 
 
 def _same(a: float | None, b: float | None) -> bool:

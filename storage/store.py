@@ -13,7 +13,8 @@ docs           kind NUL key (utf-8)         msgpack (criteria, forecasts, models
 outbox         ``>Q`` outbound seq          msgpack ``[created, attempts, frame, line]``
 rejects        ``>Q`` reject seq            msgpack ``[received, reason, line]``
 meta           ``c:``/``o:``/``s:``/``q:``  msgpack counters, offsets, consumer state,
-               name                         sequence counters
+               name; ``event_times``        sequence counters; the Detector's
+                                            ``[{sensor: event time}, ahead]``
 =============  ===========================  =====================================
 
 An outbox record holds the frame packed on its own (unpacked only when asked
@@ -56,7 +57,8 @@ import msgpack
 import numpy as np
 
 from core.messages import fast_constructor, fast_init
-from core.types import EpochSeconds, Reading, SensorId, StoredReading
+from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
+from storage.datafile import check_length
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ _NO_VALUE = float("nan")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 _ARRIVAL = "arrival"
+_EVENT_TIMES = b"event_times"
 _OUTBOX = "outbox"
 _REJECT = "reject"
 
@@ -110,6 +113,23 @@ class StoreError(Exception):
 
 class StoreFullError(StoreError):
     """The map reached ``map_max_mb`` or the disk is full; nothing of that write was kept."""
+
+
+class StoreDamagedError(StoreError):
+    """The store's file or a record in it is damaged: using it again cannot help.
+
+    The message is one line naming the store and what is wrong;
+    ``check-store`` lists every problem and ``recover-store`` keeps what can
+    still be read (``storage/check.py``).
+    """
+
+
+class UndecodableRecord(StoreDamagedError):
+    """A stored record is not in the store's format (named with its store by the Store)."""
+
+
+# A record that decodes into the wrong shape (a list where a map belongs...).
+_SHAPE_ERRORS = (ValueError, TypeError, IndexError, KeyError, struct.error)
 
 
 @fast_init
@@ -249,7 +269,36 @@ def _packer() -> msgpack.Packer:
 
 
 def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # msgpack raises ExtraData, FormatError, StackError, UnicodeDecodeError...
+        raise UndecodableRecord(f"a record cannot be decoded ({_why(exc)})") from exc
+
+
+def _unpack_map(data: bytes) -> dict[str, Any]:
+    record = _unpack(data)
+    if not isinstance(record, dict):
+        raise UndecodableRecord(f"a record holds a {type(record).__name__}, not a map")
+    return record
+
+
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """Records read inside are the store's own: a wrong shape is a damaged record."""
+    try:
+        yield
+    except _SHAPE_ERRORS as exc:
+        raise UndecodableRecord(f"a record has the wrong shape ({_why(exc)})") from exc
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a short piece of one line (a decode error may quote bytes)."""
+    text = " ".join(str(exc).split())
+    text = f"{text[:100]}..." if len(text) > 100 else text
+    if isinstance(exc, UndecodableRecord):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _doc_key(kind: str, key: str) -> bytes:
@@ -280,7 +329,7 @@ def _scan(
         blob = b"".join(chain.from_iterable(taken) if values else taken)
         count, rest = divmod(len(blob), record)
         if rest:
-            raise StoreError("store record of unexpected size: written by another format?")
+            raise UndecodableRecord(f"a reading or journal record is not {record} bytes long")
         last = (count - 1) * record
         if end is not None and count and blob[last:last + key_len] >= end:
             parts.append(blob[:_first_at_or_after(blob, count, end, record, key_len) * record])
@@ -325,7 +374,14 @@ def _full_error(exc: lmdb.Error, path: Path) -> StoreFullError | None:
         "free disk space or lower storage.retention_days")
 
 
-def _store_error(exc: lmdb.Error, path: Path) -> StoreError:
+# LMDB's words for a damaged file (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INVALID...).
+_DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                  lmdb.VersionMismatchError, lmdb.IncompatibleError, lmdb.BadValsizeError)
+
+
+def _store_error(exc: lmdb.Error | UndecodableRecord, path: Path) -> StoreError:
+    if isinstance(exc, (UndecodableRecord, *_DAMAGE_ERRORS)):
+        return StoreDamagedError(f"store at {path} is damaged: {_why(exc)}")
     return _full_error(exc, path) or StoreError(f"store at {path}: {exc}")
 
 
@@ -354,6 +410,8 @@ class _SharedEnv:
         self._remapping = False
         self._local = threading.local()
         self.pid = key[0]
+        # The first damage any Store on this environment met (the supervisor stops on it).
+        self.damage: StoreDamagedError | None = None
 
     @contextmanager
     def using(self) -> Iterator[lmdb.Environment]:
@@ -483,6 +541,19 @@ def _lmdb_open(path: Path, *, readonly: bool, map_bytes: int, sync: bool) -> lmd
     )
 
 
+def _check_before_mapping(path: Path) -> None:
+    """Refuse a data file LMDB cannot map safely (it would SIGBUS or abort)."""
+    data = path / "data.mdb"
+    if not data.exists():
+        return  # a new store
+    try:
+        problems = check_length(data)
+    except OSError as exc:
+        raise StoreError(f"cannot read the store at {path}: {exc.strerror or exc}") from exc
+    if problems:
+        raise StoreDamagedError(f"store at {path} is damaged: {'; '.join(problems)}")
+
+
 def _open_dbs(shared: _SharedEnv) -> None:
     env = shared.env
     if shared.writable:
@@ -524,6 +595,7 @@ def _acquire(path: Path, *, readonly: bool, map_bytes: int, sync: bool) -> _Shar
     with _registry_lock:
         shared = _registry.get(key)
         if shared is None:
+            _check_before_mapping(path)
             env = _lmdb_open(path, readonly=readonly, map_bytes=0 if readonly else map_bytes,
                              sync=sync)
             shared = _SharedEnv(key, path, env, writable=not readonly, sync=sync)
@@ -635,10 +707,11 @@ class ReadView:
             found = cursor.set_range(_SENSOR.pack(number))
         if not found:
             return None
-        n, t = _SENSOR_TIME.unpack(cursor.key())
-        if n != number:
-            return None
-        f, p, st = _VALUES.unpack(cursor.value())
+        with _decoding():
+            n, t = _SENSOR_TIME.unpack(cursor.key())
+            if n != number:
+                return None
+            f, p, st = _VALUES.unpack(cursor.value())
         return Reading(_sensor_id(n), EpochSeconds(t), _opt(f), _opt(p), st)
 
     def latest_reading(self, sensor: SensorId) -> Reading | None:
@@ -687,15 +760,17 @@ class ReadView:
         out: list[RejectRecord] = []
         found = cursor.last()
         while found and len(out) < limit:
-            received, reason, line = _unpack(cursor.value())
+            with _decoding():
+                received, reason, line = _unpack(cursor.value())
             out.append(RejectRecord(received, reason, line))
             found = cursor.prev()
         out.reverse()
         return out
 
     def counters(self) -> dict[str, int]:
-        return {key.decode()[2:]: _unpack(value)
-                for key, value in self._prefixed(self._dbs["meta"], b"c:")}
+        with _decoding():
+            return {key.decode()[2:]: _unpack(value)
+                    for key, value in self._prefixed(self._dbs["meta"], b"c:")}
 
     def offset(self, consumer: str) -> int:
         return self._meta_get(f"o:{consumer}") or 0
@@ -706,6 +781,13 @@ class ReadView:
     def peek_sequence(self) -> int:
         """The last outbound sequence number allocated (0 before the first frame)."""
         return self._meta_get(f"q:{_OUTBOX}") or 0
+
+    def event_times(self) -> EventTimes:
+        raw = self._t().get(_EVENT_TIMES, db=self._dbs["meta"])
+        if raw is None:
+            return EventTimes()
+        sensors, ahead = _unpack(raw)
+        return EventTimes({SensorId(s): EpochSeconds(t) for s, t in sensors.items()}, ahead)
 
     # outbox --------------------------------------------------------------------
 
@@ -720,9 +802,13 @@ class ReadView:
                                   max_buffer_size=sum(len(v) for _, v in items) + 1)
         values.feed(b"".join([v for _, v in items]))
         unpack_seq, new_entry = _SEQ.unpack, OutboxEntry
-        return [new_entry(unpack_seq(key)[0], rec[2], rec[0], rec[1],
-                          rec[3] if len(rec) > 3 else None)
-                for (key, _), rec in zip(items, values, strict=True)]
+        try:
+            return [new_entry(unpack_seq(key)[0], rec[2], rec[0], rec[1],
+                              rec[3] if len(rec) > 3 else None)
+                    for (key, _), rec in zip(items, values, strict=True)]
+        except (*_SHAPE_ERRORS, msgpack.UnpackException) as exc:
+            # One garbled value puts the stream out of step: name the damage.
+            raise UndecodableRecord(f"an outbox record cannot be decoded ({_why(exc)})") from exc
 
     def outbox_depth(self) -> int:
         return int(self._t().stat(self._dbs["outbox"])["entries"])
@@ -743,8 +829,9 @@ class ReadView:
             key = cursor.key()
             if end is not None and key >= end:
                 break
-            n, t = _SENSOR_TIME.unpack(key)
-            out.append({**_unpack(cursor.value()), "sensor": _sensor_id(n), field: t})
+            with _decoding():
+                n, t = _SENSOR_TIME.unpack(key)
+            out.append({**_unpack_map(cursor.value()), "sensor": _sensor_id(n), field: t})
             found = cursor.next()
         return out
 
@@ -805,9 +892,11 @@ class ReadView:
 
 def _outbox_entry(key: bytes, value: bytes) -> OutboxEntry:
     # [created, attempts, frame, wire?, acked?]: older records lack the tail.
-    rec = _unpack(value)
-    return OutboxEntry(_SEQ.unpack(key)[0], rec[2], rec[0], rec[1],
-                       rec[3] if len(rec) > 3 else None, bool(rec[4]) if len(rec) > 4 else False)
+    with _decoding():
+        rec = _unpack(value)
+        return OutboxEntry(_SEQ.unpack(key)[0], rec[2], rec[0], rec[1],
+                           rec[3] if len(rec) > 3 else None,
+                           bool(rec[4]) if len(rec) > 4 else False)
 
 
 class WriteBatch(ReadView):
@@ -926,6 +1015,11 @@ class WriteBatch(ReadView):
         txn.put(f"o:{consumer}".encode(), _pack(int(offset)), db=meta)
         if state is not None:
             txn.put(f"s:{consumer}".encode(), _pack(state), db=meta)
+
+    def set_event_times(self, times: EventTimes) -> None:
+        """Record where the readings put time (the Detector, with its offset)."""
+        self._t().put(_EVENT_TIMES, _pack([dict(times.sensors), times.ahead]),
+                      db=self._dbs["meta"])
 
     # ingest --------------------------------------------------------------------
 
@@ -1159,6 +1253,12 @@ class WriteBatch(ReadView):
     def delete_doc(self, kind: str, key: str) -> bool:
         return bool(self._t().delete(_doc_key(kind, key), db=self._dbs["docs"]))
 
+    def put_records(self, name: str, items: list[tuple[bytes, bytes]], *,
+                    overwrite: bool = True) -> int:
+        """Write records of database ``name`` as they are (``recover-store``); how many were new."""
+        self._settle(name)
+        return int(self._t().cursor(self._dbs[name]).putmulti(items, overwrite=overwrite)[1])
+
 
 # -- the store --------------------------------------------------------------------------
 
@@ -1202,7 +1302,9 @@ class Store:
                 self.path, readonly=readonly, sync=sync,
                 map_bytes=_initial_map_bytes(self.path, map_size_mb, map_max_mb),
             )
-        except lmdb.Error as exc:
+        except (lmdb.Error, UndecodableRecord) as exc:
+            if isinstance(exc, (UndecodableRecord, *_DAMAGE_ERRORS)):
+                raise _store_error(exc, self.path) from exc
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         if reserve_mb and not readonly:
             _reserve_disk(self.path / "data.mdb", reserve_mb * MB)
@@ -1243,9 +1345,22 @@ class Store:
                         view._txn = None
             except lmdb.MapResizedError:
                 shared.adopt_size()
-            except lmdb.Error as exc:
-                raise _store_error(exc, self.path) from exc
+            except (lmdb.Error, UndecodableRecord) as exc:
+                raise self._failed(shared, exc) from exc
         raise StoreError(f"store at {self.path}: map kept changing size while reading")
+
+    def _failed(self, shared: _SharedEnv, exc: lmdb.Error | UndecodableRecord) -> StoreError:
+        """``exc`` as the store's error; a damaged store is remembered (:attr:`damage`)."""
+        error = _store_error(exc, self.path)
+        if isinstance(error, StoreDamagedError) and shared.damage is None:
+            shared.damage = error
+        return error
+
+    @property
+    def damage(self) -> StoreDamagedError | None:
+        """The first damage met by any Store of this process on this store, if any."""
+        shared = self._shared
+        return None if shared is None else shared.damage
 
     def transact(self, fn: Callable[[WriteBatch], T]) -> T:
         """Run ``fn`` in one write transaction; commit when it returns, abort if it raises.
@@ -1280,8 +1395,8 @@ class Store:
                 shared.grow(seen, self._max_bytes)
             except lmdb.MapResizedError:
                 shared.adopt_size()
-            except lmdb.Error as exc:
-                raise _store_error(exc, self.path) from exc
+            except (lmdb.Error, UndecodableRecord) as exc:
+                raise self._failed(shared, exc) from exc
         raise StoreError(f"store at {self.path}: could not commit after {_MAX_ATTEMPTS} remaps")
 
     # ingest --------------------------------------------------------------------
@@ -1299,20 +1414,19 @@ class Store:
     # maintenance -----------------------------------------------------------------
 
     def apply_retention(self, retention_days: int) -> int:
-        """Delete what is older than ``retention_days`` before each sensor's newest reading.
+        """Delete what is older than ``retention_days`` before each sensor's event time.
 
-        Event time: a replay of old history keeps its year. Readings,
-        detections and night blocks; in transactions of bounded size. Returns
-        the number of records deleted.
+        Event time (:meth:`event_times`), not the newest stamp stored: a replay
+        of old history keeps its year, and one reading stamped years ahead
+        deletes nothing. A sensor without an event time yet (the Detector has
+        not processed it) is left alone. Readings, detections and night blocks;
+        in transactions of bounded size. Returns the number of records deleted.
         """
         if retention_days < 1:
             raise ValueError(f"retention_days must be at least 1, not {retention_days}")
         deleted = 0
-        for sensor in self.sensors():
-            newest = self.latest_reading(sensor)
-            if newest is None:
-                continue
-            cutoff = newest.time - retention_days * DAY_S
+        for sensor, event_time in self.event_times().sensors.items():
+            cutoff = event_time - retention_days * DAY_S
             if cutoff <= 0:
                 continue
             start, end = _range(sensor, 0, cutoff)
@@ -1353,6 +1467,7 @@ class Store:
         return self._read(lambda v: v.count_readings(sensor, since, until))
 
     def latest_reading(self, sensor: SensorId) -> Reading | None:
+        """The sensor's newest stamp stored, however far ahead (see :meth:`event_time`)."""
         return self._read(lambda v: v.latest_reading(sensor))
 
     def first_reading(self, sensor: SensorId) -> Reading | None:
@@ -1382,6 +1497,14 @@ class Store:
 
     def consumer_state(self, consumer: str) -> Any | None:
         return self._read(lambda v: v.consumer_state(consumer))
+
+    def event_times(self) -> EventTimes:
+        """Where the readings put time, as the Detector recorded it (empty before it ran)."""
+        return self._read(lambda v: v.event_times())
+
+    def event_time(self, sensor: SensorId) -> EpochSeconds | None:
+        """The sensor's event time: its newest reading the Detector took in; None before."""
+        return self.event_times().sensors.get(sensor)
 
     def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
         """Kept outbound entries with seq > ``after``, ascending."""

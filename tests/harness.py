@@ -123,6 +123,62 @@ class PeerServer:
         self.listener.close()
 
 
+class StalledPeer:
+    """An upstream that accepts the gateway's connection and reads nothing until
+    :meth:`drain`: a peer that hung, a modem whose far side went away silently.
+
+    Its receive buffer is small, so the gateway's writes back up after a few
+    tens of kilobytes.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+        self.received = bytearray()
+        self._reading = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        try:
+            self.conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self._reading.wait()
+        self.conn.settimeout(0.1)
+        while not self._closed.is_set():
+            try:
+                chunk = self.conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.received += chunk
+
+    def drain(self) -> None:
+        """Start reading (and go on until closed)."""
+        self._reading.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reading.set()
+        self.listener.close()  # ends a wait in accept
+        self._thread.join(timeout=2)
+        if self.conn is not None:
+            self.conn.close()
+
+
 def decoded_frames(lines: Iterable[bytes]) -> list[object]:
     return [frames.decode(line, TZ) for line in lines]
 

@@ -8,24 +8,31 @@ and what it told.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+import logging
+import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import msgpack
+import numpy as np
 import pytest
 
 from actors.detector import Detector
 from actors.night_flow import NightFlow
-from actors.predictor import Predictor
+from actors.predictor import Predictor, fcd_frames
 from actors.serial_reader import SerialReader
 from actors.trainer import Trainer
 from actors.transmitter import Transmitter
-from core import frames, messages
-from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, Reading, SensorId
+from core import frames, messages, outbox
+from core.forecast import HORIZON_HOURS, Forecast
+from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
-from tests.harness import TZ, PeerServer, wait_for
+from tests.faults.helpers import parse_frames
+from tests.harness import TZ, PeerServer, StalledPeer, wait_for
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
 S1 = SensorId("001")
+FAR_AHEAD = 4_070_908_800  # 2099-01-01: a valid frame stamped far ahead
 
 
 def reading(minute: int, flow: float | None = 10.0, pressure: float | None = 4.0,
@@ -119,6 +126,63 @@ def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store
         upstream.close()
 
 
+def test_transmitter_answers_while_the_upstream_stalls_and_sends_once_it_drains(
+        harness, store, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="actors.transmitter")
+    upstream = StalledPeer()
+    try:
+        harness.context.config = make_config(tmp_path, upstream={
+            "port": upstream.url, "write_timeout_s": 0.5})
+        transmitter = harness.start(Transmitter)
+        frame = {"type": "ALR", "sensor": "001", "flow": 1.5, "pressure": 4.0,
+                 "flow_flags": 0, "pressure_flags": 0}
+        seqs = store.transact(lambda b: [b.append_outbox({**frame, "time": T0 + i * 60})
+                                         for i in range(3000)])  # some 180 KB
+        for seq in seqs[::10]:  # as the Detector tells, one message per few frames
+            harness.tell(transmitter, messages.OutboxAppended(seq))
+        wait_for(lambda: "stalled" in caplog.text, timeout=10, what="the stall noticed")
+        for _ in range(3):
+            started = time.monotonic()
+            assert harness.ask(transmitter, messages.Ping()) == "pong"
+            assert time.monotonic() - started < 3.0, "a write to a stalled peer holds the actor"
+        assert store.offset("transmitter") < seqs[-1]
+        upstream.drain()
+
+        def ticked_through() -> bool:  # the supervisor's ticks retry a stalled upstream
+            harness.tell(transmitter, messages.Tick(time.time()))
+            return store.offset("transmitter") == seqs[-1]
+
+        wait_for(ticked_through, timeout=60, interval=0.25,
+                 what="every frame sent once the peer reads")
+        wait_for(lambda: {f.seq for f in parse_frames(bytes(upstream.received))} == set(seqs),
+                 timeout=10, what="every frame received")
+        assert "takes frames again" in caplog.text
+    finally:
+        upstream.close()
+
+
+def test_transmitter_ignores_an_ack_of_a_frame_not_sent_yet(harness, store, tmp_path):
+    upstream = PeerServer()
+    try:
+        harness.context.config = make_config(tmp_path, upstream={"port": upstream.url,
+                                                                 "ack": True})
+        transmitter = harness.start(Transmitter)
+        upstream.wait_connected()
+        seq = store.transact(lambda b: b.append_outbox({
+            "type": "ALR", "sensor": "001", "time": T0, "flow": 1.5, "pressure": None,
+            "flow_flags": 0, "pressure_flags": 0}))
+        harness.tell(transmitter, messages.AckReceived(seq))  # before it went out
+        harness.tell(transmitter, messages.Tick(time.time()))  # sends it, records the count
+        wait_for(lambda: upstream.lines(), what="the frame sent")
+        harness.ask(transmitter, messages.Ping())
+        assert [e.seq for e in store.outbox()] == [seq], "an ACK removed a frame never sent"
+        assert store.counters()["upstream_reject.ack_unsent"] == 1
+        harness.tell(transmitter, messages.AckReceived(seq))  # now it counts
+        wait_for(lambda: store.outbox() == [], what="the frame acknowledged")
+    finally:
+        upstream.close()
+
+
 def test_serial_reader_commits_before_telling(harness, store, tmp_path):
     rtu = PeerServer()
     try:
@@ -183,6 +247,54 @@ def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
     fcd = [e.frame for e in store.outbox(limit=100) if e.frame["type"] == "FCD"]
     assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
     assert store.doc("forecast", S1)["source"] == "naive"
+
+
+def set_event_time(store, t: int) -> None:
+    """What the Detector records once it has taken the readings up to ``t`` in."""
+    store.transact(lambda b: b.set_event_times(EventTimes({S1: EpochSeconds(t)})))
+
+
+def test_predictor_restarted_forecasts_the_hour_of_event_time_not_a_stamp_far_ahead(
+        harness, store):
+    recorder = harness.record("detector", "transmitter")
+    week = [reading(m, flow=10.0 + (m // 60) % 24) for m in range(0, 8 * 24 * 60, 10)]
+    store.ingest(week + [reading(0, base=FAR_AHEAD)])
+    set_event_time(store, week[-1].time)
+    harness.start(Predictor)  # hours closed while it was down: the latest is forecast
+    told = recorder.wait_for(lambda r: any(isinstance(m, messages.ForecastIssued) for m in r))
+    hour = week[-1].time - week[-1].time % 3600
+    assert [m for m in told if isinstance(m, messages.ForecastIssued)] == [
+        messages.ForecastIssued(S1, hour)]
+
+
+def test_trainer_schedule_follows_event_time_not_a_stamp_far_ahead(harness, store, tmp_path):
+    harness.context.config = make_config(tmp_path, train={"min_days": 7, "schedule_days": 30})
+    trainer = Trainer(harness.context)  # not started: its schedule alone
+    days = [reading(m) for m in range(0, 10 * 1440, 10)]
+    store.ingest(days + [reading(0, base=FAR_AHEAD)])
+    now = time.time()
+    assert not trainer._due(S1, now), "not processed yet: no event time"
+    set_event_time(store, T0 + 3 * 86400)
+    assert not trainer._due(S1, now), "three days in event time are not train.min_days"
+    set_event_time(store, days[-1].time)
+    assert trainer._due(S1, now), "ten days are"
+    store.transact(lambda b: b.put_doc("model", S1, {"version": "v", "data_until": days[-1].time}))
+    assert not trainer._due(S1, now), "a model of data up to event time is not due again"
+
+
+def test_fcd_lines_leave_out_days_whose_mean_the_line_cannot_carry():
+    # Seven UTC days from midnight: day 1's flow is absurd (a forecast of absurd
+    # readings), day 2's pressure unknown; $FCD has no flag to say so.
+    flow, pressure = np.full(HORIZON_HOURS, 12.0), np.full(HORIZON_HOURS, 4.0)
+    flow[24:48] = float("7" * 120)
+    pressure[48:72] = np.nan
+    issued = EpochSeconds(int(datetime(2026, 1, 5, tzinfo=timezone.utc).timestamp()))
+    fc = Forecast(S1, issued, flow, pressure, "naive")
+    lines = fcd_frames(fc, ZoneInfo("UTC"))
+    assert [f["day"] for f in lines] == ["2026-01-05", "2026-01-08", "2026-01-09",
+                                         "2026-01-10", "2026-01-11"]
+    for seq, f in enumerate(lines, 1):
+        assert len(frames.encode(outbox.frame_object(seq, f), TZ)) <= frames.MAX_LINE
 
 
 @pytest.mark.parametrize("cls", [Detector, NightFlow, Predictor, Transmitter, Trainer, SerialReader])

@@ -23,7 +23,9 @@ from core.config import (
     ConfigError,
     FilePath,
     Float,
+    Holidays,
     Integer,
+    ListenAddress,
     PortSpec,
     Setting,
     String,
@@ -77,9 +79,13 @@ def test_shipped_site_toml_lists_every_key_at_its_default() -> None:
     defaults = default_config()
     for name, setting in ALL_SETTINGS:
         dotted = f"{name}.{setting.key}"
-        if dotted != "site.name":
+        if dotted not in ("site.name", "web.listen", "criteria.initial_data"):
             assert value(shipped, dotted) == value(defaults, dotted), dotted
     assert shipped.site.name == "demo"
+    # The demo shows its page (off by default: a site opts in).
+    assert shipped.web.listen == "127.0.0.1:8080" and defaults.web.listen == ""
+    # The demo names its own history; a new site has none unless it names one.
+    assert shipped.criteria.initial_data == "conf/initial_data.csv"
 
 
 def test_rs485_example_parses_with_real_devices() -> None:
@@ -97,14 +103,14 @@ def test_rs485_example_parses_with_real_devices() -> None:
 
 def test_defaults_fill_every_absent_key() -> None:
     config = parse_config({})
-    assert config.site == type(config.site)(name="site", timezone="Asia/Seoul")
+    assert config.site == type(config.site)(name="site", timezone="Asia/Seoul", holidays=())
     assert config.serial.baudrate == 9600
     assert config.upstream.ack is False
     assert config.storage.retention_days == 365
     assert config.storage.map_max_mb == 1024
     assert config.system.flow_max == 10000.0 and isinstance(config.system.flow_max, float)
     assert config.detection.clear_minutes == 5
-    assert config.criteria.initial_data == "conf/initial_data.csv"
+    assert config.criteria.initial_data == ""  # no demo history on a new site
     assert (config.night.start, config.night.end) == (dt.time(22, 0), dt.time(5, 0))
     assert config.night.block_minutes == 10
     assert config.train.lookback_hours == 336
@@ -246,6 +252,8 @@ def test_port_strings_accepted(port: str) -> None:
      "storage.map_size_mb: must be <= storage.map_max_mb (1024), got 2048"),
     ({"serial": {"port": "/dev/ttyAMA0"}, "upstream": {"port": "/dev/ttyAMA0"}},
      "upstream.port: must differ from serial.port ('/dev/ttyAMA0'), got '/dev/ttyAMA0'"),
+    ({"upstream": {"write_timeout_s": 5}},
+     "upstream.write_timeout_s: must be < supervisor.stop_timeout_s (5), got 5"),
 ])
 def test_error_message(document: dict[str, Any], expected: str) -> None:
     assert errors_of(document) == [expected]
@@ -328,6 +336,39 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path, text: str, line: 
     assert info.value.errors[0].startswith(f"{path}:{line}: TOML syntax error: ")
 
 
+@pytest.mark.parametrize("text", [
+    "x = " + "[" * 5000,  # arrays: tomllib recurses once per level
+    "x = " + "{a = " * 5000,  # inline tables
+    "[site]\nname = " + "[" * 5000 + "]" * 5000,
+])
+def test_nesting_too_deep_for_the_parser_is_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [f"{path}: not valid TOML: nested too deeply"]
+
+
+def test_what_else_tomllib_cannot_read_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.toml"
+    path.write_text("[storage]\nretention_days = " + "7" * 5000 + "\n")  # over str->int's limit
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    [line] = info.value.errors
+    assert line.startswith(f"{path}: not valid TOML: ValueError: Exceeds the limit")
+    assert "\n" not in line
+
+
+def test_integer_too_long_to_print_is_described(tmp_path: Path) -> None:
+    # Hexadecimal integers have no length limit in tomllib; str() of one has.
+    path = tmp_path / "hex.toml"
+    path.write_text("[storage]\nretention_days = 0x" + "f" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == ["storage.retention_days: must be <= 3650, "
+                                 "got <integer of 6021 digits>"]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "none.toml"
     with pytest.raises(ConfigError) as info:
@@ -365,6 +406,11 @@ def test_describe_schema_has_one_row_per_key() -> None:
     assert '| `night.start` | time of day "HH:MM" | `"22:00"` |' in text
     assert "| `upstream.ack` | boolean | `false` |" in text
     assert "| `storage.retention_days` | integer, 1..3650 | `365` |" in text
+
+
+def test_readme_table_is_the_schema() -> None:
+    # The README's configuration reference is describe_schema()'s output, pasted.
+    assert describe_schema() in (ROOT / "README.md").read_text()
 
 
 # -- properties -----------------------------------------------------------------
@@ -425,13 +471,25 @@ def valid_values(setting: Setting) -> st.SearchStrategy[Any]:
         )
     if isinstance(kind, PortSpec):
         return st.sampled_from(["/dev/ttyUSB1", "loop://", "socket://127.0.0.1:7000", "COM4"])
+    if isinstance(kind, ListenAddress):
+        return st.sampled_from(["", "127.0.0.1:8080", "[::1]:1", "localhost:65535", "0.0.0.0:80"])
     if isinstance(kind, FilePath):
         text = st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=12)
         stripped = text.filter(lambda s: s == s.strip())
         return stripped | st.just("") if kind.optional else stripped
     if isinstance(kind, String):
         return st.text(min_size=1, max_size=12).filter(lambda s: s.strip())
+    if isinstance(kind, Holidays):
+        days = st.dates(dt.date(1990, 1, 1), dt.date(2100, 12, 31))
+        return (st.sampled_from(["", "KR", "de-by", "US"])
+                | st.lists(days | days.map(dt.date.isoformat), max_size=5))
     raise AssertionError(f"no strategy for {kind!r}")
+
+
+def setting_of(section: str, key: str) -> Setting:
+    found = next(sec for sec in SCHEMA if sec.name == section).setting(key)
+    assert found is not None
+    return found
 
 
 valid_documents = st.fixed_dictionaries({
@@ -457,6 +515,9 @@ def test_valid_values_are_kept(document: dict[str, dict[str, Any]]) -> None:
             got = value(config, f"{section}.{key}")
             if isinstance(raw, str) and isinstance(got, dt.time):
                 assert f"{got:%H:%M}" == raw
+            elif isinstance(setting_of(section, key).type, Holidays):
+                assert got == (raw.upper() if isinstance(raw, str) else tuple(sorted(
+                    {d if isinstance(d, dt.date) else dt.date.fromisoformat(d) for d in raw})))
             else:
                 assert got == raw
                 assert isinstance(got, bool) == isinstance(raw, bool)
@@ -472,3 +533,49 @@ def test_integer_range_boundaries(number: int) -> None:
     else:
         shown = reprlib.repr(number)
         assert errors_of(document) == [f"storage.retention_days: must be <= 3650, got {shown}"]
+
+
+# -- holidays ---------------------------------------------------------------------
+
+
+def test_holidays_as_dates_or_a_country_code() -> None:
+    config = parse_config({"site": {"holidays": ["2026-12-25", dt.date(2026, 1, 1), "2026-12-25"]}})
+    assert config.site.holidays == (dt.date(2026, 1, 1), dt.date(2026, 12, 25))
+    assert config.site.calendar.is_holiday(dt.date(2026, 12, 25))
+    assert not config.site.calendar.is_holiday(dt.date(2026, 12, 24))
+    config = parse_config({"site": {"holidays": "kr"}})
+    assert config.site.holidays == "KR"
+    assert config.site.calendar.is_holiday(dt.date(2027, 1, 1))
+    assert parse_config({"site": {"holidays": "DE-BY"}}).site.calendar.is_holiday(
+        dt.date(2026, 1, 6))  # Epiphany: Bavaria, not all of Germany
+    assert not parse_config({"site": {"holidays": "DE"}}).site.calendar.is_holiday(
+        dt.date(2026, 1, 6))
+    assert parse_config({"site": {"holidays": ""}}).site.calendar.describe() == "no holidays"
+
+
+def test_every_bad_holiday_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"holidays": ["2026-12-25", "2026-13-01", 5, "25.12.2026"]},
+                      "night": {"cusum_h": 0}})
+    assert info.value.errors == [
+        "site.holidays: entry 2: expected an ISO date \"YYYY-MM-DD\", got string '2026-13-01'",
+        "site.holidays: entry 3: expected an ISO date \"YYYY-MM-DD\", got integer 5",
+        "site.holidays: entry 4: expected an ISO date \"YYYY-MM-DD\", got string '25.12.2026'",
+        "night.cusum_h: must be >= 0.5, got 0",
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"holidays": "XX"}})
+    assert info.value.errors == [
+        "site.holidays: unknown country code 'XX' (ISO 3166-1 alpha-2, e.g. 'KR', 'DE-BY')"]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"holidays": 2026}})
+    assert info.value.errors == [
+        'site.holidays: expected a list of ISO dates or a country code such as "KR", '
+        "got integer 2026"]
+
+
+def test_min_baseline_nights_within_the_baseline() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"night": {"min_baseline_nights": 30, "baseline_nights": 20}})
+    assert info.value.errors == [
+        "night.min_baseline_nights: must be <= night.baseline_nights (20), got 30"]

@@ -39,6 +39,7 @@ from core.types import (
     FLAG_SYSTEM,
     FLAG_VALUE,
     EpochSeconds,
+    EventTimes,
     Reading,
     SensorId,
     StoredReading,
@@ -470,6 +471,27 @@ def test_guard_a_stamp_ahead_of_the_gateway_clock_is_never_taken_in() -> None:
     assert guard.admit("002", now + 300, now).verdict == IN_TIME  # on the tolerance
 
 
+def test_guard_only_a_run_of_readings_ahead_of_the_gateway_clock_says_it_is_behind() -> None:
+    guard = ClockGuard(300)
+    now = T0 + 3600
+    # One stamp far ahead (2099), then the sensor goes on: no evidence.
+    admit_all(guard, [T0, 4_070_908_800, T0 + 60], now=now)
+    assert guard.ahead_until() is None
+    # A clock three days behind: the readings keep arriving ahead of it.
+    stale = now - 3 * 86400
+    verdicts = admit_all(guard, [now + 60 * m for m in range(6)], now=stale, sensor="002")
+    assert {v for _, v, _ in verdicts} == {AHEAD}
+    assert guard.ahead_until() == now + 300  # the run spans five minutes
+    # Restored from its state, and ended by the sensor's first reading in time.
+    restored = ClockGuard(300, msgpack.unpackb(msgpack.packb(guard.state())))
+    assert restored.ahead_until() == now + 300
+    restored.admit("002", now + 360, now + 360)
+    assert restored.ahead_until() is None
+    # Stamps ahead but far apart are no run either.
+    admit_all(guard, [T0 + 86400 * d for d in range(200, 205)], now=now, sensor="003")
+    assert guard.ahead_until() == now + 300
+
+
 def test_guard_a_single_jump_in_a_replay_is_held_then_dropped_as_a_glitch() -> None:
     guard = ClockGuard(300)
     times = [T0 + 60 * m for m in range(5)] + [T0 + 6 * 3600 + 17] + [T0 + 300, T0 + 360]
@@ -629,6 +651,16 @@ def test_monitor_replay_a_reading_jumping_ahead_moves_no_event_time() -> None:
     lines = reported(frames)
     assert sorted(lines) == [r.time for r in normal[:110]]  # every finished block, in full
     assert jump.time not in lines
+
+
+def test_monitor_live_a_stamp_far_ahead_moves_neither_event_time_nor_the_latest_flags() -> None:
+    normal = minute_readings(T0, 30)
+    ahead = Reading(SID, EpochSeconds(4_070_908_800), 10.0, 4.0, 0)  # 2099
+    monitor, frames = monitor_run(normal[:20] + [ahead] + normal[20:], now=T0 + 30 * 60)
+    assert monitor.event_times() == EventTimes({SID: normal[-1].time})
+    assert monitor.last_flags[SID] == [normal[-1].time, 0, 0]  # status: the latest in event time
+    alert = next(f for f in frames if f["type"] == "ALR" and f["time"] == ahead.time)
+    assert alert["flow_flags"] == alert["pressure_flags"] == FLAG_SYSTEM
 
 
 def test_monitor_replay_an_outage_is_reported_once_the_return_is_confirmed() -> None:

@@ -24,7 +24,8 @@ def test_criteria_from_own_history_then_leak_flags_night(tmp_path):
     config = write_config(
         tmp_path / "site.toml", serial_port=sim, upstream_port=upstream.url,
         store=tmp_path / "store.lmdb",
-        sections={"criteria": {"min_days": 7}, "night": {"baseline_nights": 3}},
+        sections={"criteria": {"min_days": 7},
+                  "night": {"baseline_nights": 7, "min_baseline_nights": 3}},
     )
     service = Service(config).start()
     start = int(datetime.combine(start_day, datetime.min.time(), TZ).timestamp())
@@ -45,6 +46,17 @@ def test_criteria_from_own_history_then_leak_flags_night(tmp_path):
 
     status = run_cli(config, "status").stdout
     assert "criteria v1 from store" in status, status
+    assert "night: expected MNF from 7 clean nights" in status, status
+    assert "NIGHT raised" in status, status
+    # export detections says which evidence raised NIGHT: the statistic against
+    # its threshold, the MNF against the expected one.
+    explained = [json.loads(line) for line in run_cli(
+        config, "export", "detections", "--sensor", "001").stdout.splitlines()]
+    night = [d["night"] for d in explained if d.get("night")]
+    assert night, "no NIGHT detection explained"
+    assert night[0]["statistic"] > night[0]["threshold"] == 5.0
+    assert night[0]["mnf"] > night[0]["expected"] > 0
+    assert night[0]["evidence"] and night[0]["evidence"][-1]["night"] == night[0]["night"]
     exported = json.loads(run_cli(config, "export", "criteria").stdout)
     versions = exported["001"]
     assert versions[0]["source"] == "store" and versions[0]["days"] >= 7

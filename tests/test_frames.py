@@ -32,7 +32,7 @@ from core.frames import (
     format_value,
     parse_local_time,
 )
-from core.types import EpochSeconds, Reading, SensorId, sensor_id
+from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, sensor_id
 
 SEOUL = ZoneInfo("Asia/Seoul")
 BERLIN = ZoneInfo("Europe/Berlin")  # DST: ambiguous and missing local hours
@@ -459,6 +459,16 @@ def test_format_value_is_a_plain_decimal_rounded_to_3_places(x: float) -> None:
         AlertFrame(1, SensorId("001"), EpochSeconds(EXAMPLE_TIME), 1.0, 2.0, -1, 0),
         HealthFrame(1, EpochSeconds(EXAMPLE_TIME), -1, 0, 0, 0, 0, 1.0, True),
         Ack(-3),
+        Ack(10**20),  # wider than the line budgets for a sequence number
+        HealthFrame(1, EpochSeconds(EXAMPLE_TIME), 10**20, 0, 0, 0, 0, 1.0, True),
+        AlertFrame(1, SensorId("001"), EpochSeconds(-60), 1.0, 2.0, 0, 0),  # before 1970
+        AlertFrame(1, SensorId("001"), EpochSeconds(utc(9999, 12, 31, 20)), 1.0, 2.0, 0, 0),
+        Reading(SensorId("001"), EpochSeconds(EXAMPLE_TIME), 1e120, 2.0, 0),
+        DailyForecastLine(1, SensorId("001"), EpochSeconds(EXAMPLE_TIME), date(2023, 11, 3),
+                          float("nan"), 4.0),  # FCD has no flag to say a mean is missing
+        DailyForecastLine(1, SensorId("001"), EpochSeconds(EXAMPLE_TIME), date(2023, 11, 3),
+                          8.0, 1e100),
+        HealthFrame(1, EpochSeconds(EXAMPLE_TIME), 0, 0, 0, 0, 0, 1e110, True),
     ],
 )
 def test_encode_refuses_what_the_protocol_cannot_carry(frame: frames.Frame) -> None:
@@ -528,6 +538,140 @@ def test_stream_of_frames_survives_any_chunking(frame_list: list[frames.Frame],
     for chunk in _chunks(data, cuts):
         lines += splitter.feed(chunk)
     assert [decode(line, SEOUL) for line in lines] == frame_list
+
+
+# --- outbound lines within the limit ---------------------------------------------------------
+
+LONG_FLOW = float("1" * 219)  # a valid inbound decimal (a 254-byte $WDN), far out of range
+
+
+def test_alert_of_a_219_digit_flow_has_an_empty_flow_field_and_system() -> None:
+    frame = AlertFrame(12345, SensorId("001"), EpochSeconds(EXAMPLE_TIME), LONG_FLOW, 4.11, 0, 0)
+    line = encode(frame, SEOUL)
+    assert line == framed(b"ALR,12345,001,20231102140500,,4.11,01,00")
+    assert frame.flow == LONG_FLOW  # the frame (and the stored reading) keep the true value
+
+
+@pytest.mark.parametrize("kind", ["ALR", "SRV"])
+def test_value_width_boundary(kind: str) -> None:
+    width = frames.VALUE_WIDTH[kind]
+    fits, too_long = float("7" * width), -float("7" * width)  # "-" makes it one too long
+    assert len(format_value(fits)) == width and len(format_value(too_long)) == width + 1
+    for value, empty in ((fits, False), (too_long, True)):
+        if kind == "ALR":
+            frame: frames.Frame = AlertFrame(1, SensorId("002"), EpochSeconds(EXAMPLE_TIME),
+                                             2.0, value, 0x02, 0x04)
+        else:
+            frame = ServerReportLine(1, SensorId("002"), EpochSeconds(EXAMPLE_TIME), 2.0, 3.0,
+                                     0x02, 0x04, 1.0, value)
+        decoded = decode(encode(frame, SEOUL), SEOUL)
+        assert isinstance(decoded, AlertFrame | ServerReportLine)
+        got = decoded.pressure if kind == "ALR" else decoded.pred_pressure
+        assert (got is None) is empty
+        assert decoded.pressure_flags == (0x05 if empty else 0x04)
+        assert decoded.flow_flags == 0x02
+
+
+def _widest(kind: str) -> float:
+    value = -float("7" * (frames.VALUE_WIDTH[kind] - 1))
+    assert len(format_value(value)) == frames.VALUE_WIDTH[kind]
+    return value
+
+
+def test_the_widest_line_of_each_type_fits() -> None:
+    # The largest sequence number the decoder takes (an outbox never gives more);
+    # counters may have the whole width of their field.
+    seq, count, t = frames.MAX_SEQ, 10**20 - 1, EpochSeconds(EXAMPLE_TIME)
+    widest = [
+        Reading(SensorId("999"), t, _widest("WDN"), _widest("WDN"), 0xFF),
+        AlertFrame(seq, SensorId("999"), t, _widest("ALR"), _widest("ALR"), 0xFF, 0xFF),
+        ServerReportLine(seq, SensorId("999"), t, *[_widest("SRV")] * 2, 0xFF, 0xFF,
+                         *[_widest("SRV")] * 2),
+        DailyForecastLine(seq, SensorId("999"), t, date(2023, 11, 3), *[_widest("FCD")] * 2),
+        HealthFrame(seq, t, count, count, count, count, count, _widest("HLT"), True),
+        Ack(seq),
+    ]
+    for frame in widest:
+        line = encode(frame, SEOUL)
+        assert len(line) <= MAX_LINE, (len(line), line)
+        assert decode(line, SEOUL) == frame
+    assert max(len(encode(frame, SEOUL)) for frame in widest) >= MAX_LINE - 4  # budgets used
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_measured_value_the_line_cannot_carry_is_flagged_system(value: float) -> None:
+    frame = ServerReportLine(7, SensorId("003"), EpochSeconds(EXAMPLE_TIME), value, 3.0, 0, 0,
+                             None, 2.5)
+    decoded = decode(encode(frame, SEOUL), SEOUL)
+    assert decoded == ServerReportLine(7, SensorId("003"), EpochSeconds(EXAMPLE_TIME), None,
+                                       3.0, 0x01, 0, None, 2.5)
+
+
+def test_value_fits() -> None:
+    assert frames.value_fits("FCD", 12.5) and frames.value_fits("FCD", None)
+    assert not frames.value_fits("FCD", float("nan"))
+    assert not frames.value_fits("FCD", float("9" * (frames.VALUE_WIDTH["FCD"] + 1)))
+
+
+def _wire_field(value: float | None, width: int) -> tuple[float | None, bool]:
+    """Reference: what a decimal field decodes to, and whether it could not carry the value."""
+    text = format_value(value)
+    if value is None:
+        return None, False
+    if not text or len(text) > width:
+        return None, True
+    return float(text), False
+
+
+_NEAR_WIDTHS = sorted({w + d for w in frames.VALUE_WIDTH.values() for d in (-1, 0, 1)})
+hostile_values = st.one_of(
+    st.none(), st.floats(), st.floats(-1e300, 1e300),
+    st.one_of(st.integers(1, 300), st.sampled_from(_NEAR_WIDTHS)).flatmap(
+        lambda digits: st.sampled_from([float("7" * digits), -float("7" * digits)])),
+)
+hostile_times = st.one_of(times, st.integers(-(10**6), utc(9999, 12, 31) + 3 * 86400))
+hostile_seqs = st.one_of(seqs, st.integers(0, 2 * 10**20))
+hostile_frames = st.one_of(
+    st.builds(AlertFrame, hostile_seqs, sensors, hostile_times, hostile_values, hostile_values,
+              bits, bits),
+    st.builds(ServerReportLine, hostile_seqs, sensors, hostile_times, hostile_values,
+              hostile_values, bits, bits, hostile_values, hostile_values),
+    st.builds(Reading, sensors, hostile_times, hostile_values, hostile_values, bits),
+    st.builds(DailyForecastLine, hostile_seqs, sensors, hostile_times,
+              st.dates(date(1970, 1, 2), date(9999, 12, 31)), hostile_values, hostile_values),
+    st.builds(HealthFrame, hostile_seqs, hostile_times, hostile_seqs, counts, counts, counts,
+              hostile_seqs, hostile_values, st.booleans()),
+    st.builds(Ack, hostile_seqs),
+)
+
+
+@given(hostile_frames, st.sampled_from(ZONES))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_line_the_encoder_makes_fits_and_decodes(frame: frames.Frame, tz: ZoneInfo) -> None:
+    try:
+        line = encode(frame, tz)
+    except ValueError:
+        return  # refused: a frame the protocol cannot carry
+    assert len(line) <= MAX_LINE and line.endswith(b"\r\n")
+    decoded = decode(line, tz)
+    assert type(decoded) is type(frame), decoded
+    if isinstance(frame, AlertFrame | ServerReportLine):
+        assert isinstance(decoded, AlertFrame | ServerReportLine)
+        width = frames.VALUE_WIDTH["ALR" if isinstance(frame, AlertFrame) else "SRV"]
+        flow, flow_lost = _wire_field(frame.flow, width)
+        pressure, pressure_lost = _wire_field(frame.pressure, width)
+        if isinstance(frame, ServerReportLine):
+            assert isinstance(decoded, ServerReportLine)
+            pred_flow, pred_flow_lost = _wire_field(frame.pred_flow, width)
+            pred_pressure, pred_pressure_lost = _wire_field(frame.pred_pressure, width)
+            assert (decoded.pred_flow, decoded.pred_pressure) == (pred_flow, pred_pressure)
+            flow_lost |= pred_flow_lost
+            pressure_lost |= pred_pressure_lost
+        assert (decoded.flow, decoded.pressure) == (flow, pressure)
+        assert decoded.flow_flags == frame.flow_flags | (FLAG_SYSTEM if flow_lost else 0)
+        assert decoded.pressure_flags == frame.pressure_flags | (
+            FLAG_SYSTEM if pressure_lost else 0)
+        assert (decoded.seq, decoded.sensor) == (frame.seq, frame.sensor)
 
 
 # --- never raises -----------------------------------------------------------------------------

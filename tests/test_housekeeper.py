@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from actors.detector import Detector
 from actors.housekeeper import Housekeeper
 from core import messages
 from core.types import EpochSeconds, Reading, SensorId
@@ -12,6 +13,7 @@ from tests.harness import TZ, wait_for
 
 T0 = int(datetime(2026, 1, 5, 0, 0, tzinfo=TZ).timestamp())
 DAY = 86_400
+FAR_AHEAD = 4_070_908_800  # 2099-01-01
 
 
 def readings(sensor: str, start: int, count: int, step: int = 60) -> list[Reading]:
@@ -34,16 +36,49 @@ def test_the_journal_is_trimmed_up_to_the_slowest_consumer(tmp_path, store):
     assert [j.arrival for j in store.journal(25, 5)] == [26, 27, 28, 29, 30]
 
 
-def test_retention_keeps_retention_days_before_each_sensors_newest_reading(tmp_path, store):
-    config = make_config(tmp_path, storage={"retention_days": 2})
+def process_all(harness: Harness, store) -> None:
+    """The Detector takes the stored readings in, as the service does (its clock guard
+    decides each sensor's event time); it is stopped once it has them all."""
+    harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    wait_for(lambda: store.offset("detector") == store.journal_head(), what="readings processed")
+    detector.stop()
+
+
+def test_retention_keeps_retention_days_before_each_sensors_event_time(tmp_path, store):
+    config = make_config(tmp_path, storage={"retention_days": 1})
     harness = Harness(config, store)
-    store.ingest(readings("001", T0, 5 * 24, step=3600))  # five days, hourly
-    store.ingest(readings("002", T0 + 10 * DAY, 24, step=3600))  # one later day
+    store.ingest(readings("001", T0, 3 * 1440))  # three days, a replay
+    store.ingest(readings("002", T0 + 10 * DAY, 1440))  # one later day
+    process_all(harness, store)
     housekeeper = harness.start(Housekeeper)
     harness.tell(housekeeper, messages.Tick(0.0))
-    newest = T0 + (5 * 24 - 1) * 3600
-    wait_for(lambda: store.first_reading(SensorId("001")).time >= newest - 2 * DAY,
+    newest = T0 + (3 * 1440 - 1) * 60
+    wait_for(lambda: store.first_reading(SensorId("001")).time >= newest - DAY,
              what="retention applied")
-    assert store.first_reading(SensorId("001")).time == newest - 2 * DAY
-    assert store.count_readings(SensorId("002")) == 24, "each sensor keeps its own year"
+    assert store.first_reading(SensorId("001")).time == newest - DAY
+    assert store.count_readings(SensorId("002")) == 1440, "each sensor keeps its own year"
+    assert harness.crashes == []
+
+
+def test_one_reading_stamped_far_ahead_does_not_make_retention_delete_the_history(
+        tmp_path, store):
+    config = make_config(tmp_path, storage={"retention_days": 1})
+    harness = Harness(config, store)
+    history = readings("001", T0, 3 * 1440)
+    newest = history[-1].time
+    store.ingest(history)
+    # One valid frame stamped in 2099, between the history and its next reading.
+    store.ingest([Reading(SensorId("001"), EpochSeconds(FAR_AHEAD), 10.0, 4.0, 0)])
+    store.ingest(readings("001", newest + 60, 1))
+    process_all(harness, store)
+    assert store.event_time(SensorId("001")) == newest + 60, "2099 moved the event time"
+    (detection,) = store.detections(SensorId("001"), FAR_AHEAD, FAR_AHEAD + 1)
+    assert {c["reason"] for c in detection["causes"]} == {"clock_ahead"}
+    housekeeper = harness.start(Housekeeper)
+    harness.tell(housekeeper, messages.Tick(0.0))
+    wait_for(lambda: store.first_reading(SensorId("001")).time > T0, what="retention applied")
+    assert store.first_reading(SensorId("001")).time == newest + 60 - DAY
+    assert store.count_readings(SensorId("001")) == 1440 + 2, "the history must stay"
+    assert store.latest_reading(SensorId("001")).time == FAR_AHEAD, "and so must the 2099 reading"
     assert harness.crashes == []

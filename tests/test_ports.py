@@ -1,7 +1,9 @@
-"""open_port and the sim:// pyserial handler: real pyserial reads, pacing, timeouts, close."""
+"""open_port and the sim:// pyserial handler: real pyserial reads, pacing, timeouts, close;
+write_lines on a tty (pty), a socket and loop:// whose far end stops taking bytes."""
 
 from __future__ import annotations
 
+import os
 import platform
 import threading
 import time
@@ -15,8 +17,9 @@ from hypothesis import example, given, settings as hyp_settings, strategies as s
 from core import frames
 from core.simulator import Simulator, SimulatorSettings
 from core.types import Reading
-from ports import PortError, open_port
+from ports import PortError, Written, open_port, write_lines
 from ports.memory import limit_malloc_arenas, release_free_heap
+from tests.harness import StalledPeer, wait_for
 
 TZ = ZoneInfo("Asia/Seoul")
 START = 1_735_657_200  # 2025-01-01 00:00 +09:00
@@ -217,3 +220,69 @@ def test_freed_heap_goes_back_to_the_os() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_malloc_takes_the_arena_limit() -> None:
     assert limit_malloc_arenas(2) is True
+
+
+# -- write_lines: a far end that stops taking bytes ----------------------------------------
+
+LINES = [b"$ALR,%d,001,20250101000000,1.500,4.000,00,00*00\r\n" % i for i in range(1, 4001)]
+
+
+def _read_all(fd: int, stop: threading.Event, into: bytearray) -> None:
+    while not stop.is_set():
+        try:
+            into += os.read(fd, 65536)
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:
+            return
+
+
+def test_write_lines_on_a_tty_stops_where_the_line_stalls_and_goes_on_from_there(
+        port_factory) -> None:
+    master, slave = os.openpty()
+    try:
+        port = port_factory(os.ttyname(slave), for_write_lines=True)
+        started = time.monotonic()
+        first = write_lines(port, LINES, stall_s=0.3)  # nobody reads the master side
+        assert first.stalled and 0 < first.lines < len(LINES)
+        assert 0.3 <= time.monotonic() - started < 5
+        os.set_blocking(master, False)
+        got, stop = bytearray(), threading.Event()
+        reader = threading.Thread(target=_read_all, args=(master, stop, got), daemon=True)
+        reader.start()
+        rest = write_lines(port, LINES[first.lines:], stall_s=2.0)
+        assert rest == Written(len(LINES) - first.lines, cut=False, stalled=False)
+        whole = b"".join(LINES[:first.lines])
+        wait_for(lambda: len(got) >= len(b"".join(LINES)), timeout=10, what="every byte")
+        stop.set()
+        reader.join()
+        assert got.startswith(whole)
+        cut = bytes(got[len(whole):len(got) - len(b"".join(LINES[first.lines:]))])
+        assert bool(cut) == first.cut and LINES[first.lines].startswith(cut)
+        assert got.endswith(b"".join(LINES[first.lines:]))
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_write_lines_on_a_socket_keeps_its_buffer_small_and_stops_at_the_deadline(
+        port_factory) -> None:
+    peer = StalledPeer()
+    try:
+        port = port_factory(peer.url, for_write_lines=True)
+        stalled = write_lines(port, LINES, stall_s=0.3)
+        assert stalled.stalled and len(b"".join(LINES[:stalled.lines])) < 128 * 1024
+        peer.drain()
+        rest = LINES[stalled.lines:]
+        hurried = write_lines(port, rest, stall_s=2.0, deadline=0.0)
+        assert 1 <= hurried.lines < len(rest) and not hurried.stalled and not hurried.cut
+        assert write_lines(port, rest[hurried.lines:], stall_s=2.0).lines == \
+            len(rest) - hurried.lines
+    finally:
+        peer.close()
+
+
+def test_write_lines_on_a_port_without_a_descriptor_writes_everything(port_factory) -> None:
+    port = port_factory("loop://", for_write_lines=True)
+    assert write_lines(port, LINES[:3], stall_s=0.1) == Written(3, cut=False, stalled=False)
+    assert port.read(len(b"".join(LINES[:3]))) == b"".join(LINES[:3])

@@ -153,3 +153,37 @@ def test_scripted_stream_end_to_end(tmp_path, ports):
 
 def _frames(upstream: PeerServer) -> list[object]:
     return [frames.decode(line, TZ) for line in upstream.lines()]
+
+
+def test_a_flow_too_long_for_the_alert_line_goes_out_empty_with_system(tmp_path, ports):
+    rtu, upstream = ports
+    config = write_config(tmp_path / "site.toml", serial_port=rtu.url,
+                          upstream_port=upstream.url, store=tmp_path / "store.lmdb")
+    long_flow = b"1" * 219  # a valid decimal: the $WDN is 254 bytes, within the limit
+    at = BASE + 3 * 60
+    line = with_body(b"WDN,001,%s,%s,4.11,00"
+                     % (frames.format_local_time(at, TZ).encode(), long_flow))
+    assert len(line) <= frames.MAX_LINE
+    service = Service(config).start()
+    try:
+        # Minutes 0-10: the reading at minute 10 closes the $SRV block holding minute 3.
+        rtu.send(b"".join(line if m == 3 else wdn("001", m, 10.0 + m, 4.0) for m in range(11)))
+        wait_for(lambda: sum(isinstance(f, frames.ServerReportLine) for f in _frames(upstream))
+                 >= 10, what="the $ALR of each reading and the $SRV block")
+        received = upstream.lines()
+        assert all(len(raw) + len(b"\r\n") <= frames.MAX_LINE for raw in received)
+        decoded = [frames.decode(raw, TZ) for raw in received]
+        assert not any(isinstance(f, frames.Reject) for f in decoded), decoded
+        [alert] = [f for f in decoded if isinstance(f, frames.AlertFrame) and f.time == at]
+        assert (alert.flow, alert.pressure) == (None, 4.11)
+        assert alert.flow_flags & FLAG_SYSTEM and alert.pressure_flags == 0
+        [report] = [f for f in decoded if isinstance(f, frames.ServerReportLine) and f.time == at]
+        assert report.flow is None and report.flow_flags & FLAG_SYSTEM and report.pressure == 4.11
+
+        export = run_cli(config, "export", "readings", "--sensor", "001")
+        assert export.returncode == 0, export.stderr
+        [row] = [r for r in export.stdout.splitlines() if "T10:03:00" in r]
+        sensor, _, flow, pressure, status = row.split(",")
+        assert float(flow) == float(long_flow) and (pressure, status) == ("4.11", "00")
+    finally:
+        assert service.terminate(timeout=10) == 0, service.log()

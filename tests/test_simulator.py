@@ -103,10 +103,55 @@ def test_flow_is_low_at_night_and_high_by_day(clean_week: list[Reading]) -> None
         assert np.mean(night) < 0.5 * np.mean(day)
 
 
-def test_weekday_and_weekend_shapes_differ() -> None:
+def test_weekday_saturday_and_sunday_shapes_differ() -> None:
     wednesday_7h = START + 7 * 3600 + 30 * 60
-    saturday_7h = wednesday_7h + 3 * 86400
-    assert clean_flow(1, wednesday_7h, TZ) > 1.3 * clean_flow(1, saturday_7h, TZ)
+    saturday_7h, sunday_7h = wednesday_7h + 3 * 86400, wednesday_7h + 4 * 86400
+    for sensor in (1, 2, 3):
+        weekday, saturday, sunday = (clean_flow(sensor, t, TZ)
+                                     for t in (wednesday_7h, saturday_7h, sunday_7h))
+        assert weekday > 1.2 * saturday and saturday > 1.1 * sunday
+    # The same kind of day has the same shape from week to week (the season aside).
+    next_wednesday = clean_flow(1, wednesday_7h + 7 * 86400, TZ)
+    assert next_wednesday == pytest.approx(clean_flow(1, wednesday_7h, TZ), rel=0.01)
+
+
+def test_a_holiday_takes_sundays_shape_in_the_readings() -> None:
+    new_year = dt.date(2025, 1, 1)  # START's day, a Wednesday
+    holiday = make(holidays=frozenset({new_year}))
+    plain = make()
+    assert clean_flow(1, START + 8 * 3600, TZ, frozenset({new_year})) == pytest.approx(
+        clean_flow(1, START + 4 * 86400 + 8 * 3600, TZ), rel=0.01)  # Sunday the 5th
+    a = {(r.sensor, r.time): r.flow for r in holiday.readings(START, DAY_MIN + 60)}
+    b = {(r.sensor, r.time): r.flow for r in plain.readings(START, DAY_MIN + 60)}
+    morning = [k for k in a if 7 <= local_hour(k[1]) < 8 and k[1] < START + 86400]
+    assert sum(a[k] for k in morning) < 0.85 * sum(b[k] for k in morning)
+    thursday = [k for k in a if k[1] >= START + 86400]
+    assert all(a[k] == b[k] for k in thursday)  # the next day is an ordinary Thursday
+    again = {(r.sensor, r.time): r.flow for r in make(holidays=frozenset({new_year}))
+             .readings(START, DAY_MIN)}
+    assert all(again[k] == a[k] for k in again)  # deterministic
+
+
+def test_holidays_come_from_the_url() -> None:
+    s = SimulatorSettings.from_url("sim://?holidays=20250101,20250128,,20250129")
+    assert s.holidays == {dt.date(2025, 1, 1), dt.date(2025, 1, 28), dt.date(2025, 1, 29)}
+    for bad in ("2025-01-01", "20251301", "2025011", "x"):
+        with pytest.raises(ValueError, match="holidays: expected dates YYYYMMDD"):
+            SimulatorSettings.from_url(f"sim://?holidays={bad}")
+
+
+@given(st.lists(st.dates(min_value=dt.date(1000, 1, 1)), max_size=20))
+def test_holiday_lists_round_trip_through_the_url(days: list[dt.date]) -> None:
+    url = "sim://?holidays=" + ",".join(f"{d:%Y%m%d}" for d in days)
+    assert SimulatorSettings.from_url(url).holidays == frozenset(days)
+
+
+@given(st.text(max_size=40))
+def test_any_holidays_text_is_parsed_or_named(text: str) -> None:
+    try:
+        SimulatorSettings.from_url("sim://?holidays=" + text.replace("&", "").replace("#", ""))
+    except ValueError as exc:
+        assert str(exc).startswith("holidays:")
 
 
 def test_scales_are_spread_and_plausible() -> None:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.types import EpochSeconds, Reading, SensorId, StoredReading
+from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
 from storage.store import (
     OUTBOX_SENDER,
     OutboxEntry,
@@ -491,10 +491,28 @@ def test_concurrent_readers_while_the_writer_grows_the_map(tmp_path: Path) -> No
 # -- retention ------------------------------------------------------------------------
 
 
-def test_retention_follows_each_sensors_newest_reading(store: Store) -> None:
+def set_event_times(store: Store, times: dict[SensorId, int], ahead: int | None = None) -> None:
+    store.transact(lambda b: b.set_event_times(EventTimes(
+        {s: EpochSeconds(t) for s, t in times.items()}, ahead)))
+
+
+def test_event_times_are_kept_whole_and_read_back(store: Store) -> None:
+    assert store.event_times() == EventTimes() and store.event_time(S1) is None
+    set_event_times(store, {S1: 600, S2: 120}, ahead=7200)
+    assert store.event_times() == EventTimes({S1: 600, S2: 120}, 7200)
+    assert store.event_time(S2) == 120 and store.event_time(S3) is None
+    assert store.event_times().newest() == 7200
+    set_event_times(store, {S1: 660})
+    assert store.event_times() == EventTimes({S1: 660})
+    assert store.event_times().newest() == 660 and EventTimes().newest() is None
+
+
+def test_retention_follows_each_sensors_event_time(store: Store) -> None:
     t0 = 1_700_000_000
-    store.ingest([reading(S1, t0 + d * DAY) for d in range(10)]
-                 + [reading(S2, t0 + d * DAY) for d in range(3)])
+    far_ahead = 4_070_908_800  # 2099: stored, never taken into event time
+    store.ingest([reading(S1, t0 + d * DAY) for d in range(10)] + [reading(S1, far_ahead)]
+                 + [reading(S2, t0 + d * DAY) for d in range(3)]
+                 + [reading(S3, t0 + d * DAY) for d in range(30)])
 
     def extras(b: WriteBatch) -> None:
         for d in range(10):
@@ -502,10 +520,14 @@ def test_retention_follows_each_sensors_newest_reading(store: Store) -> None:
             b.put_night_block(S1, t0 + d * DAY, {"d": d})
 
     store.transact(extras)
-    # S1's newest is day 9: keep days 4..9; S2's newest is day 2: all of it stays.
+    # S3 has no event time yet (the Detector has not processed it): untouched.
+    set_event_times(store, {S1: t0 + 9 * DAY, S2: t0 + 2 * DAY})
+    # S1's event time is day 9: keep days 4..9 (and the 2099 stamp); S2's is day 2: all stays.
     assert store.apply_retention(5) == 3 * 4
-    assert [(r.time - t0) // DAY for r in store.readings(S1)] == [4, 5, 6, 7, 8, 9]
+    assert [(r.time - t0) // DAY for r in store.readings(S1, until=far_ahead)] == [4, 5, 6, 7, 8, 9]
+    assert store.latest_reading(S1).time == far_ahead
     assert store.count_readings(S2) == 3
+    assert store.count_readings(S3) == 30
     assert [d["d"] for d in store.detections(S1)] == [4, 5, 6, 7, 8, 9]
     assert [b["d"] for b in store.night_blocks(S1)] == [4, 5, 6, 7, 8, 9]
     assert store.apply_retention(5) == 0
@@ -516,6 +538,7 @@ def test_retention_follows_each_sensors_newest_reading(store: Store) -> None:
 def test_retention_deletes_in_bounded_transactions(store: Store) -> None:
     store.ingest(minutes(S1, 0, 25_000))
     newest = 24_999 * 60
+    set_event_times(store, {S1: newest})
     assert store.apply_retention(1) == 24_999 - DAY // 60  # everything before newest - 1 day
     assert store.first_reading(S1).time == newest - DAY
 

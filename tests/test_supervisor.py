@@ -134,6 +134,16 @@ def test_bad_config_stops_before_start_with_one_line_per_key(tmp_path):
     ]
 
 
+def test_toml_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "deep.toml"
+    config.write_text("x = " + "[" * 5000 + "\n")
+    for args in (("--check-config",), ()):
+        result = run_cli(config, *args)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"config error: {config}: not valid TOML: nested too deeply"]
+
+
 def test_check_config_accepts_the_shipped_site_file():
     from tests.harness import ROOT
 

@@ -26,7 +26,7 @@ from core.forecast import (
     seasonal_base,
 )
 from core.simulator import Simulator, SimulatorSettings
-from core.types import EpochSeconds, Reading, SensorId
+from core.types import EpochSeconds, EventTimes, Reading, SensorId
 from storage.store import Store
 
 keras = pytest.importorskip("keras")
@@ -35,6 +35,7 @@ from training import model as tm  # noqa: E402  (after keras is known to be ther
 ROOT = Path(__file__).resolve().parent.parent
 START = 1_735_657_200  # 2025-01-01 00:00 +09:00
 SID = SensorId("001")
+FAR_AHEAD = 4_070_908_800  # 2099-01-01
 DAYS = 35
 
 
@@ -134,13 +135,19 @@ def test_residual_band_measures_minute_residuals():
 # -- the training process, end to end -----------------------------------------------------
 
 
+def ingest_processed(path: Path, readings: list[Reading]) -> None:
+    """Store ``readings`` with the event time the Detector would record: their newest."""
+    with Store(path) as store:
+        store.ingest(readings)
+        store.transact(lambda b: b.set_event_times(
+            EventTimes({SID: max(r.time for r in readings)})))
+
+
 def build_store(path: Path, days: int = DAYS, every_min: int = 10) -> None:
     """A real store with ``days`` of one simulated sensor (every ``every_min``-th minute)."""
     sim = Simulator(SimulatorSettings(sensors=1, seed=3, start=START, faults=frozenset(),
                                       realtime_cap=False))
-    readings = list(sim.readings(EpochSeconds(START), days * 1440))[::every_min]
-    with Store(path) as store:
-        store.ingest(readings)
+    ingest_processed(path, list(sim.readings(EpochSeconds(START), days * 1440))[::every_min])
 
 
 def spawn(store: Path, models: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
@@ -165,16 +172,17 @@ def test_training_process_end_to_end(tmp_path):
     store_path = tmp_path / "site.lmdb"
     build_store(store_path)
     with Store(store_path) as store:
+        # Stamped far ahead, never taken into event time: it neither ends the window nor enters it.
+        store.ingest([Reading(SID, EpochSeconds(FAR_AHEAD), 99.0, 9.0, 0)])
         store.transact(lambda b: b.put_doc("model", SID, {"version": "old"}))
     before = (store_path / "data.mdb").read_bytes()
     short = tmp_path / "short.lmdb"
-    with Store(short) as store:
-        store.ingest([Reading(SID, EpochSeconds(START + 600 * i), 10.0, 4.0, 0)
-                      for i in range(500)])
+    ingest_processed(short, [Reading(SID, EpochSeconds(START + 600 * i), 10.0, 4.0, 0)
+                             for i in range(500)])
     exact = tmp_path / "weekly.lmdb"
-    with Store(exact) as store:  # hourly readings of an exactly weekly pattern
-        store.ingest([Reading(SID, EpochSeconds(START + 3600 * int(h)), float(weekly(h)),
-                              float(4 + weekly(h) / 100), 0) for h in np.arange(5 * 168)])
+    # hourly readings of an exactly weekly pattern
+    ingest_processed(exact, [Reading(SID, EpochSeconds(START + 3600 * int(h)), float(weekly(h)),
+                                     float(4 + weekly(h) / 100), 0) for h in np.arange(5 * 168)])
 
     # The children at once: they are independent processes.
     accepted = spawn(store_path, tmp_path / "models")
@@ -188,6 +196,7 @@ def test_training_process_end_to_end(tmp_path):
                 "residual_band", "epochs", "version"):
         assert key in meta
     assert meta["data_since"] == START and meta["rows"] == DAYS * 144
+    assert meta["data_until"] == START + (DAYS * 1440 - 10) * 60
     for q in ("flow", "pressure"):
         assert meta["mae_model"][q]["24h"] < meta["mae_naive"][q]["24h"]
         assert meta["residual_band"][q] > 0
@@ -203,7 +212,7 @@ def test_training_process_end_to_end(tmp_path):
     # The exported pair forecasts from the same store, as the service will.
     flow_m, pressure_m = (ExportedModel.load(result["paths"][q]) for q in ("flow", "pressure"))
     with Store(store_path, readonly=True) as store:
-        arrays = store.reading_arrays(SID)
+        arrays = store.reading_arrays(SID, until=FAR_AHEAD)
         assert store.doc("model", SID) == {"version": "old"}  # the trainer never writes
     series = hourly_means(arrays.time, arrays.flow, arrays.pressure)
     fc = lstm_forecast(flow_m, pressure_m, SID, series, EpochSeconds(series.end))

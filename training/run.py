@@ -1,8 +1,10 @@
 """Entry point of the training process: ``python -m training.run --store PATH --sensor SID``.
 
 Spawned by the Trainer actor (and the ``train`` command), never forked. It
-lowers its own CPU priority, reads the sensor's last year from the store
-through a read-only environment (closed again before fitting starts), trains
+lowers its own CPU priority, reads the sensor's last year up to its event time
+(the Detector's, in the store: a reading stamped far ahead neither ends the
+window nor enters it) through a read-only environment (closed again before
+fitting starts), trains
 the flow and the pressure model, validates both against seasonal-naive on the
 last two weeks and, when both beat it, writes ``<models>/<sid>/<version>-flow.npz``
 and ``...-pressure.npz`` atomically. It never writes to the store: the service
@@ -104,14 +106,15 @@ def arm_fault(kind: str, after_s: float) -> None:
 
 
 def load_history(store_path: Path, sensor: SensorId) -> dict[str, Any] | None:
-    """The sensor's last year of minute readings, invalid values as NaN; None if none."""
+    """The sensor's year of minute readings up to its event time, invalid values as
+    NaN; None before the Detector has processed the sensor."""
     from storage.store import Store
 
     with Store(store_path, readonly=True) as store:
-        latest = store.latest_reading(sensor)
-        if latest is None:
+        until = store.event_time(sensor)
+        if until is None:
             return None
-        arrays = store.reading_arrays(sensor, since=latest.time - YEAR_S + 1)
+        arrays = store.reading_arrays(sensor, since=until - YEAR_S + 1, until=until + 1)
     time_ = np.asarray(arrays.time, dtype=np.int64)
     status = np.asarray(arrays.status, dtype=np.int64)
     out: dict[str, Any] = {"time": time_}
@@ -140,7 +143,8 @@ def train_sensor(args: argparse.Namespace, started: float) -> dict[str, Any]:
                               "paths": None, "metadata": None}
     history = load_history(args.store, sensor)
     if history is None or history["time"].size == 0:
-        result["reason"] = "no data"
+        result["reason"] = ("no data" if history is not None
+                            else "no event time yet (the detector has not processed the sensor)")
         return result
     series = hourly_means(history["time"], history["flow"], history["pressure"])
     load_s = time.monotonic() - started

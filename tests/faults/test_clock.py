@@ -24,13 +24,15 @@ from collections import Counter
 import pytest
 
 from actors.transmitter import Transmitter
+from cli.commands import local_iso
 from core import frames, messages
-from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId
+from core.types import FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import Harness, make_config
 from tests.faults.helpers import encode_all, minute_stream, parse_frames, reading_alerts, received
-from tests.harness import PeerServer, wait_for
+from tests.harness import TZ, PeerServer, wait_for
 
 YEAR_S = 365 * 86400
+FAR_AHEAD = 4_070_908_800  # 2099-01-01
 
 
 @pytest.mark.slow
@@ -127,7 +129,10 @@ def test_a_jumping_gateway_clock_neither_stalls_nor_floods_resends(tmp_path, sto
                                              "ack_timeout_s": 1.0, "resend_per_s": 5.0},
                          supervisor={"health_interval_s": 1.0})
     harness = Harness(config, store)
-    store.ingest([Reading(SensorId("001"), EpochSeconds(int(time.time()) - 60), 1.0, 2.0, 0)])
+    last = EpochSeconds(int(time.time()) - 60)
+    store.ingest([Reading(SensorId("001"), last, 1.0, 2.0, 0)])
+    # What the Detector records once it has taken the reading in.
+    store.transact(lambda b: b.set_event_times(EventTimes({SensorId("001"): last})))
     seqs = [store.transact(lambda b, i=i: b.append_outbox(
         {"type": "ALR", "sensor": "001", "time": int(time.time()) - 60 * i, "flow": 1.0,
          "pressure": 2.0, "flow_flags": 0, "pressure_flags": 0})) for i in range(3)]
@@ -157,3 +162,47 @@ def test_a_jumping_gateway_clock_neither_stalls_nor_floods_resends(tmp_path, sto
         assert abs(health.time - (time.time() + YEAR_S)) < 60
     finally:
         upstream.close()
+
+
+@pytest.mark.slow
+def test_one_reading_stamped_in_2099_loses_no_history_and_fools_no_clock_check(make_site):
+    # Retention keeps a day before event time; the $HLT frames come every second.
+    site = make_site(sections={"storage": {"retention_days": 1},
+                               "supervisor": {"health_interval_s": 1.0}})
+    now = int(time.time()) // 60 * 60
+    history = minute_stream(["001"], now - 120 * 60, 120)
+    far_ahead = Reading(SensorId("001"), EpochSeconds(FAR_AHEAD), 41.0, 4.0, 0)  # valid frame
+    # Late readings from three days back: what a right retention pass deletes.
+    old = minute_stream(["001"], now - 3 * 86400, 10)
+    site.start()
+    site.send(b"".join(encode_all(history[:100] + [far_ahead] + history[100:] + old)))
+    sent = len(history) + 1 + len(old)
+    wait_for(lambda: len(reading_alerts(site.frames())) >= sent, timeout=30,
+             what="every reading alerted")
+    alert = next(a for a in reading_alerts(site.frames()) if a.time == FAR_AHEAD)
+    assert alert.flow_flags & FLAG_SYSTEM and alert.pressure_flags & FLAG_SYSTEM, alert
+
+    # The next retention pass: the Housekeeper's first tick after a restart.
+    assert site.stop() == 0
+    site.start()
+    wait_for(lambda: "retention deleted" in site.log(), timeout=20, what="a retention pass")
+    with site.open_store() as store:
+        sensor = SensorId("001")
+        assert store.event_time(sensor) == history[-1].time
+        assert store.readings(sensor, now - 120 * 60, now) == history, "the history was deleted"
+        assert store.readings(sensor, FAR_AHEAD, FAR_AHEAD + 1) == [far_ahead]
+        assert store.count_readings(sensor, until=now - 120 * 60) == 0, "retention did not run"
+    status = site.status()  # "last" is the latest in event time; the 2099 stamp is told apart
+    assert f"last {local_iso(history[-1].time, TZ)} flow=" in status, status
+    assert ("1 stored past its event time (stamped ahead, or not processed yet), "
+            "newest 2099-01-01T09:00:00+09:00") in status, status
+
+    # $HLT: the gateway clock agrees with the readings, whatever 2099 says.
+    seq = alert.seq
+    wait_for(lambda: [f for f in site.frames()
+                      if isinstance(f, frames.HealthFrame) and f.seq > seq],
+             timeout=10, what="a health frame after the 2099 reading")
+    health = [f for f in site.frames() if isinstance(f, frames.HealthFrame) and f.seq > seq]
+    assert all(f.clock for f in health), "one reading stamped in 2099 made the clock look wrong"
+    assert "Traceback" not in site.log()
+    assert site.stop() == 0

@@ -11,6 +11,7 @@ told to every actor through the test hook are dropped and logged; no actor dies.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from datetime import datetime
 
@@ -159,11 +160,51 @@ def test_malformed_messages_to_every_actor_are_dropped_and_logged(make_site):
         for raw in MALFORMED:
             site.send_to_actor(role, raw)
     for role in roles:
-        wait_for(lambda: site.log().count(f"actors.{role}: dropped malformed message")
-                 == len(MALFORMED), timeout=10, what=f"{role} to drop every malformed message")
+        wait_for(lambda: f"actors.{role}: dropped malformed message" in site.log(), timeout=10,
+                 what=f"{role} to drop a malformed message")
     readings = minute_stream(["001"], BASE, 5)
     site.send(b"".join(encode_all(readings)))  # and the pipeline still works
     wait_for(lambda: len(reading_alerts(site.frames())) == 5, timeout=10, what="alerts")
     log = site.log()
     assert "restarting" not in log and "Traceback" not in log, log
     assert site.stop() == 0
+    # One line for the first, the rest counted in one summary (at the latest on stop).
+    log = site.log()
+    for role in roles:
+        assert log.count(f"actors.{role}: dropped malformed message") == 1, role
+        assert f"actors.{role}: {len(MALFORMED) - 1} more in " in log, role
+
+
+UPSTREAM_GARBAGE_LINES = 10_000
+
+
+def test_ten_thousand_unusable_upstream_lines_make_a_few_log_lines(make_site):
+    """Every unusable upstream line was logged (some 400 KB/s, an SD card's end):
+    now the first of each reason is, the rest are counted in one summary each."""
+    site = make_site(sections={"upstream": {"ack": True}})  # the ACKs are read only then
+    rng = random.Random(8)
+    acks = [frames.encode(frames.Ack(rng.randrange(1, 10**6)), TZ)[:-2] for _ in range(50)]
+    garbage: list[bytes] = []
+    rejects: Counter = Counter()
+    while len(garbage) < UPSTREAM_GARBAGE_LINES:
+        draw = rng.random()
+        line = (mutate(rng.choice(acks), rng) if draw < 0.4 else
+                mutate_body(rng.choice(acks), rng) if draw < 0.8 else random_line(rng))
+        decoded = frames.decode_ack(line, TZ)
+        if isinstance(decoded, frames.Reject) and b"\r" not in line:  # one line each
+            garbage.append(line + b"\r\n")
+            rejects[str(decoded.reason)] += 1
+    stream = b"".join(garbage)
+    assert len(rejects) == len(frames.RejectReason)
+
+    site.start()
+    site.upstream.send(stream)
+    expected = ", ".join(f"{reason}={n}" for reason, n in sorted(rejects.items()))
+    wait_for(lambda: f"upstream rejects: {expected}" in site.status(), timeout=30,
+             what="every unusable upstream line counted")
+    assert site.stop() == 0
+    logged = [line for line in site.log().splitlines() if "upstream sent an unusable line" in line]
+    assert len(logged) <= 2 * len(rejects), "upstream garbage floods the log"
+    summaries = [re.search(r": (\d+) more in \d+ s, the last: ", line) for line in logged]
+    assert sum(int(s.group(1)) if s else 1 for s in summaries) == sum(rejects.values()), \
+        "the summaries carry the count of what they did not log"

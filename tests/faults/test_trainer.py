@@ -12,8 +12,8 @@ and the sensor is not retrained at once.
 from __future__ import annotations
 
 import os
+import re
 import signal
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -86,10 +86,12 @@ def test_a_killed_and_a_timed_out_training_keep_the_old_model(make_site, tmp_pat
     assert_old_model_kept(site, models, "001", "killed")
 
     wait_for(lambda: "sensor 002: training started" in site.log(), timeout=10, what="the next")
-    started = time.monotonic()
     wait_for(lambda: "sensor 002: training timeout" in site.log(), timeout=TIMEOUT_S + 10,
              what="the time limit")
-    assert time.monotonic() - started >= TIMEOUT_S - 1
+    # The service measures how long the child ran: seen from here, under load, the
+    # start shows in the log late and the time limit would look short.
+    ran = re.search(r"sensor 002: training timeout \(stopped after ([0-9.]+) s", site.log())
+    assert ran is not None and float(ran.group(1)) >= TIMEOUT_S
     assert_old_model_kept(site, models, "002", "timeout")
     assert training_child(site) is None, "the timed-out child must be gone"
 

@@ -21,7 +21,7 @@ import pytest
 
 from core import frames
 from tests.faults.helpers import VanishingPeer, encode_all, minute_stream, parse_frames
-from tests.harness import TZ, wait_for
+from tests.harness import TZ, StalledPeer, wait_for
 
 BASE = int(datetime(2026, 4, 6, 9, 0, tzinfo=TZ).timestamp())
 ACK_TIMEOUT_S = 2.0
@@ -134,7 +134,7 @@ def test_outbox_survives_the_link_and_a_restart_and_is_bounded(make_site):
         status = site.status()
         dropped = int(re.search(r"outbox dropped: (\d+)", status).group(1))
         assert dropped > 0 and f"{OUTBOX_MAX} kept" in status, status
-        wait_for(lambda: f"dropped undelivered, {dropped} in all" in site.log(), timeout=5,
+        wait_for(lambda: "oldest frame(s) dropped undelivered" in site.log(), timeout=5,
                  what="the drops logged (never silently)")
 
         # 4. The peer returns: the kept frames arrive oldest first, each until acknowledged.
@@ -149,6 +149,7 @@ def test_outbox_survives_the_link_and_a_restart_and_is_bounded(make_site):
     finally:
         acker.stop()
     assert site.stop() == 0
+    assert f"dropped undelivered, {dropped} in all" in site.log(), "the total, at the latest on stop"
 
 
 @pytest.mark.slow
@@ -202,3 +203,19 @@ def test_an_ack_beyond_any_sequence_number_leaves_the_acks_working(make_site):
     assert "Traceback" not in log and "restarting" not in log, log
     assert "upstream sent an unusable line (bad_field: seq: 20 digits" in log
     assert site.stop() == 0
+
+
+def test_sigterm_with_a_stalled_upstream_stops_in_time(make_site):
+    """A peer that accepts and stops reading once held the Transmitter's write
+    forever: SIGTERM left "actors still running after stop" and a live process."""
+    site = make_site(upstream=StalledPeer(), sections={"upstream": {"write_timeout_s": 1.0}})
+    site.start()
+    site.send(b"".join(encode_all(minute_stream(["001", "002"], BASE, 600))))
+    wait_for(lambda: "stalled" in site.log(), timeout=30, what="the stall noticed")
+    with site.open_store() as store:
+        assert store.offset("transmitter") < store.peek_outbox_seq(), "nothing stalled"
+    started = time.monotonic()
+    assert site.stop(timeout=10) == 0
+    assert time.monotonic() - started < 5.0
+    log = site.log()
+    assert "still running after stop" not in log and "did not stop within" not in log, log
