@@ -6,7 +6,7 @@ CONFIG ?= conf/site.toml
 STAMP := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: run test venv train-deps browser bench clean
+.PHONY: run test venv train-deps browser system-deps bench clean
 
 $(STAMP): setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +25,25 @@ train-deps: $(TRAIN_STAMP)
 run: $(TRAIN_STAMP)
 	$(BIN)/python supervisor.py --config $(CONFIG)
 
-# The web page's tests drive a real headless Chromium (Debian's chromium and
-# chromium-driver); installed here where missing, never skipped.
-browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-		echo "make: installing chromium and chromium-driver (apt-get) for the browser tests"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+# Real servers the tests need, from Debian's packages where missing, never skipped:
+# a headless Chromium for the web page (chromium, chromium-driver) and Mosquitto for
+# the MQTT uplink (mosquitto, mosquitto-clients; openssl makes the test certificates).
+SYSTEM_TOOLS := chromium:chromium chromedriver:chromium-driver mosquitto:mosquitto \
+	mosquitto_passwd:mosquitto mosquitto_sub:mosquitto-clients openssl:openssl
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || \
+			missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing$$missing (apt-get) for the browser and broker tests"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-test: $(TRAIN_STAMP) browser
+browser: system-deps
+
+test: $(TRAIN_STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -10,10 +10,12 @@ only once every enabled uplink has it (``Store.acknowledge_outbox``,
 ``release_published_through``), or when the outbox bound drops it, which is
 counted for each uplink.
 
-The paho-mqtt client runs its network loop in a helper thread the actor owns;
-that thread also connects and reconnects, with growing, jittered delays, and
-falls back to MQTT 3.1.1 when a broker refuses version 5. Callbacks only tell
-the actor; all outbox and cursor work happens in the actor.
+The paho-mqtt client lives in a helper thread the actor owns, and only there:
+that thread connects and reconnects, with growing, jittered delays, falls back
+to MQTT 3.1.1 when a broker refuses version 5, publishes what the actor hands
+it (in order: paho writing from two threads can swap two frames) and tells the
+actor which frames the broker acknowledged. All outbox and cursor work happens
+in the actor.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ STATE_DOC = ("uplink", "mqtt")
 # stop): a crash costs at most this much republishing, never a frame.
 COMMIT_EVERY_S = 0.25
 READ_CHUNK = 500
-LOOP_TIMEOUT_S = 0.1
+# The network thread's longest wait for the broker before it looks for frames
+# to publish: the most a frame waits once the actor has handed it over.
+LOOP_TIMEOUT_S = 0.02
 # The MQTT 5 reason code, and the MQTT 3.1.1 CONNACK code, of a broker that
 # does not speak the protocol version asked for.
 _UNSUPPORTED_VERSION = (0x84, 1)
@@ -61,9 +65,10 @@ class MqttPublisher(GatewayActor):
         self._committed_at = 0.0
         self._next = 1  # the next frame to publish is the first one after this - 1
         self._order: deque[int] = deque()  # seqs in flight, in publishing order
-        self._inflight: dict[int, int] = {}  # MQTT message id -> seq
         self._acked: set[int] = set()
-        self._client: mqtt.Client | None = None
+        # Handed to the network thread: (connection, seq, topic, payload). A deque's
+        # append and popleft are safe across threads.
+        self._outgoing: deque[tuple[int, int, str, bytes]] = deque()
         self._connection = 0  # counts connections, so a late PUBACK of an old one is ignored
         self._live = 0  # the connection the actor publishes on; 0 = none
         self._tokens = 0.0
@@ -81,12 +86,7 @@ class MqttPublisher(GatewayActor):
         self.start_helper("network", self._network)
 
     def release(self) -> None:
-        client = self._client
-        if client is not None and self._live:
-            # A clean stop sends no last will: say so ourselves.
-            client.publish(status_topic(self.prefix), b"offline", qos=1, retain=True)
-            client.loop(timeout=LOOP_TIMEOUT_S)
-            client.disconnect()
+        # The network thread sees stopping, says "offline" and disconnects.
         self._commit(force=True)
 
     # -- messages ----------------------------------------------------------------
@@ -95,7 +95,6 @@ class MqttPublisher(GatewayActor):
         self._live = message.connection
         # In-flight frames of a lost connection are published again, in order.
         self._order.clear()
-        self._inflight.clear()
         self._acked.clear()
         self._next = self.delivered + 1
         self._record_state("connected", f"MQTT {message.protocol}")
@@ -111,19 +110,16 @@ class MqttPublisher(GatewayActor):
     def on_broker_ack(self, message: BrokerDelivered) -> None:
         if message.connection != self._live:
             return  # PUBACKs of a connection since lost: those frames go out again
-        inflight, acked = self._inflight, self._acked
-        for mid in message.mids:
-            seq = inflight.pop(mid, None) if isinstance(mid, int) else None
-            if seq is not None:  # None: the status message
-                acked.add(seq)
+        acked = self._acked
+        acked.update(seq for seq in message.seqs if isinstance(seq, int))
         order = self._order
         while order and order[0] in acked:
             acked.discard(order[0])
             self.delivered = order.popleft()
-        self._commit(force=False)
+        self._commit(force=not order)  # all in: record it now, the link may stay quiet
         # Refill the window in large steps: one outbox read per frame would cost
         # more than the publishing.
-        if len(inflight) <= self.cfg.max_inflight // 2:
+        if len(order) <= self.cfg.max_inflight // 2:
             self._drain()
 
     def on_outbox(self, message: OutboxAppended) -> None:
@@ -137,28 +133,26 @@ class MqttPublisher(GatewayActor):
     # -- publishing --------------------------------------------------------------
 
     def _drain(self) -> None:
-        client = self._client
-        if not self._live or client is None:
+        """Hand the next frames to the network thread, within the window and the rate."""
+        live = self._live
+        if not live:
             return
         now = time.monotonic()
         rate = self.cfg.drain_per_s
         self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)
         self._refilled = now
-        room = min(self.cfg.max_inflight - len(self._inflight), int(self._tokens))
+        room = min(self.cfg.max_inflight - len(self._order), int(self._tokens))
         while room > 0:
             entries = self.store.outbox(after=self._next - 1, limit=min(room, READ_CHUNK))
             if not entries:
-                return
+                break
             for entry in entries:
                 pub = publication(self.prefix, entry.wire or self._wire(entry), self.tz)
-                info = client.publish(pub.topic, pub.payload, qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    return  # the connection is going; BrokerDown follows
-                self._inflight[info.mid] = entry.seq
+                self._outgoing.append((live, entry.seq, pub.topic, pub.payload))
                 self._order.append(entry.seq)
                 self._next = entry.seq + 1
-                self._tokens -= 1
-                room -= 1
+            self._tokens -= len(entries)
+            room -= len(entries)
 
     def _wire(self, entry: OutboxEntry) -> bytes:
         """The line of an entry stored without one (written before lines were kept)."""
@@ -205,7 +199,6 @@ class MqttPublisher(GatewayActor):
             self._connection += 1
             connection = self._connection
             client = self._new_client(protocol, connection)
-            self._client = client
             outcome = self._serve(client)
             if outcome == "fallback" and protocol == mqtt.MQTTv5:
                 protocol = mqtt.MQTTv311
@@ -227,13 +220,23 @@ class MqttPublisher(GatewayActor):
             return "failed"
         userdata = client.user_data_get()
         acked: list[int] = userdata["acked"]
+        mids: dict[int, int] = userdata["mids"]
         connection = userdata["connection"]
+        outgoing = self._outgoing
         while not self.stopping.is_set():
-            rc = client.loop(timeout=LOOP_TIMEOUT_S)
+            rc = client.loop(timeout=LOOP_TIMEOUT_S if not outgoing else 0)
+            while outgoing and userdata["up"]:
+                frame_connection, seq, topic, payload = outgoing.popleft()
+                if frame_connection != connection:
+                    continue  # handed over for a connection since lost
+                info = client.publish(topic, payload, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break  # the connection is going: the loop says so next
+                mids[info.mid] = seq
             if acked:  # one message per loop turn, not one per PUBACK
-                mids = acked[:]
-                del acked[:len(mids)]
-                self.tell_self(BrokerDelivered(mids, connection))
+                seqs = acked[:]
+                del acked[:len(seqs)]
+                self.tell_self(BrokerDelivered(seqs, connection))
             if userdata["refused"] is not None:
                 code = userdata["refused"]
                 client.disconnect()
@@ -244,11 +247,19 @@ class MqttPublisher(GatewayActor):
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self.tell_self(BrokerDown(f"connection lost: {mqtt.error_string(rc)}"))
                 return "served" if userdata["up"] else "failed"
+        if userdata["up"]:
+            # A clean stop sends no last will: say so ourselves.
+            client.publish(status_topic(self.prefix), b"offline", qos=1, retain=True)
+            client.loop(timeout=0.2)
+            client.disconnect()
         return "served"
 
     def _new_client(self, protocol: int, connection: int) -> mqtt.Client:
         cfg = self.cfg
-        userdata: dict[str, Any] = {"refused": None, "up": False, "acked": [],
+        # What the callbacks (in this thread) share with _serve: "mids" maps the
+        # message id of each frame in flight to its seq, "acked" collects the seqs
+        # the broker acknowledged since the actor was last told.
+        userdata: dict[str, Any] = {"refused": None, "up": False, "acked": [], "mids": {},
                                     "connection": connection}
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=cfg.client(self.config.site.name), protocol=protocol,
@@ -280,7 +291,9 @@ class MqttPublisher(GatewayActor):
 
         def on_publish(_client: mqtt.Client, userdata: dict[str, Any], mid: int,
                        _reason: ReasonCode, _properties: Any) -> None:
-            userdata["acked"].append(mid)
+            seq = userdata["mids"].pop(mid, None)
+            if seq is not None:  # None: the status message
+                userdata["acked"].append(seq)
 
         client.on_connect = on_connect
         client.on_publish = on_publish

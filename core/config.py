@@ -1017,8 +1017,11 @@ def _check_mqtt(values: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return errors
 
 
-# Checks across keys that a Rule cannot say; each returns its error lines.
+# Checks across keys that a Rule cannot say; each returns its error lines, naming
+# only keys of CHECKED_KEYS.
 CHECKS: tuple[Callable[[Mapping[str, Mapping[str, Any]]], list[str]], ...] = (_check_mqtt,)
+CHECKED_KEYS = frozenset(f"mqtt.{key}" for key in (
+    "topic_prefix", "key_file", "cert_file", "ca_file", "username", "password_file"))
 
 _SECTIONS: dict[str, Section] = {section.name: section for section in SCHEMA}
 

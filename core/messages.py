@@ -259,10 +259,10 @@ class BrokerConnected:
 
 @dataclass(frozen=True, slots=True)
 class BrokerDelivered:
-    """The broker acknowledged (PUBACK) the publications with these MQTT message ids."""
+    """The broker acknowledged (PUBACK) the frames with these sequence numbers."""
 
     TYPE: ClassVar[str] = "broker_ack"
-    mids: list[int]
+    seqs: list[int]
     connection: int
 
 

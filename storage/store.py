@@ -804,7 +804,8 @@ class ReadView:
         unpack_seq, new_entry = _SEQ.unpack, OutboxEntry
         try:
             return [new_entry(unpack_seq(key)[0], rec[2], rec[0], rec[1],
-                              rec[3] if len(rec) > 3 else None)
+                              rec[3] if len(rec) > 3 else None,
+                              len(rec) > 4 and bool(rec[4]))
                     for (key, _), rec in zip(items, values, strict=True)]
         except (*_SHAPE_ERRORS, msgpack.UnpackException) as exc:
             # One garbled value puts the stream out of step: name the damage.

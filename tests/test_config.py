@@ -23,9 +23,11 @@ from core.config import (
     ConfigError,
     FilePath,
     Float,
+    CHECKED_KEYS,
     Holidays,
     Integer,
     ListenAddress,
+    MqttUrl,
     PortSpec,
     Setting,
     String,
@@ -471,6 +473,9 @@ def valid_values(setting: Setting) -> st.SearchStrategy[Any]:
         )
     if isinstance(kind, PortSpec):
         return st.sampled_from(["/dev/ttyUSB1", "loop://", "socket://127.0.0.1:7000", "COM4"])
+    if isinstance(kind, MqttUrl):
+        return st.sampled_from(["", "mqtt://127.0.0.1:1883", "mqtts://broker.example:8883",
+                                "mqtt://[::1]", "mqtts://gw-7.local/"])
     if isinstance(kind, ListenAddress):
         return st.sampled_from(["", "127.0.0.1:8080", "[::1]:1", "localhost:65535", "0.0.0.0:80"])
     if isinstance(kind, FilePath):
@@ -498,7 +503,7 @@ valid_documents = st.fixed_dictionaries({
     })
     for section in SCHEMA
 })
-RULE_SUBJECTS = {rule.subject for rule in RULES}
+RULE_SUBJECTS = {rule.subject for rule in RULES} | CHECKED_KEYS
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -579,3 +584,40 @@ def test_min_baseline_nights_within_the_baseline() -> None:
         parse_config({"night": {"min_baseline_nights": 30, "baseline_nights": 20}})
     assert info.value.errors == [
         "night.min_baseline_nights: must be <= night.baseline_nights (20), got 30"]
+
+
+# -- [mqtt] ----------------------------------------------------------------------
+
+
+def test_mqtt_is_off_by_default_and_its_url_gives_host_port_and_tls() -> None:
+    assert not default_config().mqtt.enabled
+    config = parse_config({"site": {"name": "pump-7"}, "mqtt": {"url": "mqtts://broker.lan"}})
+    mqtt = config.mqtt
+    assert (mqtt.enabled, mqtt.tls, mqtt.host, mqtt.port) == (True, True, "broker.lan", 8883)
+    assert mqtt.prefix(config.site.name) == "wdn/pump-7"
+    assert mqtt.client(config.site.name) == "wdn-pump-7"
+    plain = parse_config({"mqtt": {"url": "mqtt://[::1]:1884", "topic_prefix": "fleet/a"}}).mqtt
+    assert (plain.tls, plain.host, plain.port, plain.prefix("x")) == (False, "::1", 1884, "fleet/a")
+
+
+@pytest.mark.parametrize("mqtt, site, expected", [
+    ({"url": "http://broker"}, "demo", "mqtt.url: expected mqtt://host[:port]"),
+    ({"url": "mqtt://broker:70000"}, "demo", "mqtt.url: port must be 1..65535"),
+    ({"url": "mqtt://broker"}, "pump station 7", "mqtt.topic_prefix: must be set"),
+    ({"url": "mqtt://broker", "topic_prefix": "wdn/#"}, "demo", "mqtt.topic_prefix: must be"),
+    ({"url": "mqtts://broker", "cert_file": "conf/site.toml"}, "demo",
+     "mqtt.key_file: cert_file and key_file go together"),
+    ({"url": "mqtt://broker", "ca_file": "conf/site.toml"}, "demo",
+     "mqtt.ca_file: needs an mqtts:// url"),
+    ({"url": "mqtt://broker", "username": "gw", "password_file": "/no/such/file"}, "demo",
+     "mqtt.password_file: no readable file at '/no/such/file'"),
+    ({"url": "mqtt://broker", "password_file": "conf/site.toml"}, "demo",
+     "mqtt.username: must be set with password_file"),
+    ({"url": "mqtt://broker", "reconnect_initial_s": 10, "reconnect_max_s": 5}, "demo",
+     "mqtt.reconnect_initial_s: must be <= mqtt.reconnect_max_s"),
+])
+def test_a_bad_mqtt_value_is_one_line_naming_its_key(mqtt, site, expected) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"site": {"name": site}, "mqtt": mqtt})
+    assert len(caught.value.errors) == 1 and caught.value.errors[0].startswith(expected), \
+        caught.value.errors

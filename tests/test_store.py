@@ -723,3 +723,46 @@ def test_used_pct_and_closed_store(tmp_path: Path) -> None:
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         store.latest_reading(S1)
+
+
+# -- the outbox with two uplinks -------------------------------------------------
+
+
+def _alert(i: int) -> dict:
+    return {"type": "ALR", "sensor": "001", "time": 1_700_000_000 + 60 * i, "flow": 1.0,
+            "pressure": 2.0, "flow_flags": 0, "pressure_flags": 0}
+
+
+def test_a_frame_leaves_the_outbox_only_when_both_uplinks_have_it(tmp_path) -> None:
+    with Store(tmp_path / "s", outbox_publisher=True) as store:
+        store.transact(lambda b: [b.append_outbox(_alert(i)) for i in range(1, 6)])
+        # The serial upstream acknowledges 1..3; the broker has nothing yet: kept, marked.
+        assert all(store.transact(lambda b, s=s: b.acknowledge_outbox(s)) for s in (1, 2, 3))
+        kept = store.outbox(limit=10)
+        assert [e.seq for e in kept] == [1, 2, 3, 4, 5]
+        assert [e.acked for e in kept] == [True, True, True, False, False]
+        # The broker acknowledges through 2: those two go, 3 waits for it, 4-5 for both.
+        store.transact(lambda b: (b.set_offset("mqtt", 2), b.release_published_through(2)))
+        assert [e.seq for e in store.outbox(limit=10)] == [3, 4, 5]
+        # The broker has 4 too; then the serial ACK of 4 removes it at once.
+        store.transact(lambda b: (b.set_offset("mqtt", 4), b.release_published_through(4, 2)))
+        assert [e.seq for e in store.outbox(limit=10)] == [4, 5]
+        store.transact(lambda b: b.acknowledge_outbox(4))
+        assert [e.seq for e in store.outbox(limit=10)] == [5]
+
+
+def test_without_the_mqtt_uplink_an_ack_removes_the_frame(tmp_path) -> None:
+    with Store(tmp_path / "s") as store:
+        store.transact(lambda b: [b.append_outbox(_alert(i)) for i in range(1, 3)])
+        store.transact(lambda b: b.acknowledge_outbox(1))
+        assert [e.seq for e in store.outbox(limit=10)] == [2]
+
+
+def test_the_outbox_bound_counts_what_each_uplink_lost(tmp_path) -> None:
+    with Store(tmp_path / "s", outbox_max=100, outbox_publisher=True) as store:
+        store.transact(lambda b: (b.set_offset("transmitter", 60), b.set_offset("mqtt", 30)))
+        store.transact(lambda b: [b.append_outbox(_alert(i)) for i in range(1, 151)])
+        counters = store.counters()
+        assert counters["outbox_dropped"] == 50
+        assert counters.get("outbox_dropped_unsent", 0) == 0  # serial sent through 60
+        assert counters["outbox_dropped_unpublished"] == 20  # the broker had 1..30
