@@ -15,6 +15,9 @@ which a replayed year would start after 28 simulated days, is held off in
 phase 1 (``--allow-training`` lets it run) so that the figure is the pipeline's.
 ``--poll-web`` runs each throughput replay twice, the web page off and on, the
 page (``/``) and ``/metrics`` fetched every second meanwhile, and reports both.
+``--mqtt URL`` likewise runs each replay twice, the MQTT uplink off and on
+(publishing every frame to the broker at URL; ``--mqtt local`` starts a Mosquitto
+here), and reports both.
 
 Prints the figures, the budget from DESIGN.md, and last a JSON line.
 """
@@ -22,6 +25,7 @@ Prints the figures, the budget from DESIGN.md, and last a JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -31,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -135,10 +140,12 @@ def free_port() -> int:
 
 
 def throughput(tmp: Path, lines: list[bytes], allow_training: bool, web: bool = False,
-               ) -> tuple[float, dict[str, float]]:
+               mqtt: dict | None = None) -> tuple[float, dict[str, float]]:
     # A replayed year passes train.min_days within seconds and the service's
     # trainer would start its first training beside the pipeline being timed.
     sections: dict = {} if allow_training else {"train": {"min_days": 3650}}
+    if mqtt:
+        sections["mqtt"] = mqtt
     port = free_port()
     if web:
         sections["web"] = {"listen": f"127.0.0.1:{port}"}
@@ -221,17 +228,28 @@ def main() -> None:
     parser.add_argument("--poll-web", action="store_true",
                         help="also replay with the web page on, fetched every second, "
                              "and report both")
+    parser.add_argument("--mqtt", metavar="URL",
+                        help="also replay with the MQTT uplink on, publishing to this broker "
+                             "('local': a Mosquitto started here), and report both")
     args = parser.parse_args()
     lines = year_of_lines(args.minutes)
     runs = []
     web_runs = []
-    for _ in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            runs.append(throughput(Path(tmp_dir), lines, args.allow_training))
-        if args.poll_web:  # alternated with the page-off runs: the same load around both
+    mqtt_runs = []
+    with mqtt_broker(args.mqtt) as mqtt:
+        for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp_dir:
-                web_runs.append(throughput(Path(tmp_dir), lines, args.allow_training, web=True))
+                runs.append(throughput(Path(tmp_dir), lines, args.allow_training))
+            if args.poll_web:  # alternated with the page-off runs: the same load around both
+                with tempfile.TemporaryDirectory() as tmp_dir:
+                    web_runs.append(throughput(Path(tmp_dir), lines, args.allow_training,
+                                               web=True))
+            if mqtt:
+                with tempfile.TemporaryDirectory() as tmp_dir:
+                    mqtt_runs.append(throughput(Path(tmp_dir), lines, args.allow_training,
+                                                mqtt=mqtt))
     poll_web = report_web(runs, web_runs) if args.poll_web else None
+    mqtt_on = report_on_off("mqtt", runs, mqtt_runs) if mqtt_runs else None
     rates = sorted(rate for rate, _ in runs)
     rate = statistics.median(rates)
     memory = max((m for _, m in runs), key=lambda m: m["peak"])  # the worst run's
@@ -261,7 +279,40 @@ def main() -> None:
                       "service_cpu_per_wall_s": round(memory["cpu_share"], 2),
                       "during_training": args.during_training,
                       "allow_training": args.allow_training, "budget": BUDGET,
-                      **({"poll_web": poll_web} if poll_web else {})}))
+                      **({"poll_web": poll_web} if poll_web else {}),
+                      **({"mqtt": mqtt_on} if mqtt_on else {})}))
+
+
+@contextlib.contextmanager
+def mqtt_broker(url: str | None) -> Iterator[dict | None]:
+    """The ``[mqtt]`` keys for ``--mqtt``: a given broker, or a Mosquitto started here."""
+    if not url:
+        yield None
+        return
+    if url != "local":
+        yield {"url": url}
+        return
+    from tests.mosquitto import PASSWORD, USER, Broker
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        broker = Broker(Path(tmp_dir) / "broker").start()
+        password = Path(tmp_dir) / "password"
+        password.write_text(PASSWORD)
+        try:
+            yield {"url": broker.url, "username": USER, "password_file": str(password)}
+        finally:
+            broker.stop()
+
+
+def report_on_off(name: str, runs: list[tuple[float, dict]],
+                  on_runs: list[tuple[float, dict]]) -> dict:
+    off = statistics.median(rate for rate, _ in runs)
+    on = statistics.median(rate for rate, _ in on_runs)
+    change = (on - off) / off
+    print(f"{name} on: {on:,.0f} readings/s against {off:,.0f} off ({change:+.1%}; "
+          f"budget: within -10%)")
+    return {"readings_per_s_off": round(off), "readings_per_s_on": round(on),
+            "change": round(change, 3), "runs_on": sorted(round(r) for r, _ in on_runs)}
 
 
 def report_web(runs: list[tuple[float, dict]], web_runs: list[tuple[float, dict]]) -> dict:
