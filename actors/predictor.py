@@ -84,8 +84,11 @@ class Predictor(GatewayActor):
         # In a site's first week every hourly forecast is short: say so when the
         # number of days changes, not 168 times a week.
         if len(frames) != self.days_forecast.get(sensor, 7):
-            self.log.warning("sensor %s: forecast for %d of 7 days (a day needs every hour "
-                             "seen a week earlier)", sensor, len(frames))
+            if len(frames) < 7:
+                self.log.warning("sensor %s: forecast for %d of 7 days (a day needs every "
+                                 "hour seen a week earlier)", sensor, len(frames))
+            else:
+                self.log.info("sensor %s: forecast for every day again", sensor)
         self.days_forecast[sensor] = len(frames)
         self.issued[sensor] = issued
         state = {"issued": dict(self.issued)}

@@ -77,7 +77,7 @@ class Transmitter(GatewayActor):
         self.delivery = self._delivery(0)
         self.port: Any = None
         self._next_open = 0.0
-        self._backoff = 0.5
+        self._backoff = self.cfg.reconnect_initial_s
         self._ack_thread: threading.Thread | None = None
         # Unusable upstream lines by reason, counted by the ACK thread and
         # recorded by the actor once a tick: a flood of garbage costs no commits.
@@ -169,9 +169,9 @@ class Transmitter(GatewayActor):
             self.repeats.warning("unavailable", "upstream %s unavailable (%s); retrying in %.1f s",
                                  self.cfg.port, exc, self._backoff)
             self._next_open = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, 30.0)
+            self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
             return
-        self._backoff = 0.5
+        self._backoff = self.cfg.reconnect_initial_s
         self.log.info("sending to %s", self.cfg.port)
         self._link_lost = None
         self._cut_line = False

@@ -638,6 +638,8 @@ class UpstreamConfig:
     resend_per_s: float
     outbox_max: int
     write_timeout_s: float
+    reconnect_initial_s: float
+    reconnect_max_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -823,6 +825,10 @@ SCHEMA: tuple[Section, ...] = (
         Setting("write_timeout_s", Float(0.1, 30), 2.0,
                 "an upstream that takes no byte for this long is stalled: the frames wait "
                 "in the outbox and the write is retried later"),
+        Setting("reconnect_initial_s", Float(0.1, 60), 0.5,
+                "first wait before reopening a lost upstream port; doubles on each failure"),
+        Setting("reconnect_max_s", Float(1, 600), 30.0,
+                "longest wait between attempts to reopen a lost upstream port"),
     )),
     Section("storage", "the LMDB time-series store", StorageConfig, (
         Setting("path", FilePath(), "data/demo.lmdb",
@@ -967,6 +973,7 @@ SCHEMA: tuple[Section, ...] = (
 
 RULES: tuple[Rule, ...] = (
     Rule("serial.reconnect_initial_s", "<=", "serial.reconnect_max_s"),
+    Rule("upstream.reconnect_initial_s", "<=", "upstream.reconnect_max_s"),
     # Two actors cannot own one device; URLs such as loop:// open independently.
     Rule("upstream.port", "!=", "serial.port",
          applies=lambda port, _other: port != STDOUT_PORT and _SCHEME.match(port) is None),

@@ -249,6 +249,20 @@ def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
     assert store.doc("forecast", S1)["source"] == "naive"
 
 
+def test_predictor_warns_of_a_short_forecast_and_not_of_a_complete_one(harness, store, caplog):
+    recorder = harness.record("detector", "transmitter")
+    store.ingest([reading(m, flow=10.0 + (m // 60) % 24) for m in range(0, 9 * 24 * 60, 10)])
+    predictor = harness.start(Predictor)
+    caplog.set_level(logging.INFO, logger="actors.predictor")
+    for day in (2, 8):  # short (two days of history), then complete
+        issued = T0 + day * 24 * 3600
+        harness.tell(predictor, messages.HourClosed(S1, issued))
+        recorder.wait_for(lambda r, i=issued: messages.ForecastIssued(S1, i) in r)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and " of 7 days" in warned[0] and "7 of 7" not in warned[0], warned
+    assert any("forecast for every day again" in r.getMessage() for r in caplog.records)
+
+
 def set_event_time(store, t: int) -> None:
     """What the Detector records once it has taken the readings up to ``t`` in."""
     store.transact(lambda b: b.set_event_times(EventTimes({S1: EpochSeconds(t)})))
@@ -316,3 +330,19 @@ def test_injected_crash_reports_and_stops_the_actor(harness, store):
     wait_for(lambda: harness.crashes)
     assert harness.crashes[0][0] == "detector"
     assert str(harness.crashes[0][1]) == "test"
+
+
+def test_transmitter_waits_between_reopening_attempts_as_configured(harness, tmp_path):
+    closed = PeerServer()
+    url = closed.url
+    closed.close()  # nothing listens there: every attempt to open fails
+    harness.context.config = make_config(tmp_path, upstream={
+        "port": url, "reconnect_initial_s": 0.25, "reconnect_max_s": 1.0})
+    transmitter = Transmitter(harness.context)  # not started: its reopening alone
+    waits = []
+    for _ in range(5):
+        transmitter._next_open = 0.0
+        transmitter._open()
+        assert transmitter.port is None
+        waits.append(transmitter._backoff)
+    assert waits == [0.5, 1.0, 1.0, 1.0, 1.0]
