@@ -25,6 +25,9 @@ EXAMPLES = [
     messages.AckReceived(4),
     messages.TrainRequest("001"),
     messages.TrainingFinished("001", "accepted", "ok", "{}"),
+    messages.BrokerConnected("5", 3),
+    messages.BrokerDelivered([17, 18, 20], 3),
+    messages.BrokerDown("connection refused: Not authorized"),
 ]
 
 
