@@ -306,8 +306,19 @@ def _append(txn: lmdb.Transaction, db: Any, key: bytes, value: bytes) -> None:
         raise StoreError(f"sequence key {key.hex()} is not past the end of its database")
 
 
-def _full_error(exc: lmdb.Error, path: Path) -> StoreFullError | None:
+def _errno_of(exc: lmdb.Error) -> int | None:
     code = getattr(exc, "code", None)
+    if code is None:
+        # py-lmdb 1.4 (Debian bookworm's, used on armhf) gives an errno failure
+        # no code, only its text: "mdb_txn_commit: File too large".
+        text = str(exc)
+        code = next((e for e in (*_FULL_ERRNOS, errno.EIO) if text.endswith(os.strerror(e))),
+                    None)
+    return code
+
+
+def _full_error(exc: lmdb.Error, path: Path) -> StoreFullError | None:
+    code = _errno_of(exc)
     if isinstance(exc, lmdb.DiskError) or code in _FULL_ERRNOS:
         why = "file size limit reached" if code == errno.EFBIG else "disk full"
     elif code == errno.EIO:
