@@ -93,7 +93,7 @@ def run_service(config: object) -> int:
     from actors.supervision import CLOCK_OFFSET_FILE, Supervisor, hooks_dir
     from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
-    from storage.store import Store, StoreError
+    from storage.store import Store, StoreError, history_sensor_years
 
     cfg = config.storage  # type: ignore[attr-defined]
     test_hooks = config.supervisor.test_hooks  # type: ignore[attr-defined]
@@ -108,6 +108,9 @@ def run_service(config: object) -> int:
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)
         return EXIT_FAILURE
+    log.info("store at %s: map up to %d MB, room for about %.0f sensor-years of readings",
+             cfg.path, store.map_max_mb,
+             history_sensor_years(store.map_max_mb, config.upstream.outbox_max))  # type: ignore[attr-defined]
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from core.types import SensorId
-from storage.store import Store, StoreError
+from storage.store import Store, StoreError, history_sensor_years
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
 MB = 1024 * 1024
@@ -26,7 +26,10 @@ MB = 1024 * 1024
 def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        store = Store(Path(config.storage.path), readonly=True)
+        # The site's map limit, so that status tells how full the store is against it.
+        store = Store(Path(config.storage.path), readonly=True,
+                      map_size_mb=config.storage.map_size_mb,
+                      map_max_mb=config.storage.map_max_mb)
     except StoreError as exc:
         print(f"cannot open the store at {config.storage.path}: {exc}", file=sys.stderr)
         return 1
@@ -70,8 +73,10 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     detector = store.consumer_state("detector") or {}
     last_flags = detector.get("last_flags", {})
     counters = store.counters()
+    room = history_sensor_years(store.map_max_mb, config.upstream.outbox_max)
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
-          f"{store.used_pct():.1f}% used", file=out)
+          f"{store.used_pct():.1f}% used of {store.map_max_mb} MB (room for about "
+          f"{room:.0f} sensor-years of readings)", file=out)
     print(disk_line(Path(config.storage.path), store.reserve_left()), file=out)
     print(f"arrivals {store.journal_head()}; detector at {store.offset('detector')}, "
           f"night flow at {store.offset('night_flow')}; outbox sent through "

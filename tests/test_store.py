@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import storage.store as store_module
 from core.types import EpochSeconds, Reading, SensorId, StoredReading
 from storage.store import (
     OUTBOX_SENDER,
@@ -28,6 +29,8 @@ from storage.store import (
     StoreError,
     StoreFullError,
     WriteBatch,
+    history_sensor_years,
+    map_limit_mb,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -700,3 +703,32 @@ def test_used_pct_and_closed_store(tmp_path: Path) -> None:
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         store.latest_reading(S1)
+
+
+# -- 32-bit address space ------------------------------------------------------------
+
+
+def test_a_32_bit_process_holds_the_map_to_1_gb() -> None:
+    assert map_limit_mb(4096, pointer_bits=32) == 1024
+    assert map_limit_mb(512, pointer_bits=32) == 512
+    assert map_limit_mb(4096, pointer_bits=64) == 4096
+
+
+def test_history_a_map_holds_beside_a_full_outbox() -> None:
+    # 25 MB per sensor-year, 20 MB per 100,000 outbox frames (README "A full disk").
+    assert history_sensor_years(1024, 100_000) == pytest.approx(40.16)
+    assert history_sensor_years(1024, 1_000_000) == pytest.approx(32.96)
+    assert history_sensor_years(10, 100_000) == 0.0
+
+
+def test_a_32_bit_store_opens_with_a_map_that_fits(tmp_path: Path, monkeypatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # Only the pointer width is pretended; the armhf run of `make test-pi` proves the rest.
+    monkeypatch.setattr(store_module, "POINTER_BITS", 32)
+    with caplog.at_level(logging.WARNING, logger="storage.store"):
+        store = Store(tmp_path, map_size_mb=2048, map_max_mb=4096, sync=False)
+    with store:
+        assert store.map_max_mb == 1024 and store.map_size_mb() == 1024
+        store.ingest(minutes(S1, 0, 100))
+        assert 0 < store.used_pct() < 1
+    assert "cannot map 4096 MB: map_max_mb held to 1024 MB" in caplog.text
