@@ -25,8 +25,8 @@ PARTS="actors cli core ports storage training conf deploy supervisor.py setup.cf
 # (the venv sees them); pure-Python pykka comes from PyPI (Debian's is too old).
 DEBIAN_32BIT="python3-numpy python3-lmdb python3-msgpack python3-serial"
 
-usage() {
-    echo "usage: install.sh [--no-train] | --uninstall [--purge]" >&2
+bad_usage() {
+    echo "install.sh: $1 (usage: install.sh [--no-train] | --uninstall [--purge])" >&2
     exit 2
 }
 
@@ -42,10 +42,11 @@ for arg in "$@"; do
         --uninstall) action=uninstall ;;
         --purge) purge=1 ;;
         -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "install.sh: unknown option: $arg" >&2; usage ;;
+        *) bad_usage "unknown option: $arg" ;;
     esac
 done
-[ "$purge" = 0 ] || [ "$action" = uninstall ] || { echo "install.sh: --purge goes with --uninstall" >&2; usage; }
+[ "$purge" = 0 ] || [ "$action" = uninstall ] || bad_usage "--purge goes with --uninstall"
+[ "$train" = 1 ] || [ "$action" = install ] || bad_usage "--no-train goes with an install"
 [ "$(id -u)" = 0 ] || fail "run as root (sudo $0 $*)"
 
 # systemd runs the machine (not a chroot or an image being built): only then
@@ -79,10 +80,7 @@ fi
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 [ -f "$SRC/supervisor.py" ] && [ -f "$SRC/setup.cfg" ] || fail "run install.sh from a checkout ($SRC has no supervisor.py)"
 arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
-case "$arch" in
-    armhf|armel|i386|arm*) bits=32 ;;
-    *) bits=64 ;;
-esac
+bits=$(getconf LONG_BIT)
 if [ "$bits" = 32 ] && [ "$train" = 1 ]; then
     say "no TensorFlow for $arch: installing without training (forecasts use models trained" \
         "elsewhere, copied into the models directory, or seasonal-naive)"
