@@ -64,6 +64,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from core import frames
+from core.localtime import local_datetime
 from core.types import EpochSeconds, Reading, SensorId, sensor_id
 
 FAULT_KINDS = (
@@ -223,7 +224,7 @@ def _zone(tz: ZoneInfo | str) -> ZoneInfo:
 
 def _local(t: int, tz: ZoneInfo) -> tuple[float, bool]:
     """Hour of the local day (fractional) and whether the local day is a weekend."""
-    local = dt.datetime.fromtimestamp(t, tz)
+    local = local_datetime(t, tz)
     return local.hour + local.minute / 60 + local.second / 3600, local.weekday() >= 5
 
 
@@ -657,7 +658,7 @@ class Simulator:
     # -- local calendar ---------------------------------------------------------------
 
     def _date_of(self, t: int) -> dt.date:
-        return dt.datetime.fromtimestamp(t, self.tz).date()
+        return local_datetime(t, self.tz).date()
 
     def _day_of(self, t: int) -> int:
         return self._date_of(t).toordinal() - _EPOCH_ORDINAL
@@ -738,7 +739,7 @@ def _nullable(values: np.ndarray) -> list[float | None]:
 
 
 def _offset(t: int, tz: ZoneInfo) -> int:
-    offset = dt.datetime.fromtimestamp(t, tz).utcoffset()
+    offset = local_datetime(t, tz).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 
@@ -748,6 +749,6 @@ def _timestamp(local: dt.datetime) -> EpochSeconds:
 
 def default_start(tz: ZoneInfo, now: float) -> EpochSeconds:
     """Local midnight ``DEFAULT_START_DAYS_BACK`` days before ``now``."""
-    date = dt.datetime.fromtimestamp(now, tz).date() - dt.timedelta(days=DEFAULT_START_DAYS_BACK)
+    date = local_datetime(now, tz).date() - dt.timedelta(days=DEFAULT_START_DAYS_BACK)
     return _timestamp(dt.datetime.combine(date, dt.time(0), tz))
 
