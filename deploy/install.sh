@@ -79,6 +79,8 @@ fi
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 [ -f "$SRC/supervisor.py" ] && [ -f "$SRC/setup.cfg" ] || fail "run install.sh from a checkout ($SRC has no supervisor.py)"
+# The install replaces $PREFIX's code: it cannot be its own source.
+[ "$SRC" != "$PREFIX" ] || fail "run install.sh from a checkout elsewhere than $PREFIX (e.g. ~/wdn-gateway)"
 arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
 bits=$(getconf LONG_BIT)
 if [ "$bits" = 32 ] && [ "$train" = 1 ]; then
@@ -120,8 +122,8 @@ mkdir -p "$PREFIX"
 for part in $PARTS; do rm -rf "${PREFIX:?}/$part"; done
 (cd "$SRC" && tar -cf - --exclude=__pycache__ $PARTS) | (cd "$PREFIX" && tar -xf -)
 version=$(sed -n 's/^version *= *//p' "$SRC/setup.cfg")
-commit=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo "no git")
-echo "$version ($commit), installed $(date -u +%Y-%m-%dT%H:%MZ)" > "$PREFIX/VERSION"
+commit=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
+echo "$version ($commit) of $(date -u +%Y-%m-%dT%H:%MZ)" > "$PREFIX/VERSION"
 chown -R root:root "$PREFIX"
 
 # -- venv and Python packages ---------------------------------------------------
@@ -175,7 +177,10 @@ cat > "$COMMAND" <<EOF
 # as the service does. Examples: wdn-gateway status; wdn-gateway --check-config
 cd $PREFIX || exit 1
 if [ "\$(id -u)" = 0 ]; then
-    exec runuser -u $USER_NAME -- $PREFIX/.venv/bin/python supervisor.py --config $CONF_DIR/site.toml "\$@"
+    # setpriv execs (no session process between): signals reach the gateway
+    # and its exit code comes back.
+    exec setpriv --reuid=$USER_NAME --regid=$USER_NAME --init-groups -- \
+        $PREFIX/.venv/bin/python supervisor.py --config $CONF_DIR/site.toml "\$@"
 fi
 exec $PREFIX/.venv/bin/python supervisor.py --config $CONF_DIR/site.toml "\$@"
 EOF
@@ -204,9 +209,9 @@ if [ "$live_systemd" = 0 ]; then
 fi
 
 if [ "$upgrade" = 1 ]; then
-    say "upgraded $PREFIX to $(cat "$PREFIX/VERSION"); store and configuration kept"
+    say "upgraded $PREFIX to wdn-gateway $(cat "$PREFIX/VERSION"); store and configuration kept"
 else
-    say "installed $(cat "$PREFIX/VERSION") into $PREFIX"
+    say "installed wdn-gateway $(cat "$PREFIX/VERSION") into $PREFIX"
 fi
 if [ "$config_ok" = 0 ]; then
     say "the configuration does not pass with this version: fix $CONF_DIR/site.toml, then"
