@@ -108,9 +108,9 @@ def run_service(config: object) -> int:
     except StoreError as exc:
         log.critical("cannot open the store at %s: %s", cfg.path, exc)
         return EXIT_FAILURE
+    outbox_max = config.upstream.outbox_max  # type: ignore[attr-defined]
     log.info("store at %s: map up to %d MB, room for about %.0f sensor-years of readings",
-             cfg.path, store.map_max_mb,
-             history_sensor_years(store.map_max_mb, config.upstream.outbox_max))  # type: ignore[attr-defined]
+             cfg.path, store.map_max_mb, history_sensor_years(store.map_max_mb, outbox_max))
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
