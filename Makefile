@@ -6,7 +6,7 @@ CONFIG ?= conf/site.toml
 STAMP := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: run test venv train-deps browser system-deps bench clean
+.PHONY: run test test-pi venv train-deps browser system-deps bench clean
 
 $(STAMP): setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ browser: system-deps
 
 test: $(TRAIN_STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# The Pi install proven in an emulated Debian bookworm root (not part of `make
+# test`: building the root takes minutes; it is cached under .cache/pi/). Root.
+ARCH ?= aarch64
+test-pi: $(STAMP)
+	nice -n 10 $(BIN)/python bench/pi_emulated.py --arch $(ARCH)
 
 clean:
 	rm -rf $(VENV) data

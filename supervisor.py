@@ -146,7 +146,7 @@ def _serve(config: object) -> int:
     from cli.store_repair import damaged_advice
     from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
-    from storage.store import Store, StoreDamagedError, StoreError
+    from storage.store import Store, StoreDamagedError, StoreError, history_sensor_years
 
     cfg = config.storage  # type: ignore[attr-defined]
     source = config.source  # type: ignore[attr-defined]
@@ -168,6 +168,9 @@ def _serve(config: object) -> int:
     except StoreError as exc:
         log.critical("%s", exc)  # the store's errors name the path already
         return EXIT_FAILURE
+    outbox_max = config.upstream.outbox_max  # type: ignore[attr-defined]
+    log.info("store at %s: map up to %d MB, room for about %.0f sensor-years of readings",
+             cfg.path, store.map_max_mb, history_sensor_years(store.map_max_mb, outbox_max))
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -23,7 +23,10 @@ include LMDB's mapped pages (page cache, dropped from the process every
 ``TRIM_EVERY_S`` by the Housekeeper; measured mid-replay they are many), so
 their share is reported at both points, with the growth without them; the heap
 (``RssAnon``) is reported at every tenth of the period: a leak grows it
-steadily, a high-water mark levels off. Prints the figures and, last, a JSON line.
+steadily, a high-water mark levels off. Bytes written to disk (``/proc/<pid>/io``
+``write_bytes``, what wears an SD card) per simulated day of the replay after
+warm-up, and per real day from ``--realtime-s`` of real time after catch-up.
+Prints the figures and, last, a JSON line.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import frames  # noqa: E402
 from core.simulator import Simulator, SimulatorSettings  # noqa: E402
 from actors.housekeeper import TRIM_EVERY_S  # noqa: E402
-from tests.faults.helpers import Site, mapped_store_mb, open_fds, rss_mb  # noqa: E402
+from tests.faults.helpers import Site, mapped_store_mb, open_fds, rss_mb, write_bytes  # noqa: E402
 from tests.harness import ROOT, TZ  # noqa: E402
 
+MB = 1024 * 1024
 CRASHABLE = ("detector", "night_flow", "predictor", "transmitter", "trainer", "housekeeper")
 KILL_AT = 0.1  # share of the period in event time when the service is killed
 # RSS and fds are taken as "start" this many simulated days in: after the first
@@ -116,6 +120,8 @@ def main() -> None:
     parser.add_argument("--crash", nargs="+", choices=CRASHABLE, default=list(CRASHABLE),
                         help="the actors crashed in turn (default: all but the reader)")
     parser.add_argument("--workdir", type=Path, help="keep the store and log here")
+    parser.add_argument("--realtime-s", type=float, default=300.0,
+                        help="seconds the disk writes are measured in real time, after catch-up")
     args = parser.parse_args()
 
     today = dt.datetime.now(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -140,6 +146,7 @@ def main() -> None:
         kill_at = None if args.no_kill else KILL_AT
         crashes, next_crash = 0, time.monotonic() + args.crash_every
         rss_start = fds_start = anon_start = store_pages_start = None
+        io_start = share_start = None
         anon_by_tenth: dict[int, float] = {}  # heap at each tenth of the period: growth or plateau
         try:
             while True:
@@ -154,6 +161,7 @@ def main() -> None:
                     rss_start, fds_start = rss_mb(site.pid), open_fds(site.pid)
                     anon_start = rss_mb(site.pid, "RssAnon")
                     store_pages_start = mapped_store_mb(site.pid)
+                    io_start, share_start = write_bytes(site.pid), share
                 if kill_at is None and int(share * 10) not in anon_by_tenth:
                     anon_by_tenth[int(share * 10)] = round(rss_mb(site.pid, "RssAnon"), 1)
                 if args.crash_every and time.monotonic() >= next_crash and share < 1:
@@ -167,7 +175,13 @@ def main() -> None:
                 time.sleep(0.5)
             # The last frames out, and a housekeeping round (the store's pages
             # leave the process's memory): the service at rest, in real time.
+            io_caught_up, share_end = write_bytes(site.pid), share
             time.sleep(TRIM_EVERY_S + 2.0)
+            # Disk writes in real time: one reading per sensor per minute, each its
+            # own commit (during the replay a commit takes hundreds).
+            io_real = write_bytes(site.pid)
+            time.sleep(args.realtime_s)
+            io_real = write_bytes(site.pid) - io_real
             rss_end, fds_end = rss_mb(site.pid), open_fds(site.pid)
             anon_end = rss_mb(site.pid, "RssAnon")
             store_pages_end = mapped_store_mb(site.pid)
@@ -216,6 +230,10 @@ def main() -> None:
         "rss_anon_start_mb": round(anon_start or 0, 1), "rss_anon_end_mb": round(anon_end, 1),
         "rss_anon_by_tenth_mb": [anon_by_tenth[k] for k in sorted(anon_by_tenth)],
         "fds_start": fds_start, "fds_end": fds_end, "exit": code,
+        "disk_mb_per_simulated_day": round(
+            (io_caught_up - (io_start or 0)) / MB
+            / max((share_end - (share_start or 0)) * args.days, 1e-9), 2),
+        "disk_mb_per_real_day": round(io_real / MB * 86_400 / args.realtime_s, 1),
     }
     print(f"{args.days} simulated days of {args.sensors} sensors with every simulator fault, "
           f"{crashes} injected actor crashes, {0 if args.no_kill else 1} kill -9, "
@@ -230,6 +248,9 @@ def main() -> None:
           f"(without them {result['rss_own_growth_pct']:+.1f} %); heap "
           f"{result['rss_anon_start_mb']} -> {result['rss_anon_end_mb']} MB; "
           f"open fds {fds_start} -> {fds_end}")
+    print(f"written to disk: {result['disk_mb_per_simulated_day']} MB per simulated day "
+          f"(replay), {result['disk_mb_per_real_day']} MB per day in real time "
+          f"(over {args.realtime_s:.0f} s)")
     print(json.dumps(result))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import csv
-import datetime as dt
 import json
 import shutil
 import sys
@@ -23,9 +22,10 @@ from zoneinfo import ZoneInfo
 from cli import arguments
 from cli.store_repair import damaged_advice
 from core.frames import UPSTREAM_REJECT
+from core.localtime import local_datetime
 from core.types import SensorId
 from storage.lock import holder
-from storage.store import Store, StoreDamagedError, StoreError
+from storage.store import Store, StoreDamagedError, StoreError, history_sensor_years
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
 MB = 1024 * 1024
@@ -42,7 +42,10 @@ def run(command: str, config: Any, args: Any, out: TextIO | None = None) -> int:
 
 def _run(command: str, config: Any, args: Any, out: TextIO) -> int:
     try:
-        store = Store(Path(config.storage.path), readonly=True)
+        # The site's map limit, so that status tells how full the store is against it.
+        store = Store(Path(config.storage.path), readonly=True,
+                      map_size_mb=config.storage.map_size_mb,
+                      map_max_mb=config.storage.map_max_mb)
     except StoreDamagedError:
         raise
     except StoreError as exc:
@@ -62,7 +65,7 @@ def _run(command: str, config: Any, args: Any, out: TextIO) -> int:
 
 def local_iso(t: float, tz: ZoneInfo) -> str:
     """ISO 8601 local time with its UTC offset, e.g. 2026-11-28T14:05:00+09:00."""
-    return dt.datetime.fromtimestamp(int(t), tz).isoformat()
+    return local_datetime(int(t), tz).isoformat()
 
 
 def detection_line(detection: dict[str, Any], tz: ZoneInfo,
@@ -97,8 +100,10 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
     last_flags = detector.get("last_flags", {})
     night_states = (store.consumer_state("night_flow") or {}).get("model", {})
     counters = store.counters()
+    room = history_sensor_years(store.map_max_mb, config.upstream.outbox_max)
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
-          f"{store.used_pct():.1f}% used", file=out)
+          f"{store.used_pct():.1f}% used of {store.map_max_mb} MB (room for about "
+          f"{room:.0f} sensor-years of readings)", file=out)
     print(disk_line(Path(config.storage.path), store.reserve_left()), file=out)
     print(f"arrivals {store.journal_head()}; detector at {store.offset('detector')}, "
           f"night flow at {store.offset('night_flow')}; outbox sent through "

@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core.forecast import weekly_medians
-from core.localtime import group_medians, local_seconds
+from core.localtime import group_medians, local_datetime, local_seconds
 from core.types import (
     STATUS_FLOW_FAULT,
     STATUS_PRESSURE_FAULT,
@@ -156,7 +156,7 @@ class PhysicalRange:
 def _slot_of_quarter(quarter: int, tz: ZoneInfo) -> int:
     # Every UTC offset in use is a multiple of 15 minutes, so all seconds of one
     # UTC quarter-hour share one local hour and weekday: cache per quarter.
-    local = datetime.datetime.fromtimestamp(quarter * 900, tz)
+    local = local_datetime(quarter * 900, tz)
     return local.hour + (SLOTS_PER_DAY if local.weekday() >= 5 else 0)
 
 

@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core.localtime import local_seconds
+from core.localtime import local_datetime, local_seconds
 from core.types import EpochSeconds, SensorId
 
 HORIZON_HOURS = 168
@@ -115,7 +115,8 @@ def hourly_means(time: np.ndarray, flow: np.ndarray, pressure: np.ndarray) -> Ho
     if time.size == 0:
         return HourlySeries(EpochSeconds(0), np.empty(0), np.empty(0))
     first = int(time.min()) // HOUR_S
-    index = time // HOUR_S - first
+    # np.bincount takes platform integers: int32 on a 32-bit Pi.
+    index = (time // HOUR_S - first).astype(np.intp)
     n = int(index.max()) + 1
     return HourlySeries(
         EpochSeconds(first * HOUR_S),
@@ -212,7 +213,7 @@ class Forecast:
         with an hour without forecast is NaN: the mean of part of a day (its
         nights only, say, in a site's first week) is not that day's mean.
         """
-        dates = [datetime.datetime.fromtimestamp(int(t), tz).date() for t in self.hour_times()]
+        dates = [local_datetime(int(t), tz).date() for t in self.hour_times()]
         first = dates[0]
         out = []
         for day in range(7):

@@ -54,10 +54,10 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from time import gmtime
 from zoneinfo import ZoneInfo
 
 from core.messages import fast_constructor, fast_init
+from core.localtime import local_datetime
 from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId
 
 MAX_LINE = 256
@@ -370,8 +370,11 @@ def parse_local_time(text: str, tz: ZoneInfo) -> EpochSeconds:
     return epoch  # type: ignore[return-value]  # EpochSeconds: NewType calls cost on the hot path
 
 
+_NAIVE_EPOCH = datetime.datetime(1970, 1, 1)
+
+
 def _utc_offset(t: int, tz: ZoneInfo) -> int:
-    offset = datetime.datetime.fromtimestamp(t, tz).utcoffset()
+    offset = local_datetime(t, tz).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 
@@ -407,8 +410,8 @@ def _format_local_time(t: int, tz: ZoneInfo) -> str:
     local_hour, within = divmod(local, 3600)
     prefix = _hour_prefixes.get(local_hour)
     if prefix is None:
-        tm = gmtime(local_hour * 3600)
-        prefix = f"{tm.tm_year:04d}{tm.tm_mon:02d}{tm.tm_mday:02d}{tm.tm_hour:02d}"
+        tm = _NAIVE_EPOCH + datetime.timedelta(hours=local_hour)  # no time_t (32-bit Pi)
+        prefix = f"{tm.year:04d}{tm.month:02d}{tm.day:02d}{tm.hour:02d}"
         _remember(_hour_prefixes, local_hour, prefix)
     minute, second = divmod(within, 60)
     return f"{prefix}{minute:02d}{second:02d}"

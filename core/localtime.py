@@ -14,10 +14,21 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 DAY_S = 86_400
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def local_datetime(t: float, tz: ZoneInfo) -> datetime.datetime:
+    """``datetime.fromtimestamp(t, tz)`` without the platform's ``time_t``.
+
+    32-bit Raspberry Pi OS (armhf bookworm) has a 32-bit ``time_t``, which ends in
+    January 2038: ``fromtimestamp`` raises there for later times, and a reading
+    from an RTU with a wrong clock may carry one.
+    """
+    return (_EPOCH + datetime.timedelta(seconds=float(t))).astimezone(tz)
 
 
 def _offset(t: int, tz: ZoneInfo) -> int:
-    offset = datetime.datetime.fromtimestamp(t, tz).utcoffset()
+    offset = local_datetime(t, tz).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 

@@ -17,7 +17,6 @@ flags as the lower-case method names that fired (``["system", "night"]``).
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core import frames
+from core.localtime import local_datetime
 from core.types import FLAG_NIGHT, FLAG_PREDICT, FLAG_SYSTEM, FLAG_VALUE
 
 __all__ = ["SAFE_SEGMENT", "Publication", "flag_names", "publication", "status_topic"]
@@ -62,7 +62,7 @@ def status_topic(prefix: str) -> str:
 
 
 def _iso(t: int, tz: ZoneInfo) -> str:
-    return datetime.datetime.fromtimestamp(t, tz).isoformat()
+    return local_datetime(t, tz).isoformat()
 
 
 def _fields(frame: frames.Frame, tz: ZoneInfo) -> tuple[str, dict[str, Any]]:

@@ -60,6 +60,7 @@ from zoneinfo import ZoneInfo
 
 
 from core.detection import AHEAD, JUMP, ClockGuard
+from core.localtime import local_datetime
 from core.messages import fast_init
 from core.types import (
     STATUS_COMM_ERROR,
@@ -139,7 +140,7 @@ class NightWindow:
         memo = _night_memo
         if memo is not None and memo[0] is self and memo[1] <= t < memo[2]:
             return memo[3]
-        today = datetime.datetime.fromtimestamp(t, self.tz).date()
+        today = local_datetime(t, self.tz).date()
         # Only the night starting today or (for a window crossing midnight) the one
         # that started yesterday can contain t.
         found = None
@@ -171,7 +172,7 @@ class NightWindow:
         for _ in range(_MAX_CLOCK_CHANGES):
             if t <= night_start:
                 break
-            local = datetime.datetime.fromtimestamp(t, self.tz)
+            local = local_datetime(t, self.tz)
             wall = local.replace(tzinfo=None)
             aligned = origin + ((wall - origin) // step) * step
             # Where the clock showed `aligned`, if the offset did not change since.
@@ -262,11 +263,11 @@ def _bounds(window: NightWindow, night: datetime.date) -> tuple[EpochSeconds, Ep
 
 def _wall(t: int, tz: ZoneInfo) -> datetime.datetime:
     """Naive local wall-clock time of UTC epoch ``t``."""
-    return datetime.datetime.fromtimestamp(t, tz).replace(tzinfo=None)
+    return local_datetime(t, tz).replace(tzinfo=None)
 
 
 def _utcoffset(t: int, tz: ZoneInfo) -> datetime.timedelta | None:
-    return datetime.datetime.fromtimestamp(t, tz).utcoffset()
+    return local_datetime(t, tz).utcoffset()
 
 
 def _first_instant_at(wall: datetime.datetime, tz: ZoneInfo) -> EpochSeconds:

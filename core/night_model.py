@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from core.day_kind import FALLBACK, DayKind, HolidayCalendar
+from core.localtime import local_datetime
 from core.night_flow import NightSummary, NightWindow
 
 MAD_TO_SIGMA = 1.4826
@@ -538,8 +539,8 @@ class NightModel:
         tz = self.window.tz
         # The MNF falls in the morning the window ends on; the day's mean is of
         # the 24 hours before the end, mostly the date half a day before it.
-        morning = dt.datetime.fromtimestamp(end, tz).date()
-        day = dt.datetime.fromtimestamp(end - 12 * 3600, tz).date()
+        morning = local_datetime(end, tz).date()
+        day = local_datetime(end - 12 * 3600, tz).date()
         state = self.sensors.setdefault(summary.sensor, SensorNights())
         return judge(state, self.settings, NightInput(
             summary.night, self.calendar.kind(morning), summary.mnf, summary.day_mean,

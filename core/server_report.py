@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.localtime import local_datetime
 from core.messages import fast_init
 from core.types import FLAG_SYSTEM, EpochSeconds, SensorId
 
@@ -64,7 +64,7 @@ _hour_offsets: dict[ZoneInfo, dict[int, int | None]] = {}
 
 
 def _utc_offset(t: int, tz: ZoneInfo) -> int:
-    offset = datetime.fromtimestamp(t, timezone.utc).astimezone(tz).utcoffset()
+    offset = local_datetime(t, tz).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 

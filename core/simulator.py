@@ -66,6 +66,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from core import frames
+from core.localtime import local_datetime
 from core.types import EpochSeconds, Reading, SensorId, sensor_id
 
 FAULT_KINDS = (
@@ -240,7 +241,7 @@ def clean_flow(sensor: int, t: EpochSeconds, tz: ZoneInfo | str,
                holidays: frozenset[dt.date] = frozenset()) -> float:
     """Noise-free flow (m3/h) of ``sensor`` at ``t``: the shape without faults or leak."""
     profile = sensor_profile(sensor)
-    local = dt.datetime.fromtimestamp(t, _zone(tz))
+    local = local_datetime(t, _zone(tz))
     hours = local.hour + local.minute / 60 + local.second / 3600
     shape = _day_shape(hours - profile.shift_h, day_kind(local.date(), holidays),
                        profile.night_fraction)
@@ -690,7 +691,7 @@ class Simulator:
     # -- local calendar ---------------------------------------------------------------
 
     def _date_of(self, t: int) -> dt.date:
-        return dt.datetime.fromtimestamp(t, self.tz).date()
+        return local_datetime(t, self.tz).date()
 
     def _day_of(self, t: int) -> int:
         return self._date_of(t).toordinal() - _EPOCH_ORDINAL
@@ -771,7 +772,7 @@ def _nullable(values: np.ndarray) -> list[float | None]:
 
 
 def _offset(t: int, tz: ZoneInfo) -> int:
-    offset = dt.datetime.fromtimestamp(t, tz).utcoffset()
+    offset = local_datetime(t, tz).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 
@@ -781,6 +782,6 @@ def _timestamp(local: dt.datetime) -> EpochSeconds:
 
 def default_start(tz: ZoneInfo, now: float) -> EpochSeconds:
     """Local midnight ``DEFAULT_START_DAYS_BACK`` days before ``now``."""
-    date = dt.datetime.fromtimestamp(now, tz).date() - dt.timedelta(days=DEFAULT_START_DAYS_BACK)
+    date = local_datetime(now, tz).date() - dt.timedelta(days=DEFAULT_START_DAYS_BACK)
     return _timestamp(dt.datetime.combine(date, dt.time(0), tz))
 

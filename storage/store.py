@@ -72,6 +72,27 @@ OUTBOX_SENDER = "transmitter"
 # The MQTT uplink's cursor: every frame up to it has the broker's PUBACK.
 OUTBOX_PUBLISHER = "mqtt"
 
+# LMDB maps the whole store into the process. A 32-bit process (armhf) has 2-3 GB
+# of address space, shared with Python, numpy and every thread's stack, so a
+# larger map fails to open or to grow there: the map is held to this.
+MAP_MAX_32BIT_MB = 1024
+POINTER_BITS = struct.calcsize("P") * 8
+# Store space a sensor-year takes (readings with their night blocks and
+# detections), and a full outbox per 100,000 frames; README "A full disk".
+MB_PER_SENSOR_YEAR = 25
+OUTBOX_MB_PER_100K_FRAMES = 20
+
+
+def map_limit_mb(map_max_mb: int, pointer_bits: int = POINTER_BITS) -> int:
+    """The largest map this process can hold: ``map_max_mb``, held to 1 GB on 32 bits."""
+    return min(map_max_mb, MAP_MAX_32BIT_MB) if pointer_bits < 64 else map_max_mb
+
+
+def history_sensor_years(map_mb: int, outbox_max: int) -> float:
+    """Sensor-years of readings a map of ``map_mb`` holds beside a full outbox."""
+    outbox_mb = OUTBOX_MB_PER_100K_FRAMES * outbox_max / 100_000
+    return max(0.0, (map_mb - outbox_mb) / MB_PER_SENSOR_YEAR)
+
 _DB_NAMES = (
     "readings", "journal", "detections", "night_blocks", "docs", "outbox", "rejects", "meta",
 )
@@ -360,8 +381,19 @@ def _append(txn: lmdb.Transaction, db: Any, key: bytes, value: bytes) -> None:
         raise StoreError(f"sequence key {key.hex()} is not past the end of its database")
 
 
-def _full_error(exc: lmdb.Error, path: Path) -> StoreFullError | None:
+def _errno_of(exc: lmdb.Error) -> int | None:
     code = getattr(exc, "code", None)
+    if code is None:
+        # py-lmdb 1.4 (Debian bookworm's, used on armhf) gives an errno failure
+        # no code, only its text: "mdb_txn_commit: File too large".
+        text = str(exc)
+        code = next((e for e in (*_FULL_ERRNOS, errno.EIO) if text.endswith(os.strerror(e))),
+                    None)
+    return code
+
+
+def _full_error(exc: lmdb.Error, path: Path) -> StoreFullError | None:
+    code = _errno_of(exc)
     if isinstance(exc, lmdb.DiskError) or code in _FULL_ERRNOS:
         why = "file size limit reached" if code == errno.EFBIG else "disk full"
     elif code == errno.EIO:
@@ -1283,6 +1315,11 @@ class Store:
         self.readonly = readonly
         if map_size_mb < 1 or map_max_mb < map_size_mb:
             raise ValueError(f"need 1 <= map_size_mb ({map_size_mb}) <= map_max_mb ({map_max_mb})")
+        limit = map_limit_mb(map_max_mb, POINTER_BITS)
+        if limit < map_max_mb and not readonly:
+            log.warning("store at %s: a %d-bit process cannot map %d MB: map_max_mb held to %d MB",
+                        path, POINTER_BITS, map_max_mb, limit)
+        map_max_mb, map_size_mb = limit, min(map_size_mb, limit)
         self._max_bytes = map_max_mb * MB
         self._rejects_max = rejects_max
         self._outbox_max = outbox_max
@@ -1601,6 +1638,11 @@ class Store:
         except OSError:
             return 0
         return max(0, length - (int(info["last_pgno"]) + 1) * psize)
+
+    @property
+    def map_max_mb(self) -> int:
+        """The most the map may grow to here (``map_max_mb``, held to 1 GB on 32 bits)."""
+        return self._max_bytes // MB
 
     def map_size_mb(self) -> float:
         """The current map size (it grows by doubling up to ``map_max_mb``)."""

@@ -42,6 +42,7 @@ from core.config import (
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "conf" / "site.toml"
 RS485 = ROOT / "conf" / "examples" / "rs485-site.toml"
+PI = ROOT / "conf" / "pi.toml"
 
 ALL_SETTINGS = [(section.name, s) for section in SCHEMA for s in section.settings]
 STABLE_KEYS = [
@@ -88,6 +89,32 @@ def test_shipped_site_toml_lists_every_key_at_its_default() -> None:
     assert shipped.web.listen == "127.0.0.1:8080" and defaults.web.listen == ""
     # The demo names its own history; a new site has none unless it names one.
     assert shipped.criteria.initial_data == "conf/initial_data.csv"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf").rglob("*.toml")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    load_config(path)
+
+
+def test_pi_example_uses_the_pis_devices_and_the_installed_paths() -> None:
+    config = load_config(PI)
+    assert config.serial.port == "/dev/ttyUSB0"
+    assert config.upstream.port == "/dev/serial0"
+    assert config.storage.path == "/var/lib/wdn-gateway/site.lmdb"
+    assert config.storage.map_max_mb <= 1024  # what a 32-bit Pi can map
+    assert config.criteria.initial_data == ""  # the site's own history, if any, is added
+    assert config.train.nice > default_config().train.nice
+    text = PI.read_text()
+    # The 1 GB Pi's and the no-training settings are commented alternatives: each
+    # one, uncommented, must be valid too.
+    alternatives = [line.strip()[1:].strip() for line in text.splitlines()
+                    if line.strip().startswith("#   ") and " = " in line]
+    assert len(alternatives) == 5
+    document = tomllib.loads(text)
+    for line in alternatives:
+        document["train"].update(tomllib.loads(line))
+    assert parse_config(document).train.min_days == 3650
 
 
 def test_rs485_example_parses_with_real_devices() -> None:

@@ -32,6 +32,7 @@ from core.frames import (
     format_value,
     parse_local_time,
 )
+from core.localtime import local_datetime
 from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, sensor_id
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -409,7 +410,7 @@ def test_parse_local_time_matches_datetime(text: str, tz: ZoneInfo) -> None:
 @given(st.integers(0, EPOCH_2100), st.sampled_from(ZONES))
 @FAST
 def test_format_local_time_matches_datetime(t: int, tz: ZoneInfo) -> None:
-    expected = datetime.fromtimestamp(t, tz).strftime("%Y%m%d%H%M%S")
+    expected = local_datetime(t, tz).strftime("%Y%m%d%H%M%S")
     assert format_local_time(EpochSeconds(t), tz) == expected
 
 
@@ -418,7 +419,7 @@ def test_format_local_time_matches_datetime(t: int, tz: ZoneInfo) -> None:
 def test_local_time_round_trip(t: int, tz: ZoneInfo) -> None:
     text = format_local_time(EpochSeconds(t), tz)
     back = parse_local_time(text, tz)
-    if datetime.fromtimestamp(t, tz).fold == 0:
+    if local_datetime(t, tz).fold == 0:
         assert back == t
     else:  # second occurrence of an ambiguous wall time: fold=0 is the earlier instant
         assert back < t and format_local_time(EpochSeconds(back), tz) == text
@@ -521,7 +522,7 @@ def test_encode_decode_round_trip(frame: frames.Frame) -> None:
 def test_reading_round_trip_in_zones_with_dst(reading: Reading, tz: ZoneInfo) -> None:
     decoded = decode_reading(encode(reading, tz), tz)
     assert isinstance(decoded, Reading)
-    local_fold = datetime.fromtimestamp(reading.time, tz).fold
+    local_fold = local_datetime(reading.time, tz).fold
     if local_fold == 0:
         assert decoded == reading
     else:  # the repeated hour reads back as its first occurrence

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.localtime import group_medians, local_seconds, utc_offsets
+from core.localtime import group_medians, local_datetime, local_seconds, utc_offsets
 
 ZONES = [ZoneInfo("Asia/Seoul"), ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"),
          ZoneInfo("Australia/Lord_Howe")]  # the last one shifts by 30 minutes
@@ -46,3 +46,26 @@ def test_group_medians_match_numpy_per_group(pairs):
             assert np.isclose(medians[g], np.median(mine), rtol=1e-12, atol=1e-9)
         else:
             assert np.isnan(medians[g])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(0, 4_102_444_800),  # to 2100, past a 32-bit time_t's 2038
+                 st.integers(2_147_483_647 - 86_400, 2_147_483_647 + 86_400)),
+       st.sampled_from(ZONES))
+def test_local_datetime_is_fromtimestamp_without_time_t(t: int, tz: ZoneInfo) -> None:
+    # fromtimestamp is the reference where the platform's time_t reaches (all of
+    # it on 64 bits); on a 32-bit Pi it raises past 2038-01-19.
+    ours = local_datetime(t, tz)
+    try:
+        reference = datetime.datetime.fromtimestamp(t, tz)
+    except OverflowError:
+        return
+    assert ours == reference and ours.utcoffset() == reference.utcoffset()
+    assert (ours.replace(tzinfo=None), ours.fold) == (reference.replace(tzinfo=None),
+                                                       reference.fold)
+
+
+def test_local_datetime_goes_past_2038() -> None:
+    # One hour past the last second of a 32-bit time_t, in Seoul (UTC+9).
+    assert local_datetime(2**31 - 1 + 3600, ZONES[0]) == datetime.datetime(
+        2038, 1, 19, 13, 14, 7, tzinfo=ZONES[0])

@@ -138,6 +138,8 @@ def test_scripted_stream_end_to_end(tmp_path, ports):
         # Without ACK every frame was sent: nothing the outbox bound removed is lost.
         assert "outbox dropped: 0 never sent" in status.stdout, status.stdout
         assert "003:" in status.stdout
+        # The map limit and the history it holds (default 1024 MB, outbox 100,000 frames).
+        assert "% used of 1024 MB (room for about 40 sensor-years of readings)" in status.stdout
 
         export = run_cli(config, "export", "readings", "--sensor", "002")
         rows = export.stdout.splitlines()
@@ -149,6 +151,7 @@ def test_scripted_stream_end_to_end(tmp_path, ports):
     log = service.log()
     assert code == 0, log
     assert "stopped (exit 0)" in log
+    assert "map up to 1024 MB, room for about 40 sensor-years of readings" in log
 
 
 def _frames(upstream: PeerServer) -> list[object]:

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import storage.store as store_module
 from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
 from storage.store import (
     OUTBOX_SENDER,
@@ -28,6 +29,8 @@ from storage.store import (
     StoreError,
     StoreFullError,
     WriteBatch,
+    history_sensor_years,
+    map_limit_mb,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -766,3 +769,32 @@ def test_the_outbox_bound_counts_what_each_uplink_lost(tmp_path) -> None:
         assert counters["outbox_dropped"] == 50
         assert counters.get("outbox_dropped_unsent", 0) == 0  # serial sent through 60
         assert counters["outbox_dropped_unpublished"] == 20  # the broker had 1..30
+
+
+# -- 32-bit address space ------------------------------------------------------------
+
+
+def test_a_32_bit_process_holds_the_map_to_1_gb() -> None:
+    assert map_limit_mb(4096, pointer_bits=32) == 1024
+    assert map_limit_mb(512, pointer_bits=32) == 512
+    assert map_limit_mb(4096, pointer_bits=64) == 4096
+
+
+def test_history_a_map_holds_beside_a_full_outbox() -> None:
+    # 25 MB per sensor-year, 20 MB per 100,000 outbox frames (README "A full disk").
+    assert history_sensor_years(1024, 100_000) == pytest.approx(40.16)
+    assert history_sensor_years(1024, 1_000_000) == pytest.approx(32.96)
+    assert history_sensor_years(10, 100_000) == 0.0
+
+
+def test_a_32_bit_store_opens_with_a_map_that_fits(tmp_path: Path, monkeypatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # Only the pointer width is pretended; the armhf run of `make test-pi` proves the rest.
+    monkeypatch.setattr(store_module, "POINTER_BITS", 32)
+    with caplog.at_level(logging.WARNING, logger="storage.store"):
+        store = Store(tmp_path, map_size_mb=2048, map_max_mb=4096, sync=False)
+    with store:
+        assert store.map_max_mb == 1024 and store.map_size_mb() == 1024
+        store.ingest(minutes(S1, 0, 100))
+        assert 0 < store.used_pct() < 1
+    assert "cannot map 4096 MB: map_max_mb held to 1024 MB" in caplog.text

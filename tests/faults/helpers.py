@@ -234,6 +234,15 @@ def rss_mb(pid: int, kind: str = "VmRSS") -> float:
     raise ValueError(f"no {kind} for {pid}")
 
 
+def write_bytes(pid: int) -> int:
+    """Bytes the process has caused to be written to the disk (``/proc/<pid>/io``):
+    what wears an SD card, page cache written back and fsyncs included."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise ValueError(f"no write_bytes for {pid}")
+
+
 def mapped_store_mb(pid: int) -> float:
     """Resident pages of the process's mappings of an LMDB data file, in MB.
 
