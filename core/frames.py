@@ -760,7 +760,7 @@ def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
     """
     seq, sensor = frame.seq, frame.sensor
     flow_flags, pressure_flags = frame.flow_flags, frame.pressure_flags
-    if not 0 <= seq < _COUNT_LIMIT:
+    if not 0 <= seq <= MAX_SEQ:
         _check_seq(seq)
     if type(sensor) is not str or sensor not in _SENSOR_IDS:
         _check_sensor(sensor)
