@@ -1239,7 +1239,7 @@ class WriteBatch(ReadView):
         released = 0
         while found:
             key = cursor.key()
-            if _SEQ.unpack(key)[0] > seq:
+            if not key or _SEQ.unpack(key)[0] > seq:  # b"": deleted the last one
                 break
             rec = _unpack(cursor.value())
             if len(rec) > 4 and rec[4]:

@@ -747,6 +747,10 @@ def test_a_frame_leaves_the_outbox_only_when_both_uplinks_have_it(tmp_path) -> N
         assert [e.seq for e in store.outbox(limit=10)] == [4, 5]
         store.transact(lambda b: b.acknowledge_outbox(4))
         assert [e.seq for e in store.outbox(limit=10)] == [5]
+        # The last frame of the outbox, acknowledged, then published: gone too.
+        store.transact(lambda b: b.acknowledge_outbox(5))
+        store.transact(lambda b: (b.set_offset("mqtt", 5), b.release_published_through(5, 4)))
+        assert store.outbox(limit=10) == []
 
 
 def test_without_the_mqtt_uplink_an_ack_removes_the_frame(tmp_path) -> None:
