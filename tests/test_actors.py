@@ -316,3 +316,24 @@ def test_injected_crash_reports_and_stops_the_actor(harness, store):
     wait_for(lambda: harness.crashes)
     assert harness.crashes[0][0] == "detector"
     assert str(harness.crashes[0][1]) == "test"
+
+
+def test_first_store_criteria_come_when_the_store_holds_min_days(harness, store, tmp_path):
+    # T0 is 01:00 UTC: a check once per UTC day would wait for the next midnight.
+    harness.context.config = make_config(tmp_path, criteria={"min_days": 7})
+    harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    seven_days = 7 * 1440
+
+    def flows(first: int, last: int) -> list[Reading]:
+        return [reading(m, flow=10.0 + 5.0 * np.sin(m / 1440 * 2 * np.pi))
+                for m in range(first, last, 5)]
+
+    harness.tell(detector, commit(store, flows(0, seven_days)))
+    harness.ask(detector, messages.Ping())
+    assert store.doc("criteria", "001/current") is None, "built before min_days"
+    harness.tell(detector, commit(store, flows(seven_days, seven_days + 60)))
+    harness.ask(detector, messages.Ping())
+    built = store.doc("criteria", "001/current")
+    assert built is not None, "no criteria at min_days"
+    assert built["source"] == "store" and built["days"] == pytest.approx(7.0, abs=1 / 24)
