@@ -15,7 +15,7 @@ from actors.base import ActorContext, JournalConsumer
 from core.messages import NightClosed
 from core.night_flow import NightSummary, NightWindow
 from core.night_model import NightVerdict
-from core.replay import JudgedNight, NightEngine, night_window
+from core.replay import REPAIR_DOC, JudgedNight, NightEngine, night_window
 from core.types import StoredReading
 
 CONSUMER = "night_flow"
@@ -41,11 +41,15 @@ class NightFlow(JournalConsumer):
         # The gateway clock, as the Detector judges clock_ahead: a reading stamped
         # ahead of it must not close a night early.
         now = int(self.context.clock())
+        # Repairs the operator recorded (the repaired command) and not yet applied.
+        for _, record in self.store.docs(REPAIR_DOC, where=lambda r: r.get("applied") is None):
+            self.engine.schedule_repair(record)
         for stored in batch:
             closed_blocks, closed_nights = self.engine.add(stored.reading, now)
             blocks += closed_blocks
             judged += closed_nights
         verdicts = [(j.summary, j.verdict) for j in judged]
+        repairs = self.engine.applied_repairs()
         state = self.engine.state()
         offset = batch[-1].arrival
 
@@ -55,10 +59,16 @@ class NightFlow(JournalConsumer):
             for summary, verdict in verdicts:
                 b.put_doc("night", f"{summary.sensor}/{summary.night.isoformat()}",
                           night_record(summary, verdict, self.window))
+            for record in repairs:
+                b.put_doc(REPAIR_DOC, record["key"], record)
             b.set_offset(CONSUMER, offset, state)
 
         self.store.transact(write)
         self.offset = offset
+        for record in repairs:
+            self.log.info("sensor %s: repair applied (%s); NIGHT evidence restarts",
+                          record["sensor"], "NIGHT cleared" if record["was_raised"]
+                          else "NIGHT was not raised")
         for summary, verdict in verdicts:
             if verdict is not None:
                 if verdict.outcome == "leak":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.config import Config, parse_config
-from core.replay import NightEngine, replay_nights
+from core.replay import NightEngine, repair_record, replay_nights
 from core.types import EpochSeconds, Reading, SensorId
 
 SENSOR = SensorId("001")
@@ -21,16 +21,17 @@ def config() -> Config:
     return parse_config({"criteria": {"initial_data": ""}}, source="<test>")
 
 
-def readings(days: int, seed: int, leak: float = 0.0) -> list[Reading]:
+def readings(days: int, seed: int, leak: float = 0.0,
+             until_day: int | None = None) -> list[Reading]:
     """One reading a minute (Seoul): a daily cycle around 10 m3/h at night, noise, and
-    from LEAK_DAY's noon on a steady ``leak`` (m3/h)."""
+    from LEAK_DAY's noon on a steady ``leak`` (m3/h), until ``until_day``'s noon."""
     rng = np.random.default_rng(seed)
     start = int(TZ_START.timestamp())
     out = []
     for i in range(days * 1440):
         hour = (i % 1440) / 60
         flow = 10.0 + 8.0 * max(0.0, math.sin(math.pi * (hour - 6) / 16)) + rng.normal(0, 0.3)
-        if i >= (LEAK_DAY * 24 + 12) * 60:
+        if (LEAK_DAY * 24 + 12) * 60 <= i < ((until_day or days) * 24 + 12) * 60:
             flow += leak
         out.append(Reading(SENSOR, EpochSeconds(start + 60 * i), flow, 4.0))
     return out
@@ -74,3 +75,25 @@ def test_no_verdict_while_learning_and_none_on_clean_readings() -> None:
     outcomes = [j.verdict.outcome for j in judged if j.verdict is not None]
     assert outcomes[:7] == ["learning"] * 7
     assert outcomes[7:] and all(o == "normal" for o in outcomes[7:])
+
+
+def test_a_repair_clears_night_from_the_first_night_after_its_event_time() -> None:
+    fixed = LEAK_DAY + 1  # fixed at noon on Thursday the 12th: that night (a weekday's) is clean
+    data = readings(18, seed=3, leak=4.0, until_day=fixed)
+    noon = int(TZ_START.timestamp()) + (fixed * 24 + 12) * 3600
+    night_of = (TZ_START.date() + dt.timedelta(fixed)).isoformat()
+
+    def by_night(repairs: list) -> dict[str, tuple[bool | None, str | None]]:
+        return {j.summary.night.isoformat(): (j.flagged, j.verdict and j.verdict.outcome)
+                for j in replay_nights(config(), data, repairs)}
+
+    left = by_night([])
+    repaired = by_night([repair_record(SENSOR, noon, noon + 600.0)])
+    leak_night = (TZ_START.date() + dt.timedelta(LEAK_DAY)).isoformat()
+    assert left[leak_night] == repaired[leak_night] == (True, "leak")
+    # Left alone, NIGHT waits for clear_nights clean nights; repaired, it is gone at once.
+    assert left[night_of] == (True, "held")
+    assert repaired[night_of] == (False, "normal")
+    # The nights before the repair's event time are judged as they were.
+    assert {n: v for n, v in repaired.items() if n < night_of} == \
+        {n: v for n, v in left.items() if n < night_of}
