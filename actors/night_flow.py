@@ -9,6 +9,7 @@ told.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from actors.base import ActorContext, JournalConsumer
@@ -19,6 +20,7 @@ from core.replay import REPAIR_DOC, JudgedNight, NightEngine, night_window
 from core.types import StoredReading
 
 CONSUMER = "night_flow"
+REPAIR_POLL_S = 5.0
 
 
 class NightFlow(JournalConsumer):
@@ -29,6 +31,7 @@ class NightFlow(JournalConsumer):
         super().__init__(context)
         self.window = night_window(self.config)
         self.engine: NightEngine | None = None
+        self._repairs_read = -REPAIR_POLL_S
 
     def on_start(self) -> None:
         self.engine = NightEngine(self.config, self.store.consumer_state(CONSUMER))
@@ -41,9 +44,13 @@ class NightFlow(JournalConsumer):
         # The gateway clock, as the Detector judges clock_ahead: a reading stamped
         # ahead of it must not close a night early.
         now = int(self.context.clock())
-        # Repairs the operator recorded (the repaired command) and not yet applied.
-        for _, record in self.store.docs(REPAIR_DOC, where=lambda r: r.get("applied") is None):
-            self.engine.schedule_repair(record)
+        # Repairs the operator recorded (the repaired command) and not yet applied;
+        # looked for every few seconds, not per batch (an operator's pace).
+        if time.monotonic() - self._repairs_read >= REPAIR_POLL_S:
+            self._repairs_read = time.monotonic()
+            for _, record in self.store.docs(REPAIR_DOC,
+                                             where=lambda r: r.get("applied") is None):
+                self.engine.schedule_repair(record)
         for stored in batch:
             closed_blocks, closed_nights = self.engine.add(stored.reading, now)
             blocks += closed_blocks
