@@ -5,8 +5,9 @@ error, before a port is opened), takes the store's service lock (exit 2 when
 another service holds it), opens the store, starts the actor tree and
 supervises it until SIGTERM/SIGINT. A damaged store stops it with exit 3,
 which systemd does not restart. The operator commands (``status``,
-``export``, ``forecast``, ``train``) work while the service runs: they read the
-store through read-only transactions; ``check-store`` and ``recover-store``
+``export``, ``forecast``, ``train``, ``repaired``) work while the service runs:
+they read the store through read-only transactions (``train`` and ``repaired``
+add one small write, which LMDB orders with the service's); ``check-store`` and ``recover-store``
 refuse to run beside it.
 """
 
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
     train = commands.add_parser("train", help="train the forecasting models now")
     train.add_argument("--sensor", type=sensor_arg, help="sensor id, e.g. 001")
+    repaired = commands.add_parser(
+        "repaired", help="record that a sensor's leak was repaired: NIGHT clears and its "
+        "evidence restarts (works beside the service)")
+    repaired.add_argument("--sensor", type=sensor_arg, required=True,
+                          help="sensor id, e.g. 001")
     commands.add_parser("check-store", help="check every record of the store (service stopped)")
     commands.add_parser("recover-store", help="copy what can be read of a damaged store into a "
                         "fresh one, keep the damaged one aside (service stopped)")

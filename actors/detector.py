@@ -186,9 +186,12 @@ class Detector(JournalConsumer):
         assert self.monitor is not None
         for sensor in sensors:
             newest = self.monitor.last_seen.get(sensor)
-            if newest is None or self._checked_day.get(sensor) == newest // DAY_S:
+            if newest is None:
                 continue
-            self._checked_day[sensor] = newest // DAY_S
+            day = criteria_logic.schedule_day(self._first_seen(sensor, newest), newest)
+            if self._checked_day.get(sensor) == day:
+                continue
+            self._checked_day[sensor] = day
             reason = criteria_logic.rebuild_reason(
                 self.criteria.get(sensor), store_days=self._store_days(sensor, newest),
                 newest=EpochSeconds(newest), min_days=self.config.criteria.min_days,
@@ -197,12 +200,15 @@ class Detector(JournalConsumer):
             if reason:
                 self._build_criteria(sensor, reason)
 
-    def _store_days(self, sensor: SensorId, newest: int) -> float:
+    def _first_seen(self, sensor: SensorId, newest: int) -> int:
         first = self._first_time.get(sensor)
         if first is None:
             oldest = self.store.first_reading(sensor)
             first = self._first_time[sensor] = oldest.time if oldest else newest
-        return (newest - first) / DAY_S
+        return first
+
+    def _store_days(self, sensor: SensorId, newest: int) -> float:
+        return (newest - self._first_seen(sensor, newest)) / DAY_S
 
     def _build_criteria(self, sensor: SensorId, reason: str) -> None:
         assert self.monitor is not None

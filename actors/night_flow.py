@@ -9,15 +9,18 @@ told.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from actors.base import ActorContext, JournalConsumer
 from core.messages import NightClosed
-from core.night_flow import NightFlowAggregator, NightSummary, NightWindow
-from core.night_model import NightModel, NightVerdict
+from core.night_flow import NightSummary, NightWindow
+from core.night_model import NightVerdict
+from core.replay import REPAIR_DOC, JudgedNight, NightEngine, night_window
 from core.types import StoredReading
 
 CONSUMER = "night_flow"
+REPAIR_POLL_S = 5.0
 
 
 class NightFlow(JournalConsumer):
@@ -26,36 +29,35 @@ class NightFlow(JournalConsumer):
 
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
-        night = self.config.night
-        self.window = NightWindow(
-            start=night.start, end=night.end, tz=self.config.site.tz,
-            block_minutes=night.block_minutes, min_readings=night.min_readings,
-        )
-        self.aggregator: NightFlowAggregator | None = None
-        self.model: NightModel | None = None
+        self.window = night_window(self.config)
+        self.engine: NightEngine | None = None
+        self._repairs_read = -REPAIR_POLL_S
 
     def on_start(self) -> None:
-        state = self.store.consumer_state(CONSUMER) or {}
-        self.aggregator = NightFlowAggregator(
-            self.window, state or None,
-            clock_ahead_s=self.config.system.clock_ahead_minutes * 60)
-        self.model = NightModel.from_config(self.config, self.window, state.get("model"))
+        self.engine = NightEngine(self.config, self.store.consumer_state(CONSUMER))
         super().on_start()
 
     def process(self, batch: list[StoredReading]) -> None:
-        assert self.aggregator is not None and self.model is not None
+        assert self.engine is not None
         blocks = []
-        summaries: list[NightSummary] = []
+        judged: list[JudgedNight] = []
         # The gateway clock, as the Detector judges clock_ahead: a reading stamped
         # ahead of it must not close a night early.
         now = int(self.context.clock())
+        # Repairs the operator recorded (the repaired command) and not yet applied;
+        # looked for every few seconds, not per batch (an operator's pace).
+        if time.monotonic() - self._repairs_read >= REPAIR_POLL_S:
+            self._repairs_read = time.monotonic()
+            for _, record in self.store.docs(REPAIR_DOC,
+                                             where=lambda r: r.get("applied") is None):
+                self.engine.schedule_repair(record)
         for stored in batch:
-            closed_blocks, closed_nights = self.aggregator.add(stored.reading, now)
+            closed_blocks, closed_nights = self.engine.add(stored.reading, now)
             blocks += closed_blocks
-            summaries += closed_nights
-        verdicts = [(s, self.model.judge(s)) for s in summaries]
-        # The aggregator's state with the model's beside it (older states lack it).
-        state = {**self.aggregator.state(), "model": self.model.state()}
+            judged += closed_nights
+        verdicts = [(j.summary, j.verdict) for j in judged]
+        repairs = self.engine.applied_repairs()
+        state = self.engine.state()
         offset = batch[-1].arrival
 
         def write(b: Any) -> None:
@@ -64,10 +66,16 @@ class NightFlow(JournalConsumer):
             for summary, verdict in verdicts:
                 b.put_doc("night", f"{summary.sensor}/{summary.night.isoformat()}",
                           night_record(summary, verdict, self.window))
+            for record in repairs:
+                b.put_doc(REPAIR_DOC, record["key"], record)
             b.set_offset(CONSUMER, offset, state)
 
         self.store.transact(write)
         self.offset = offset
+        for record in repairs:
+            self.log.info("sensor %s: repair applied (%s); NIGHT evidence restarts",
+                          record["sensor"], "NIGHT cleared" if record["was_raised"]
+                          else "NIGHT was not raised")
         for summary, verdict in verdicts:
             if verdict is not None:
                 if verdict.outcome == "leak":

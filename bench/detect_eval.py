@@ -17,11 +17,10 @@ actors, no LMDB), wired as the actors wire it (:class:`OfflineSite`):
   a week earlier) from the hourly means of the stored readings, handed to the
   Detector at once; PREDICT's band is the forecast's or else the criteria's
   residual band.
-* **NightFlow** (``actors/night_flow.py``): every stored reading into
-  :class:`core.night_flow.NightFlowAggregator` with ``now`` = its arrival minute
-  (as the Detector: a clock-fault stamp closes no night); each closed night judged by
-  :class:`core.night_model.NightModel`, the verdict carried by the Detector from
-  the night's end on.
+* **NightFlow** (``actors/night_flow.py``): every stored reading into the
+  actor's own engine, :class:`core.replay.NightEngine` (night blocks and the NIGHT
+  model), with ``now`` = its arrival minute (as the Detector: a clock-fault stamp
+  closes no night); the verdict carried by the Detector from the night's end on.
 * **Store**: first write wins per (sensor, time), so duplicates never reach
   detection; garbled lines never get past the reader. Both are ingest matters,
   not detection classes, and are left out of recall.
@@ -87,8 +86,7 @@ from core.config import Config, default_config, load_config  # noqa: E402
 from core.criteria import InitialData, SensorCriteria  # noqa: E402
 from core.detection import Expectation  # noqa: E402
 from core.monitor import Outcome, SiteMonitor  # noqa: E402
-from core.night_flow import NightFlowAggregator, NightSummary, NightWindow  # noqa: E402
-from core.night_model import NightModel  # noqa: E402
+from core.replay import JudgedNight, NightEngine  # noqa: E402
 from core.simulator import FAULT_KINDS, Episode, Simulator, SimulatorSettings  # noqa: E402
 from core.types import (  # noqa: E402
     FLAG_NIGHT, FLAG_PREDICT, FLAG_SYSTEM, FLAG_VALUE, EpochSeconds, Reading, SensorId,
@@ -221,13 +219,9 @@ class OfflineSite:
         self.start = start
         self.minutes = minutes
         self.monitor = SiteMonitor(detection_settings(config), self.tz)
-        night = config.night
-        self.window = NightWindow(start=night.start, end=night.end, tz=self.tz,
-                                  block_minutes=night.block_minutes,
-                                  min_readings=night.min_readings)
-        self.aggregator = NightFlowAggregator(
-            self.window, clock_ahead_s=config.system.clock_ahead_minutes * 60)
-        self.night_model = NightModel.from_config(config, self.window)
+        # NightFlow's decisions: the service's own engine.
+        self.night_engine = NightEngine(config)
+        self.window = self.night_engine.window
         self.initial = initial
         self.criteria: dict[SensorId, SensorCriteria | None] = {}
         self.forecasts: dict[SensorId, forecasting.Forecast | None] = {}
@@ -257,9 +251,8 @@ class OfflineSite:
                 self._arrival += 1
                 batch.append(StoredReading(self._arrival, r))
         for stored in batch:  # NightFlow (may run ahead: verdicts wait for their night's end)
-            _, summaries = self.aggregator.add(stored.reading, minute)
-            for summary in summaries:
-                self._close_night(summary, future=stored.reading.time > minute)
+            for judged in self.night_engine.add(stored.reading, minute)[1]:
+                self._close_night(judged, future=stored.reading.time > minute)
         if batch:
             self._detect(minute, batch)
         out = self.monitor.tick(EpochSeconds(minute + MINUTE_S - 1), self._expectation)
@@ -303,9 +296,12 @@ class OfflineSite:
         cfg = self.config.criteria
         for sensor in sensors:
             newest = self.monitor.last_seen.get(sensor)
-            if newest is None or self._checked_day.get(sensor) == newest // DAY_S:
+            if newest is None:
                 continue
-            self._checked_day[sensor] = newest // DAY_S
+            day = criteria_logic.schedule_day(self._first_seen(sensor, newest), newest)
+            if self._checked_day.get(sensor) == day:
+                continue
+            self._checked_day[sensor] = day
             reason = criteria_logic.rebuild_reason(
                 self.criteria.get(sensor), store_days=self._store_days(sensor, newest),
                 newest=EpochSeconds(newest), min_days=cfg.min_days,
@@ -314,12 +310,15 @@ class OfflineSite:
             if reason:
                 self._build_criteria(sensor, reason)
 
-    def _store_days(self, sensor: SensorId, newest: int) -> float:
+    def _first_seen(self, sensor: SensorId, newest: int) -> int:
         first = self._first_time.get(sensor)
         if first is None:
             history = self.store[sensor]
             first = self._first_time[sensor] = min(history.times) if history.times else newest
-        return (newest - first) / DAY_S
+        return first
+
+    def _store_days(self, sensor: SensorId, newest: int) -> float:
+        return (newest - self._first_seen(sensor, newest)) / DAY_S
 
     def _build_criteria(self, sensor: SensorId, reason: str) -> None:
         cfg = self.config
@@ -349,13 +348,12 @@ class OfflineSite:
 
     # -- NightFlow ---------------------------------------------------------------
 
-    def _close_night(self, summary: NightSummary, *, future: bool) -> None:
+    def _close_night(self, judged: JudgedNight, *, future: bool) -> None:
+        summary, verdict = judged.summary, judged.verdict
         sensor = summary.sensor
         stored = self.nights[sensor]
-        verdict = self.night_model.judge(summary)
-        ends = self.window.bounds(summary.night)[1]
         stored[summary.night] = NightRecord(
-            summary.night, int(ends), summary.mnf, verdict.leak if verdict else None,
+            summary.night, int(judged.ends), summary.mnf, verdict.leak if verdict else None,
             verdict.threshold if verdict else None,
             verdict.cause() if verdict and verdict.leak else None, future,
         )

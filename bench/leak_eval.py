@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import leak_scenarios as scenarios  # noqa: E402
 from bench.leak_scenarios import Leak, Scenario  # noqa: E402
 from core.config import Config, ConfigError, load_config, parse_config  # noqa: E402
+from core.replay import replay_nights  # noqa: E402
 from core.types import Reading, SensorId  # noqa: E402
 
 MINUTE_S = 60
@@ -140,31 +141,14 @@ class NightVerdict:
 
 def run_engine(config: Config, readings: Sequence[Reading],
                holidays: Sequence[str]) -> list[NightVerdict]:
-    """Replay ``readings`` (time order) through the detection engine: its night verdicts.
-
-    Today: ``bench/detect_eval.py``'s :class:`OfflineSite`, the offline copy of the
-    service's Detector + Predictor + NightFlow, fed one minute at a time (it does not
-    know holidays yet).
-    """
-    from bench.detect_eval import OfflineSite
-
-    del holidays  # the current engine has no holidays
-    if not readings:
-        return []
-    sensors = sorted({r.sensor for r in readings})
-    start = readings[0].time - readings[0].time % MINUTE_S
-    minutes = (readings[-1].time - start) // MINUTE_S + 1
-    site = OfflineSite(config, {}, sensors, start, minutes)
-    expected = start
-    for minute, group in groupby(readings, key=lambda r: r.time - r.time % MINUTE_S):
-        while expected < minute:  # minutes in which nothing arrived still tick
-            site.step(expected, ())
-            expected += MINUTE_S
-        site.step(minute, list(group))
-        expected = minute + MINUTE_S
-    return sorted((NightVerdict(sensor, rec.ends, bool(rec.leak))
-                   for sensor, nights in site.nights.items() for rec in nights.values()
-                   if rec.leak is not None), key=lambda v: (v.sensor, v.night_end))
+    """Replay ``readings`` (time order) through the service's NIGHT engine
+    (:func:`core.replay.replay_nights`, the code the NightFlow actor runs) on a site
+    with the scenario's ``holidays`` (ISO dates): its night verdicts."""
+    dates = tuple(sorted({dt.date.fromisoformat(d) for d in holidays}))
+    config = replace(config, site=replace(config.site, holidays=dates))
+    return sorted((NightVerdict(j.summary.sensor, j.ends, bool(j.flagged))
+                   for j in replay_nights(config, readings) if j.flagged is not None),
+                  key=lambda v: (v.sensor, v.night_end))
 
 
 def engine_config(path: str | None) -> Config:

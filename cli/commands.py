@@ -1,10 +1,13 @@
-"""``status``, ``export``, ``forecast`` and ``train``: the operator's view of the store.
+"""``status``, ``export``, ``forecast``, ``train`` and ``repaired``: the operator's view
+of the store.
 
 All of them open the store read-only, so they are safe while the service runs
 and never take its lock (``train`` runs a training child, which reads the store
 read-only, and records its outcome with one short write, which LMDB serialises
 with the service's own writers; the running service's Predictor reads the
 current model at each forecast, so it takes a new one at its next hour).
+``repaired`` writes one repair record the same way; the NightFlow actor applies
+it (see :mod:`core.replay`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cli import arguments
 from cli.store_repair import damaged_advice
 from core.frames import UPSTREAM_REJECT
 from core.localtime import local_datetime
+from core.replay import REPAIR_DOC
 from core.types import SensorId
 from storage.lock import holder
 from storage.store import Store, StoreDamagedError, StoreError, history_sensor_years
@@ -60,6 +64,8 @@ def _run(command: str, config: Any, args: Any, out: TextIO) -> int:
             write_forecast(store, config, args.sensor, out)
         elif command == "train":
             return train(store, config, args.sensor, out)
+        elif command == "repaired":
+            return repaired(store, config, args.sensor, out)
     return 0
 
 
@@ -121,7 +127,10 @@ def write_status(store: Store, config: Any, out: TextIO) -> None:
         last = _last_reading(store, sensor, event_times.get(sensor), tz)
         print(f"  {sensor}: {count} readings; last {last}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
-        print(f"       {night_line(night_states.get(sensor), config.night)}", file=out)
+        repairs = store.docs(REPAIR_DOC, prefix=f"{sensor}/", newest_first=True, limit=1)
+        night = night_line(night_states.get(sensor), config.night,
+                           repairs[0][1] if repairs else None, tz)
+        print(f"       {night}", file=out)
         print(f"       {_model_line(store, sensor, tz)}", file=out)
     print("rejects: " + _counts(counters, "reject."), file=out)
     print("upstream rejects: " + _counts(counters, UPSTREAM_REJECT), file=out)
@@ -152,20 +161,46 @@ def _last_reading(store: Store, sensor: SensorId, event_time: int | None, tz: Zo
     return text
 
 
-def night_line(state: dict[str, Any] | None, night: Any) -> str:
-    """Where the sensor's NIGHT method stands: learning, or its accumulated evidence."""
+def night_line(state: dict[str, Any] | None, night: Any,
+               repair: dict[str, Any] | None = None, tz: ZoneInfo | None = None) -> str:
+    """Where the sensor's NIGHT method stands: learning, or its accumulated evidence;
+    and its latest ``repaired`` record, if any."""
     from core.night_model import SensorNights
 
     nights = SensorNights.from_dict(state or {})
     clean = len(nights.nights)
     if clean < night.min_baseline_nights:
-        return (f"night: learning, no NIGHT verdicts until {night.min_baseline_nights} clean "
+        line = (f"night: learning, no NIGHT verdicts until {night.min_baseline_nights} clean "
                 f"nights ({clean} so far)")
-    line = (f"night: expected MNF from {min(clean, night.baseline_nights)} clean nights; "
-            f"evidence {nights.statistic:.2f} of {night.cusum_h:g}")
-    if nights.alarm:
-        line += f"; NIGHT raised (clears after {night.clear_nights} nights without the excess)"
+    else:
+        line = (f"night: expected MNF from {min(clean, night.baseline_nights)} clean nights; "
+                f"evidence {nights.statistic:.2f} of {night.cusum_h:g}")
+        if nights.alarm:
+            line += (f"; NIGHT raised (clears after {night.clear_nights} nights without the "
+                     "excess, or with the repaired command)")
+    if repair is not None and tz is not None:
+        line += (f"; repaired marked {local_iso(repair['wall_time'], tz)}"
+                 + (f" (event time {local_iso(repair['event_time'], tz)})"
+                    if repair.get("event_time") is not None else "")
+                 + (", applied" if repair.get("applied") is not None else ", not applied yet"))
     return line
+
+
+def repaired(store: Store, config: Any, sensor: SensorId, out: TextIO) -> int:
+    """Record that ``sensor``'s leak was repaired, at its event time and the wall clock."""
+    from core.replay import repair_record
+
+    _sensors(store, sensor)
+    record = repair_record(sensor, store.event_time(sensor), time.time())
+    store.close()
+    with Store(Path(config.storage.path)) as writer:
+        writer.transact(lambda b: b.put_doc(REPAIR_DOC, record["key"], record))
+    service = holder(config.storage.path)
+    when = ("its next readings" if service is not None
+            else "its next readings once the service runs")
+    print(f"{sensor}: repair recorded; NIGHT clears and its evidence restarts with {when}",
+          file=out)
+    return 0
 
 
 def disk_line(path: Path, reserve_left: int = 0) -> str:

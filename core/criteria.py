@@ -615,6 +615,17 @@ def _mnf_baseline(
 # -- when to rebuild ----------------------------------------------------------------
 
 
+def schedule_day(first: int, newest: int) -> int:
+    """The day of a sensor's history ``newest`` falls in, counted from its first
+    reading: the criteria schedule is checked once per such day.
+
+    Counted from the first reading, not by calendar day, so that the day on which
+    the store reaches ``min_days`` starts exactly when it does (a check per UTC day
+    ran up to a day after it).
+    """
+    return (newest - first) // DAY_S
+
+
 def rebuild_reason(
     current: SensorCriteria | None,
     *,

@@ -28,7 +28,7 @@ from core.forecast import HORIZON_HOURS, Forecast
 from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
 from tests.faults.helpers import parse_frames
-from tests.harness import TZ, PeerServer, StalledPeer, wait_for
+from tests.harness import TZ, PeerServer, StalledPeer, run_cli, wait_for, write_config
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
 S1 = SensorId("001")
@@ -346,3 +346,55 @@ def test_transmitter_waits_between_reopening_attempts_as_configured(harness, tmp
         assert transmitter.port is None
         waits.append(transmitter._backoff)
     assert waits == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_first_store_criteria_come_when_the_store_holds_min_days(harness, store, tmp_path):
+    # T0 is 01:00 UTC: a check once per UTC day would wait for the next midnight.
+    harness.context.config = make_config(tmp_path, criteria={"min_days": 7})
+    harness.record("transmitter", "predictor")
+    detector = harness.start(Detector)
+    seven_days = 7 * 1440
+
+    def flows(first: int, last: int) -> list[Reading]:
+        return [reading(m, flow=10.0 + 5.0 * np.sin(m / 1440 * 2 * np.pi))
+                for m in range(first, last, 5)]
+
+    harness.tell(detector, commit(store, flows(0, seven_days)))
+    harness.ask(detector, messages.Ping())
+    assert store.doc("criteria", "001/current") is None, "built before min_days"
+    harness.tell(detector, commit(store, flows(seven_days, seven_days + 60)))
+    harness.ask(detector, messages.Ping())
+    built = store.doc("criteria", "001/current")
+    assert built is not None, "no criteria at min_days"
+    assert built["source"] == "store" and built["days"] == pytest.approx(7.0, abs=1 / 24)
+
+
+def test_repaired_is_recorded_beside_the_store_and_night_flow_applies_it(harness, store,
+                                                                         tmp_path):
+    harness.record("detector")
+    store.ingest([reading(0)])
+    site = write_config(tmp_path / "site.toml", serial_port="loop://", upstream_port="-",
+                        store=tmp_path / "store.lmdb")
+    before = time.time()
+    result = run_cli(site, "repaired", "--sensor", "001")
+    assert result.returncode == 0 and "001: repair recorded" in result.stdout, result.stderr
+    [(key, record)] = store.docs("repair")
+    assert record["sensor"] == "001" and record["applied"] is None
+    assert before <= record["wall_time"] <= time.time()
+    assert record["event_time"] is None  # no Detector has taken a reading in yet
+    assert "not applied yet" in run_cli(site, "status").stdout
+    harness.start(NightFlow)  # catches up with the journal: reading 0 comes after the repair
+    wait_for(lambda: store.doc("repair", key)["applied"] == T0)
+    assert "repaired marked" in (status := run_cli(site, "status").stdout)
+    assert ", applied" in status, status
+
+
+def test_repaired_needs_a_known_sensor(tmp_path, store):
+    store.ingest([reading(0)])
+    site = write_config(tmp_path / "site.toml", serial_port="loop://", upstream_port="-",
+                        store=tmp_path / "store.lmdb")
+    unknown = run_cli(site, "repaired", "--sensor", "009")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "009" in unknown.stderr
+    assert run_cli(site, "repaired").returncode == 2  # --sensor is required
+    assert store.docs("repair") == []
