@@ -321,3 +321,15 @@ def test_an_unusable_token_file_is_named(tmp_path, content):
         load_token(str(path))
     with pytest.raises(WebError, match="cannot read"):
         load_token(str(tmp_path / "missing"))
+
+
+def test_with_the_mqtt_uplink_on_its_backlog_is_a_second_uplink(tmp_path, store):
+    config = make_config(tmp_path, mqtt={"url": "mqtt://127.0.0.1:1883"})
+    fill(store)  # one frame in the outbox, sent on neither uplink
+    store.transact(lambda b: b.set_offset("transmitter", store.peek_outbox_seq()))
+    client = Client(build_app(config, store, live, clock=lambda: T0 + 36_000))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(client.get("/metrics")[2].decode())
+               for s in family.samples}
+    assert samples[("wdn_outbox_backlog_frames", (("uplink", "serial"),))] == 0
+    assert samples[("wdn_outbox_backlog_frames", (("uplink", "mqtt"),))] == 1

@@ -11,7 +11,7 @@ both counters restart with the service, as Prometheus counters may.
 Every metric is listed in :data:`METRICS` (the README's table is generated
 from it), with the ``wdn_`` prefix and the labels ``sensor``, ``quantity``
 (``flow``, ``pressure``), ``method`` (``system``, ``value``, ``predict``,
-``night``), ``uplink`` (``serial``; ``mqtt`` once it exists) and ``actor``.
+``night``), ``uplink`` (``serial``, ``mqtt`` when it is on) and ``actor``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from actors import ACTOR_CLASSES
 from cli.commands import detection_line, flag_names, local_iso, night_verdicts
 from core.config import Config
 from core.types import SensorId
-from storage.store import OUTBOX_SENDER, Store
+from storage.store import OUTBOX_PUBLISHER, OUTBOX_SENDER, Store
 from web import series as S
 
 DAY_S = 86_400
@@ -52,8 +52,12 @@ class Uplink:
 
 
 def uplinks(config: Config) -> tuple[Uplink, ...]:
-    """The site's uplinks: the serial upstream today (a second one is one more entry)."""
-    return (Uplink("serial", OUTBOX_SENDER, config.upstream.ack),)
+    """The site's uplinks: the serial upstream, and the MQTT uplink when it is on (its
+    cursor moves over frames the broker acknowledged, in order)."""
+    serial = Uplink("serial", OUTBOX_SENDER, config.upstream.ack)
+    if not config.mqtt.enabled:
+        return (serial,)
+    return serial, Uplink("mqtt", OUTBOX_PUBLISHER, False)
 
 
 @dataclass(frozen=True, slots=True)
