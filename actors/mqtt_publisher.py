@@ -103,8 +103,9 @@ class MqttPublisher(GatewayActor):
     def on_broker_down(self, message: BrokerDown) -> None:
         self._live = 0
         if self._state.get("state") != "down" or self._state.get("detail") != message.reason:
+            # Once per reason: the retries go on quietly, and "since" stays the first.
             self.log.warning("broker %s: %s; retrying", self.cfg.url, message.reason)
-        self._record_state("down", message.reason)
+            self._record_state("down", message.reason)
         self._commit(force=True)
 
     def on_broker_ack(self, message: BrokerDelivered) -> None:
