@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -333,18 +334,20 @@ def test_injected_crash_reports_and_stops_the_actor(harness, store):
 
 
 def test_transmitter_waits_between_reopening_attempts_as_configured(harness, tmp_path):
-    closed = PeerServer()
-    url = closed.url
-    closed.close()  # nothing listens there: every attempt to open fails
-    harness.context.config = make_config(tmp_path, upstream={
-        "port": url, "reconnect_initial_s": 0.25, "reconnect_max_s": 1.0})
-    transmitter = Transmitter(harness.context)  # not started: its reopening alone
-    waits = []
-    for _ in range(5):
-        transmitter._next_open = 0.0
-        transmitter._open()
-        assert transmitter.port is None
-        waits.append(transmitter._backoff)
+    # A port bound and never listened on refuses every connection, and nobody else
+    # can take it meanwhile (a closed server's port could be reused by another test).
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        url = f"socket://127.0.0.1:{refusing.getsockname()[1]}"
+        harness.context.config = make_config(tmp_path, upstream={
+            "port": url, "reconnect_initial_s": 0.25, "reconnect_max_s": 1.0})
+        transmitter = Transmitter(harness.context)  # not started: its reopening alone
+        waits = []
+        for _ in range(5):
+            transmitter._next_open = 0.0
+            transmitter._open()
+            assert transmitter.port is None
+            waits.append(transmitter._backoff)
     assert waits == [0.5, 1.0, 1.0, 1.0, 1.0]
 
 
