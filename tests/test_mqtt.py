@@ -117,8 +117,9 @@ def test_every_frame_arrives_once_with_its_payload(tmp_path, broker, peers) -> N
         assert f"mqtt {broker.url}: connected" in status
         assert "dropped unpublished: 0" in status
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         subscriber.close()
+    assert code == 0
     assert "offline" in subscriber.texts("wdn/test/status")
 
 
@@ -151,9 +152,10 @@ def test_a_broker_down_for_ten_minutes_loses_nothing_and_keeps_order(tmp_path, p
         assert first == sorted(first), f"order not kept: {arrived}"
         assert len({t for _, t in first}) == 20
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         subscriber.close()
         broker.stop()
+    assert code == 0
 
 
 def test_a_kill_9_in_flight_republishes_with_the_same_seq(tmp_path, broker, peers) -> None:
@@ -179,8 +181,9 @@ def test_a_kill_9_in_flight_republishes_with_the_same_seq(tmp_path, broker, peer
             lines[p["seq"]].add(p["line"])
         assert all(len(v) == 1 for v in lines.values()), "a seq carried two different frames"
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         subscriber.close()
+    assert code == 0
 
 
 def mqtt_progress(service: Service) -> tuple[int, int]:
@@ -216,8 +219,9 @@ def test_a_wrong_password_or_ca_gives_one_clear_line_and_retries(tmp_path, peers
         assert expected in status and "actor restarts: none" in status, status
         assert service.process is not None and service.process.poll() is None
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         broker.stop()
+    assert code == 0
 
 
 def test_mutual_tls_delivers(tmp_path, peers, certs) -> None:
@@ -231,9 +235,10 @@ def test_mutual_tls_delivers(tmp_path, peers, certs) -> None:
         inbound.send(readings(range(0, 5)))
         wait_for(lambda: len(subscriber.payloads()) >= 5, what="alerts over mutual TLS")
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         subscriber.close()
         broker.stop()
+    assert code == 0
 
 
 def test_a_subscriber_sees_offline_when_the_gateway_is_killed(tmp_path, broker, peers) -> None:
@@ -260,9 +265,10 @@ def test_a_broker_without_mqtt_5_gets_3_1_1(tmp_path, broker, peers) -> None:
         assert "connected since" in run_cli(service.config, "status").stdout
         assert "(MQTT 3.1.1)" in run_cli(service.config, "status").stdout
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         subscriber.close()
         front.close()
+    assert code == 0
 
 
 def test_with_serial_acks_a_frame_waits_in_the_outbox_for_the_broker(tmp_path, peers) -> None:
@@ -301,6 +307,7 @@ def test_with_serial_acks_a_frame_waits_in_the_outbox_for_the_broker(tmp_path, p
 
         wait_for(alerts_gone, timeout=30, what="the alerts gone once both uplinks had them")
     finally:
-        assert service.terminate() == 0
+        code = service.terminate()
         subscriber.close()
         broker.stop()
+    assert code == 0
