@@ -51,6 +51,7 @@ HORIZON_HOURS = 168
 HOUR_S = 3600
 WEEK_HOURS = 168
 SOURCES = ("lstm", "naive")
+BAND_FIELDS = ("flow_p10", "flow_p90", "pressure_p10", "pressure_p90")
 FIT_HOURS = 168  # the seasonal base adapts its level to this last stretch of history
 GAIN_LIMIT = 0.5
 EXPORT_FORMAT = 1
@@ -143,6 +144,9 @@ class Forecast:
 
     ``flow[h]`` is the expected mean over hour ``issued + h*3600``. ``*_band``
     is the residual band PREDICT allows around it (None: the criteria's default).
+    ``flow_p10[h]`` / ``flow_p90[h]`` (and pressure's) are the hour's 10th and
+    90th percentiles, absolute values like ``flow``; None when the forecast
+    carries no band, NaN for an hour without one.
     """
 
     sensor: SensorId
@@ -153,11 +157,17 @@ class Forecast:
     model_version: str | None = None
     flow_band: float | None = None
     pressure_band: float | None = None
+    flow_p10: np.ndarray | None = None
+    flow_p90: np.ndarray | None = None
+    pressure_p10: np.ndarray | None = None
+    pressure_p90: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.issued % HOUR_S:
             raise ValueError(f"forecast must be issued on the hour, got {self.issued}")
-        for name in ("flow", "pressure"):
+        for name in ("flow", "pressure") + BAND_FIELDS:
+            if getattr(self, name) is None:
+                continue
             values = np.array(getattr(self, name), dtype=np.float64)  # own, read-only copy
             if values.shape != (HORIZON_HOURS,):
                 raise ValueError(f"{name} must have {HORIZON_HOURS} hours, got {values.shape}")
@@ -233,6 +243,8 @@ class Forecast:
             "model_version": self.model_version,
             "flow_band": self.flow_band,
             "pressure_band": self.pressure_band,
+            **{name: None if getattr(self, name) is None else _to_list(getattr(self, name))
+               for name in BAND_FIELDS},
         }
 
     @classmethod
@@ -249,6 +261,8 @@ class Forecast:
             model_version=None if d.get("model_version") is None else str(d["model_version"]),
             flow_band=band(d.get("flow_band")),
             pressure_band=band(d.get("pressure_band")),
+            **{name: None if d.get(name) is None else _from_list(d[name])
+               for name in BAND_FIELDS},
         )
 
 

@@ -459,3 +459,16 @@ def test_service_import_does_not_load_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_record_round_trip_keeps_the_hourly_bands():
+    p10 = np.linspace(0, 1, HORIZON_HOURS)
+    p10[7] = np.nan
+    fc = make_forecast(flow_p10=p10, flow_p90=p10 + 1.0)
+    back = Forecast.from_record(msgpack.unpackb(msgpack.packb(fc.to_record())))
+    assert back == fc
+    np.testing.assert_array_equal(back.flow_p10, p10)
+    assert back.flow_p90[0] == 1.0 and back.pressure_p10 is None and back.pressure_p90 is None
+    assert back != make_forecast()
+    with pytest.raises(ValueError):
+        make_forecast(pressure_p90=np.ones(3))
