@@ -146,9 +146,12 @@ def _serve(config: object) -> int:
     from actors import actor_classes
     from actors.base import shifted_clock
     from actors.supervision import (
-        CLOCK_OFFSET_FILE, EXIT_STORE_DAMAGED, LIVENESS_PING_S, Supervisor,
-        hide_store_damage_tracebacks, hooks_dir,
+        EXIT_STORE_DAMAGED,
+        LIVENESS_PING_S,
+        Supervisor,
+        hide_store_damage_tracebacks,
     )
+    from actors.test_hooks import CLOCK_OFFSET_FILE, TestHookDelivery, hooks_dir
     from cli.store_repair import damaged_advice
     from core.outbox import wire_encoder
     from ports.memory import limit_malloc_arenas
@@ -194,11 +197,16 @@ def _serve(config: object) -> int:
     limit_malloc_arenas()
     # Before the actors: its address is logged before the first frame goes out.
     web = start_web(config, store, supervisor, clock) if web_on else None
+    hooks = TestHookDelivery(hooks_dir(config), supervisor.peers) if test_hooks else None
     try:
         supervisor.start()
+        if hooks is not None:
+            hooks.start()
         tune_gc()
         code = supervisor.run(stop)
     finally:
+        if hooks is not None:
+            hooks.stop()
         if web is not None:
             web.stop()
         store.close()

@@ -22,8 +22,8 @@ import pykka
 from core import messages
 from core.config import Config
 from core.log_limit import LogLimiter
-from core.types import StoredReading
-from storage.store import Store
+from core.types import Reading, StoredReading
+from storage.store import RejectRecord, Store
 
 CrashReport = Callable[[str, BaseException | None], None]
 
@@ -97,6 +97,14 @@ class RuntimeStats:
         return sum(self.restarts.values())
 
 
+@dataclass(slots=True)
+class PendingIngest:
+    """Readings and rejects read from a port and not yet committed to the store."""
+
+    readings: list[Reading] = field(default_factory=list)
+    rejects: list[RejectRecord] = field(default_factory=list)
+
+
 @dataclass
 class ActorContext:
     """Everything an actor is built from; a restarted actor gets the same context."""
@@ -111,9 +119,9 @@ class ActorContext:
     # boots with a stale time that NTP later corrects; tests shift it through
     # :func:`shifted_clock`.
     clock: Callable[[], float] = time.time
-    # What an actor leaves to its restarted self, by role (the reader's readings a
+    # What a serial reader leaves to its restarted self, by role (the readings a
     # full store refused): the context outlives the actor, so this does too.
-    carried: dict[str, Any] = field(default_factory=dict)
+    carried: dict[str, PendingIngest] = field(default_factory=dict)
 
 
 def shifted_clock(offset_file: Path, base: Callable[[], float] = time.time) -> Callable[[], float]:

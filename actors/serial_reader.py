@@ -13,7 +13,7 @@ import time
 
 import serial
 
-from actors.base import JOURNAL_CONSUMERS, ActorContext, GatewayActor
+from actors.base import JOURNAL_CONSUMERS, ActorContext, GatewayActor, PendingIngest
 from core import frames
 from core.messages import ReadingsCommitted
 from core.types import Reading
@@ -60,8 +60,8 @@ class SerialReader(GatewayActor):
         # Read, not yet committed; a restarted reader takes over what it held.
         self._pending_readings: list[Reading]
         self._pending_rejects: list[RejectRecord]
-        self._pending_readings, self._pending_rejects = context.carried.get(self.role, ([], []))
-        context.carried[self.role] = (self._pending_readings, self._pending_rejects)
+        pending = context.carried.setdefault(self.role, PendingIngest())
+        self._pending_readings, self._pending_rejects = pending.readings, pending.rejects
         self._full_since: float | None = None  # monotonic time the store first refused
         self._full_retry_at = 0.0
 
@@ -158,8 +158,8 @@ class SerialReader(GatewayActor):
 
     def _pending(self) -> tuple[list[Reading], list[RejectRecord]]:
         """Start new, empty lists of what awaits its commit."""
-        self._pending_readings, self._pending_rejects = [], []
-        self.context.carried[self.role] = (self._pending_readings, self._pending_rejects)
+        pending = self.context.carried[self.role] = PendingIngest()
+        self._pending_readings, self._pending_rejects = pending.readings, pending.rejects
         return self._pending_readings, self._pending_rejects
 
     def _decode_into(

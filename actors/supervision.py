@@ -21,7 +21,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pykka
 
@@ -47,19 +46,7 @@ REPORT_GRACE_S = 0.5
 # restart in the window: a full disk gets time to be freed, and the restart
 # intensity stops the service in order only if it is not.
 STORE_FULL_RETRY_S = 1.0
-CLOCK_OFFSET_FILE = "clock_offset_s"
 EXIT_STORE_DAMAGED = 3
-
-
-def hooks_dir(config: Config) -> Path:
-    """Where tests drop messages for the running service (``supervisor.test_hooks`` only).
-
-    A file ``<role>.<anything>.msg`` holds one encoded envelope (e.g. a
-    ``messages.Crash`` or deliberately malformed bytes); the supervisor tells it
-    to that actor and deletes the file. ``CLOCK_OFFSET_FILE`` there shifts the
-    gateway's wall clock by its number of seconds. Never looked at in production.
-    """
-    return Path(config.storage.path).with_suffix(".hooks")
 
 
 @dataclass(frozen=True)
@@ -135,7 +122,6 @@ class Supervisor:
         self._deferred: dict[str, tuple[float, Crash]] = {}  # role -> (restart at, why)
         self._stopping = threading.Event()
         self.failure: str | None = None
-        self._hooks = hooks_dir(config) if test_hooks else None
         # Ping rounds for `liveness` even without systemd's watchdog (the web page's
         # /healthz asks for them); None: only for the watchdog.
         self._ping_every_s = ping_every_s
@@ -166,8 +152,6 @@ class Supervisor:
                 if self.store.damage is not None:
                     # Before any restart: an actor the damage stopped must stay stopped.
                     raise self.store.damage
-                if self._hooks is not None:
-                    self._deliver_test_messages(self._hooks)
                 self._restart_crashed()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -355,27 +339,6 @@ class Supervisor:
             log.error("%s does not answer (hung?); its stack:\n%s", role, _actor_stack(role))
         self.liveness = Liveness(not round_.silent, time.monotonic(), tuple(round_.silent))
         return not round_.silent
-
-    def _deliver_test_messages(self, directory: Path) -> None:
-        """Test hook: tell each dropped ``<role>.*.msg`` file's bytes to that actor."""
-        try:
-            requests = sorted(directory.glob("*.msg"))
-        except OSError:
-            return
-        for path in requests:
-            try:
-                raw = path.read_bytes()
-                path.unlink()
-            except OSError:
-                continue
-            role = path.name.split(".", 1)[0]
-            ref = self.peers.get(role)
-            log.warning("test hook: %d bytes for %s", len(raw), role)
-            if ref is not None:
-                try:
-                    ref.tell(raw)
-                except pykka.ActorDeadError:
-                    pass
 
     def _broadcast(self, message: object) -> None:
         for role in self.order:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.base import JOURNAL_CONSUMERS
-from actors.supervision import CLOCK_OFFSET_FILE, hooks_dir
+from actors.test_hooks import CLOCK_OFFSET_FILE, hooks_dir
 from core import frames, messages
 from core.config import load_config
 from core.types import EpochSeconds, Reading, SensorId
