@@ -134,7 +134,7 @@ def _criteria_doc() -> dict[str, Any]:
     life = CriteriaLifecycle(config, store.first_time)
     plan = life.on_first_sight(S1, None, START + 8 * DAY_S - 600)
     assert plan is not None
-    built = life.build(plan, tuple(arrays))
+    built = life.build(plan, arrays)
     assert built is not None
     return built.to_dict()
 
