@@ -16,48 +16,19 @@ from typing import Any
 
 from actors.base import UPLINKS, ActorContext, JournalConsumer
 from core import criteria as criteria_logic
-from core.criteria import PhysicalRange, SensorCriteria
-from core.detection import Expectation, SystemLimits
+from core.criteria import SensorCriteria
+from core.criteria_schedule import CriteriaBuild, CriteriaLifecycle
+from core.detection import Expectation
 from core.forecast import Forecast
 from core.messages import (
     CriteriaChanged, ForecastIssued, HourClosed, NightClosed, OutboxAppended,
     Tick,
 )
-from core.monitor import DetectionSettings, Outcome, SiteMonitor, expectation_for
+from core.monitor import Outcome, SiteMonitor, expectation_for
+from core.site_engine import detection_settings
 from core.types import EpochSeconds, EventTimes, SensorId, StoredReading
 
 CONSUMER = "detector"
-DAY_S = 86400
-
-
-def detection_settings(config: Any) -> DetectionSettings:
-    s = config.system
-    return DetectionSettings(
-        limits=SystemLimits(
-            flow_min=s.flow_min, flow_max=s.flow_max,
-            pressure_min=s.pressure_min, pressure_max=s.pressure_max,
-            stuck_minutes=s.stuck_minutes, clock_ahead_s=s.clock_ahead_minutes * 60,
-            silence_minutes=s.silence_minutes,
-        ),
-        persist_minutes=config.detection.persist_minutes,
-        clear_minutes=config.detection.clear_minutes,
-        gross_factor=config.detection.gross_factor,
-    )
-
-
-def physical_range(config: Any) -> PhysicalRange:
-    s = config.system
-    return PhysicalRange(s.flow_min, s.flow_max, s.pressure_min, s.pressure_max)
-
-
-def build_sensor_criteria(config: Any, sensor: SensorId, arrays: Any, version: int,
-                          source: str) -> SensorCriteria | None:
-    """Criteria of ``sensor`` from ``(time, flow, pressure, status)`` arrays, per the config."""
-    night = config.night
-    return criteria_logic.build_criteria(
-        sensor, *arrays, tz=config.site.tz, version=version, source=source,
-        physical=physical_range(config), night_start=night.start, night_end=night.end,
-    )
 
 
 class Detector(JournalConsumer):
@@ -71,8 +42,7 @@ class Detector(JournalConsumer):
         self.criteria: dict[SensorId, SensorCriteria | None] = {}
         self.forecasts: dict[SensorId, Forecast | None] = {}
         self._initial_data: dict[SensorId, Any] | None = None
-        self._checked_day: dict[SensorId, int] = {}
-        self._first_time: dict[SensorId, int] = {}
+        self.lifecycle = CriteriaLifecycle(self.config, self._first_reading_time)
         self._event_at_monotonic = time.monotonic()
         self._event_times = EventTimes()  # as last written to the store
 
@@ -126,7 +96,9 @@ class Detector(JournalConsumer):
         self._commit(out)
         for sensor, hour in out.hours:
             self.peers.tell("predictor", HourClosed(sensor, hour))
-        self._check_criteria_schedule({s.reading.sensor for s in batch})
+        for plan in self.lifecycle.due_now({s.reading.sensor for s in batch},
+                                           self.criteria.get, self.monitor.last_seen):
+            self._build_criteria(plan)
 
     def _commit(self, out: Outcome) -> None:
         assert self.monitor is not None
@@ -158,10 +130,13 @@ class Detector(JournalConsumer):
     # -- criteria, forecasts, night verdicts -------------------------------------
 
     def _load_sensor(self, sensor: SensorId) -> None:
+        assert self.monitor is not None
         self._load_criteria(sensor)
         self._load_forecast(sensor)
-        if self.criteria.get(sensor) is None:
-            self._build_criteria(sensor, "first start")
+        plan = self.lifecycle.on_first_sight(sensor, self.criteria.get(sensor),
+                                             self.monitor.last_seen.get(sensor))
+        if self.criteria.get(sensor) is None and (plan is None or not self._build_criteria(plan)):
+            self.log.warning("sensor %s: no criteria yet (no history): SYSTEM detection only", sensor)
 
     def _load_criteria(self, sensor: SensorId) -> None:
         doc = self.store.doc("criteria", f"{sensor}/current")
@@ -182,63 +157,29 @@ class Detector(JournalConsumer):
             self.monitor.schedule_night_verdict(sensor, int(record["ends"]), key.split("/", 1)[1],
                                                 bool(record["leak"]), record.get("cause"))
 
-    def _check_criteria_schedule(self, sensors: set[SensorId]) -> None:
-        assert self.monitor is not None
-        for sensor in sensors:
-            newest = self.monitor.last_seen.get(sensor)
-            if newest is None:
-                continue
-            day = criteria_logic.schedule_day(self._first_seen(sensor, newest), newest)
-            if self._checked_day.get(sensor) == day:
-                continue
-            self._checked_day[sensor] = day
-            reason = criteria_logic.rebuild_reason(
-                self.criteria.get(sensor), store_days=self._store_days(sensor, newest),
-                newest=EpochSeconds(newest), min_days=self.config.criteria.min_days,
-                rebuild_days=self.config.criteria.rebuild_days,
-            )
-            if reason:
-                self._build_criteria(sensor, reason)
+    def _first_reading_time(self, sensor: SensorId) -> int | None:
+        oldest = self.store.first_reading(sensor)
+        return None if oldest is None else int(oldest.time)
 
-    def _first_seen(self, sensor: SensorId, newest: int) -> int:
-        first = self._first_time.get(sensor)
-        if first is None:
-            oldest = self.store.first_reading(sensor)
-            first = self._first_time[sensor] = oldest.time if oldest else newest
-        return first
-
-    def _store_days(self, sensor: SensorId, newest: int) -> float:
-        return (newest - self._first_seen(sensor, newest)) / DAY_S
-
-    def _build_criteria(self, sensor: SensorId, reason: str) -> None:
-        assert self.monitor is not None
-        cfg = self.config
-        newest = self.monitor.last_seen.get(sensor)  # event time: never a stamp far ahead
-        current = self.criteria.get(sensor)
-        version = (current.version + 1) if current else 1
-        built = None
-        if newest is not None and self._store_days(sensor, newest) >= cfg.criteria.min_days:
-            arrays = self.store.reading_arrays(
-                sensor, since=newest - cfg.criteria.window_days * DAY_S, until=newest + 1
-            )
-            built = build_sensor_criteria(
-                cfg, sensor, (arrays.time, arrays.flow, arrays.pressure, arrays.status),
-                version, "store")
-        elif current is None:
-            history = self._initial_history().get(sensor)
-            if history is not None:
-                built = build_sensor_criteria(cfg, sensor, history, version, "initial_data")
+    def _build_criteria(self, plan: CriteriaBuild) -> bool:
+        """Build and store what the lifecycle asked for; False: nothing to build from."""
+        sensor = plan.sensor
+        if plan.source == "store":
+            arrays = self.store.reading_arrays(sensor, since=plan.since, until=plan.until)
+            built = self.lifecycle.build(
+                plan, (arrays.time, arrays.flow, arrays.pressure, arrays.status))
+        else:
+            built = self.lifecycle.build(plan, self._initial_history().get(sensor))
         if built is None:
-            if current is None and reason == "first start":
-                self.log.warning("sensor %s: no criteria yet (no history): SYSTEM detection only", sensor)
-            return
+            return False
         self.store.transact(lambda b: (
             b.put_doc("criteria", f"{sensor}/{built.version:06d}", built.to_dict()),
             b.put_doc("criteria", f"{sensor}/current", built.to_dict()),
         ))
         self.criteria[sensor] = built
         self.log.info("sensor %s: criteria v%d from %s (%s, %.1f days)",
-                      sensor, built.version, built.source, reason, built.days)
+                      sensor, built.version, built.source, plan.reason, built.days)
+        return True
 
     def _initial_history(self) -> dict[SensorId, Any]:
         if self._initial_data is None:

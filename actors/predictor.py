@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from actors.base import UPLINKS, ActorContext, GatewayActor
 from core import forecast as forecasting
 from core import frames
+from core.hourly_history import HourlyHistory
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
 from core.types import EpochSeconds, SensorId
 
@@ -50,7 +49,7 @@ class Predictor(GatewayActor):
         self.issued: dict[str, int] = {}
         self.pending: dict[str, int] = {}
         self.models: dict[SensorId, tuple[str, Any, Any] | None] = {}
-        self.histories: dict[SensorId, forecasting.HourlySeries] = {}
+        self.histories = HourlyHistory()
         self.days_forecast: dict[SensorId, int] = {}
         self.last_duration_ms = 0.0
 
@@ -121,31 +120,11 @@ class Predictor(GatewayActor):
         return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
 
     def _history(self, sensor: SensorId, issued: EpochSeconds, hours: int) -> forecasting.HourlySeries:
-        """Hourly means of the hours before ``issued``, read incrementally.
-
-        Only the hours since the previous forecast are read from the store; a
-        reading arriving late for an hour already summarised is not folded in
-        (the next model training sees it).
-        """
-        since = issued - hours * HOUR_S
-        cached = self.histories.get(sensor)
-        if cached is None or cached.end > issued or cached.end < since:
-            read_from = since
-            cached = None
-        else:
-            read_from = cached.end
-        arrays = self.store.reading_arrays(sensor, since=read_from, until=issued)
-        fresh = forecasting.hourly_means(arrays.time, arrays.flow, arrays.pressure)
-        span = (issued - since) // HOUR_S
-        flow = np.full(span, np.nan)
-        pressure = np.full(span, np.nan)
-        for part in (cached, fresh):
-            if part is not None and part.hours:
-                flow = np.fmax(flow, forecasting.aligned(part.flow, part.start, since, span))
-                pressure = np.fmax(pressure, forecasting.aligned(part.pressure, part.start, since, span))
-        history = forecasting.HourlySeries(EpochSeconds(since), flow, pressure)
-        self.histories[sensor] = history
-        return history
+        """Hourly means of the hours before ``issued`` (:class:`core.hourly_history.HourlyHistory`:
+        only the hours since the previous forecast are read from the store)."""
+        return self.histories.series(
+            sensor, issued, hours,
+            lambda since, until: self.store.reading_arrays(sensor, since=since, until=until))
 
     def _model(self, sensor: SensorId) -> tuple[str, Any, Any] | None:
         doc = self.store.doc("model", sensor)

@@ -4,23 +4,24 @@
     python bench/detect_eval.py --seeds 1 --sensors 1 --weeks 2   # a smoke run
 
 What runs is the service's own detection logic, offline and in-process (no
-actors, no LMDB), wired as the actors wire it (:class:`OfflineSite`):
+actors, no LMDB): :class:`core.site_engine.SiteEngine`, the Detector, Predictor
+and NightFlow actors' core objects wired as the actors wire them
+(:class:`OfflineSite` only records the flags):
 
-* **Detector** (``actors/detector.py``): :class:`core.monitor.SiteMonitor` on
-  every stored reading, ``now`` = the minute the reading arrives (live
-  operation: a clock-fault stamp is hours ahead of it), a silence tick at the
-  end of every minute; criteria from the initial history at first sight of a
-  sensor, rebuilt from the stored readings once they span ``criteria.min_days``
-  (:func:`core.criteria.rebuild_reason`, checked once per day of event time).
-* **Predictor** (``actors/predictor.py``): on every hour crossing, the
-  seasonal-naive forecast (median of 3 weeks, adapted; none for an hour not seen
-  a week earlier) from the hourly means of the stored readings, handed to the
-  Detector at once; PREDICT's band is the forecast's or else the criteria's
-  residual band.
-* **NightFlow** (``actors/night_flow.py``): every stored reading into the
-  actor's own engine, :class:`core.replay.NightEngine` (night blocks and the NIGHT
-  model), with ``now`` = its arrival minute (as the Detector: a clock-fault stamp
-  closes no night); the verdict carried by the Detector from the night's end on.
+* **Detector**: :class:`core.monitor.SiteMonitor` on every stored reading,
+  ``now`` = the minute the reading arrives (live operation: a clock-fault stamp
+  is hours ahead of it), a silence tick at the end of every minute; criteria
+  from :class:`core.criteria_schedule.CriteriaLifecycle` (the initial history at
+  first sight of a sensor, the stored readings once they span
+  ``criteria.min_days``, checked once per day of event time).
+* **Predictor**: on every hour crossing, the seasonal-naive forecast (median of
+  3 weeks, adapted; none for an hour not seen a week earlier) from
+  :class:`core.hourly_history.HourlyHistory`, handed to the Detector at once;
+  PREDICT's band is the forecast's or else the criteria's residual band.
+* **NightFlow**: :class:`core.replay.NightEngine` (night blocks and the NIGHT
+  model), with ``now`` = the reading's arrival minute (as the Detector: a
+  clock-fault stamp closes no night); the verdict carried by the Detector from
+  the night's end on.
 * **Store**: first write wins per (sensor, time), so duplicates never reach
   detection; garbled lines never get past the reader. Both are ingest matters,
   not detection classes, and are left out of recall.
@@ -77,24 +78,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.detector import build_sensor_criteria, detection_settings  # noqa: E402
-from core.monitor import expectation_for  # noqa: E402
 from actors.predictor import NAIVE_WEEKS  # noqa: E402
-from core import criteria as criteria_logic  # noqa: E402
-from core import forecast as forecasting  # noqa: E402
 from core.config import Config, default_config, load_config  # noqa: E402
-from core.criteria import InitialData, SensorCriteria  # noqa: E402
-from core.detection import Expectation  # noqa: E402
-from core.monitor import Outcome, SiteMonitor  # noqa: E402
-from core.replay import JudgedNight, NightEngine  # noqa: E402
+from core.criteria import InitialData  # noqa: E402
+from core.monitor import Outcome  # noqa: E402
 from core.simulator import FAULT_KINDS, Episode, Simulator, SimulatorSettings  # noqa: E402
+from core.site_engine import NightRecord, SiteEngine  # noqa: E402
 from core.types import (  # noqa: E402
     FLAG_NIGHT, FLAG_PREDICT, FLAG_SYSTEM, FLAG_VALUE, EpochSeconds, Reading, SensorId,
-    StoredReading, sensor_id,
+    sensor_id,
 )
 
 MINUTE_S = 60
-HOUR_S = 3600
 DAY_S = 86400
 WEEK_MIN = 7 * 1440
 INITIAL_STEP_S = 600  # one reading per 10 minutes, as conf/initial_data.csv
@@ -133,143 +128,29 @@ NOTES = {
 # The service's logic, offline
 
 
-@dataclass
-class _History:
-    """One sensor's stored readings (first write wins) and their hourly sums."""
-
-    base_hour: int
-    hours: int
-    times: list[int] = field(default_factory=list)
-    flow: list[float] = field(default_factory=list)
-    pressure: list[float] = field(default_factory=list)
-    status: list[int] = field(default_factory=list)
-    keys: set[int] = field(default_factory=set)
-    sums: np.ndarray = field(init=False)  # (4, hours): flow sum, count, pressure sum, count
-
-    def __post_init__(self) -> None:
-        self.sums = np.zeros((4, self.hours))
-
-    def add(self, r: Reading) -> bool:
-        if r.time in self.keys:
-            return False
-        self.keys.add(r.time)
-        f = np.nan if r.flow is None else r.flow
-        p = np.nan if r.pressure is None else r.pressure
-        self.times.append(r.time)
-        self.flow.append(f)
-        self.pressure.append(p)
-        self.status.append(r.status)
-        h = r.time // HOUR_S - self.base_hour
-        if 0 <= h < self.hours:
-            if f == f:
-                self.sums[0, h] += f
-                self.sums[1, h] += 1
-            if p == p:
-                self.sums[2, h] += p
-                self.sums[3, h] += 1
-        return True
-
-    def arrays(self, since: int, until: int) -> tuple[np.ndarray, ...]:
-        """(time, flow, pressure, status) of readings in ``[since, until)``, by time."""
-        t = np.array(self.times, dtype=np.int64)
-        keep = (t >= since) & (t < until)
-        order = np.argsort(t[keep], kind="stable")
-        return (t[keep][order], np.array(self.flow)[keep][order],
-                np.array(self.pressure)[keep][order], np.array(self.status)[keep][order])
-
-    def hourly(self, since: int, hours: int) -> forecasting.HourlySeries:
-        """Hourly means of ``hours`` hours from ``since`` (NaN where nothing was stored)."""
-        lo = since // HOUR_S - self.base_hour
-        out = np.full((2, hours), np.nan)
-        a, b = max(lo, 0), min(lo + hours, self.hours)
-        if b > a:
-            s = self.sums[:, a:b]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[0, a - lo:b - lo] = np.where(s[1] > 0, s[0] / s[1], np.nan)
-                out[1, a - lo:b - lo] = np.where(s[3] > 0, s[2] / s[3], np.nan)
-        return forecasting.HourlySeries(EpochSeconds(since), out[0], out[1])
-
-
-@dataclass(frozen=True)
-class NightRecord:
-    """A closed night as NightFlow stores it (``leak`` None: no verdict)."""
-
-    night: dt.date
-    ends: int
-    mnf: float | None
-    leak: bool | None
-    threshold: float | None
-    cause: dict[str, Any] | None
-    closed_by_future_stamp: bool
-
-
 class OfflineSite:
-    """Detector + Predictor + NightFlow of one site, minute by minute, in one thread.
-
-    Mirrors the actors' wiring (see the module docstring); every decision is
-    made by the same core functions the actors call. Flags are recorded per
-    sensor, quantity and *arrival* minute (a clock-fault reading counts in the
-    minute it arrived, not at its future stamp).
-    """
+    """The site's detection (:class:`core.site_engine.SiteEngine`), with its flags
+    recorded per sensor, quantity and *arrival* minute (a clock-fault reading counts
+    in the minute it arrived, not at its future stamp)."""
 
     def __init__(self, config: Config, initial: InitialData, sensors: Sequence[SensorId],
                  start: int, minutes: int) -> None:
-        self.config = config
+        self.engine = SiteEngine(config, initial, naive_weeks=NAIVE_WEEKS)
         self.tz = config.site.tz
+        self.window = self.engine.night_engine.window
         self.start = start
         self.minutes = minutes
-        self.monitor = SiteMonitor(detection_settings(config), self.tz)
-        # NightFlow's decisions: the service's own engine.
-        self.night_engine = NightEngine(config)
-        self.window = self.night_engine.window
-        self.initial = initial
-        self.criteria: dict[SensorId, SensorCriteria | None] = {}
-        self.forecasts: dict[SensorId, forecasting.Forecast | None] = {}
-        self.issued: dict[SensorId, int] = {}
-        self.history_hours = forecasting.history_hours(weeks=NAIVE_WEEKS)
-        # Hourly sums from well before the span (forecasts look back) to a day
-        # after it (clock-fault stamps are up to 24 h ahead).
-        base_hour = start // HOUR_S - self.history_hours - 24
-        span_hours = self.history_hours + 24 + minutes // 60 + 48
-        self.store = {s: _History(base_hour, span_hours) for s in sensors}
-        self.nights: dict[SensorId, dict[dt.date, NightRecord]] = {s: {} for s in sensors}
-        self.criteria_log: list[tuple[SensorId, int, int, str]] = []
-        self._first_time: dict[SensorId, int] = {}
-        self._checked_day: dict[SensorId, int] = {}
-        self._arrival = 0
-        self._now = start
+        self.nights = self.engine.nights
+        self.criteria_log = self.engine.criteria_log
+        for s in sensors:
+            self.nights.setdefault(s, {})
         self.flags = {s: np.zeros((2, minutes), dtype=np.uint8) for s in sensors}
-
-    # -- one minute --------------------------------------------------------------
 
     def step(self, minute: int, readings: Iterable[Reading]) -> None:
         """Ingest, detect and tick the readings that arrived in ``minute``."""
-        self._now = minute
-        batch: list[StoredReading] = []
-        for r in readings:
-            if self.store[r.sensor].add(r):  # the store: first write wins
-                self._arrival += 1
-                batch.append(StoredReading(self._arrival, r))
-        for stored in batch:  # NightFlow (may run ahead: verdicts wait for their night's end)
-            for judged in self.night_engine.add(stored.reading, minute)[1]:
-                self._close_night(judged, future=stored.reading.time > minute)
-        if batch:
-            self._detect(minute, batch)
-        out = self.monitor.tick(EpochSeconds(minute + MINUTE_S - 1), self._expectation)
-        self._record(out, None)
-
-    def _detect(self, minute: int, batch: list[StoredReading]) -> None:
-        """Detector.process, then the forecasts its hour crossings ask for."""
-        for stored in batch:
-            if stored.reading.sensor not in self.criteria:
-                self._load_sensor(stored.reading.sensor)
-        out = self.monitor.process(batch, now=EpochSeconds(minute),
-                                   criteria=self.criteria.get, expectation=self._expectation)
-        self._record(out, minute)
-        for sensor, hour in out.hours:  # Predictor.on_hour -> Detector.on_forecast
-            if hour > self.issued.get(sensor, 0):
-                self._forecast(sensor, hour)
-        self._check_criteria_schedule({s.reading.sensor for s in batch})
+        step = self.engine.step(minute, readings)
+        self._record(step.detected, minute)
+        self._record(step.ticked, None)
 
     def _record(self, out: Outcome, arrived: int | None) -> None:
         for frame in out.frames:
@@ -281,88 +162,6 @@ class OfflineSite:
                 flags = self.flags[frame["sensor"]]
                 flags[0, i] |= frame["flow_flags"]
                 flags[1, i] |= frame["pressure_flags"]
-
-    # -- Detector ----------------------------------------------------------------
-
-    def _expectation(self, sensor: SensorId, t: EpochSeconds) -> Expectation | None:
-        return expectation_for(self.forecasts.get(sensor), self.criteria.get(sensor), t)
-
-    def _load_sensor(self, sensor: SensorId) -> None:
-        self.criteria[sensor] = None
-        self.forecasts[sensor] = None
-        self._build_criteria(sensor, "first start")
-
-    def _check_criteria_schedule(self, sensors: set[SensorId]) -> None:
-        cfg = self.config.criteria
-        for sensor in sensors:
-            newest = self.monitor.last_seen.get(sensor)
-            if newest is None:
-                continue
-            day = criteria_logic.schedule_day(self._first_seen(sensor, newest), newest)
-            if self._checked_day.get(sensor) == day:
-                continue
-            self._checked_day[sensor] = day
-            reason = criteria_logic.rebuild_reason(
-                self.criteria.get(sensor), store_days=self._store_days(sensor, newest),
-                newest=EpochSeconds(newest), min_days=cfg.min_days,
-                rebuild_days=cfg.rebuild_days,
-            )
-            if reason:
-                self._build_criteria(sensor, reason)
-
-    def _first_seen(self, sensor: SensorId, newest: int) -> int:
-        first = self._first_time.get(sensor)
-        if first is None:
-            history = self.store[sensor]
-            first = self._first_time[sensor] = min(history.times) if history.times else newest
-        return first
-
-    def _store_days(self, sensor: SensorId, newest: int) -> float:
-        return (newest - self._first_seen(sensor, newest)) / DAY_S
-
-    def _build_criteria(self, sensor: SensorId, reason: str) -> None:
-        cfg = self.config
-        history = self.store[sensor]
-        current = self.criteria.get(sensor)
-        version = current.version + 1 if current else 1
-        built = None
-        newest = max(history.times) if history.times else None  # the store's latest reading
-        if newest is not None and self._store_days(sensor, newest) >= cfg.criteria.min_days:
-            arrays = history.arrays(newest - cfg.criteria.window_days * DAY_S, newest + 1)
-            built = build_sensor_criteria(cfg, sensor, arrays, version, "store")
-        elif current is None and sensor in self.initial:
-            built = build_sensor_criteria(cfg, sensor, self.initial[sensor], version,
-                                          "initial_data")
-        if built is not None:
-            self.criteria[sensor] = built
-            self.criteria_log.append((sensor, self._now, built.version, built.source))
-
-    # -- Predictor ---------------------------------------------------------------
-
-    def _forecast(self, sensor: SensorId, hour: int) -> None:
-        since = hour - self.history_hours * HOUR_S
-        history = self.store[sensor].hourly(since, self.history_hours)
-        self.forecasts[sensor] = forecasting.naive_forecast(
-            sensor, history, EpochSeconds(hour), weeks=NAIVE_WEEKS)
-        self.issued[sensor] = hour
-
-    # -- NightFlow ---------------------------------------------------------------
-
-    def _close_night(self, judged: JudgedNight, *, future: bool) -> None:
-        summary, verdict = judged.summary, judged.verdict
-        sensor = summary.sensor
-        stored = self.nights[sensor]
-        stored[summary.night] = NightRecord(
-            summary.night, int(judged.ends), summary.mnf, verdict.leak if verdict else None,
-            verdict.threshold if verdict else None,
-            verdict.cause() if verdict and verdict.leak else None, future,
-        )
-        if verdict is not None and verdict.leak is not None:  # NightClosed -> Detector
-            applied = self.monitor.night_applied.get(sensor, "")
-            for night, rec in sorted(stored.items()):
-                if night.isoformat() > applied and rec.leak is not None:
-                    self.monitor.schedule_night_verdict(
-                        sensor, rec.ends, night.isoformat(), rec.leak, rec.cause)
 
 
 # ---------------------------------------------------------------------------------------------
