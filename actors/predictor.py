@@ -23,7 +23,6 @@ from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppend
 from core.types import EpochSeconds, SensorId
 
 CONSUMER = "predictor"
-CHOICE_DOC = "forecast_choice"  # per sensor: model or seasonal-naive, per quantity (status)
 HOUR_S = 3600
 NAIVE_WEEKS = 3
 
@@ -102,7 +101,7 @@ class Predictor(GatewayActor):
         def write(b: Any) -> int:
             b.put_doc("forecast", sensor, fc.to_record())
             if checked is not None and checked is not choice:
-                b.put_doc(CHOICE_DOC, sensor, checked.to_record())
+                b.put_doc(forecast_check.CHOICE_DOC, sensor, checked.to_record())
             last = 0
             for frame in frames:
                 last = b.append_outbox(frame)
@@ -142,7 +141,7 @@ class Predictor(GatewayActor):
 
     def _choice(self, sensor: SensorId) -> forecast_check.Choice | None:
         if sensor not in self.choices:
-            doc = self.store.doc(CHOICE_DOC, sensor)
+            doc = self.store.doc(forecast_check.CHOICE_DOC, sensor)
             self.choices[sensor] = None if doc is None else forecast_check.Choice.from_record(doc)
         return self.choices[sensor]
 
