@@ -158,3 +158,19 @@ def test_forecast_command_prints_the_band_columns_and_empty_fields(tmp_path):
     rows = list(csv.reader(io.StringIO(done.stdout)))
     assert [r for r in rows if r[0] == "002"][0] == [
         "002", "2026-01-05T00:00:00+09:00", "10.000", "1.000", "", "", "", ""]
+
+
+def test_the_sensor_page_draws_the_hourly_band_when_the_forecast_has_one():
+    from web.series import forecast_series
+
+    flow = 10.0 + np.arange(HORIZON_HOURS, dtype=float)
+    p10 = flow - 1.0
+    p10[1] = np.nan
+    banded = Forecast(S1, EpochSeconds(START), flow, flow / 10, "lstm", flow_band=3.0,
+                      flow_p10=p10, flow_p90=flow + 2.0).to_record()
+    line, low, high = forecast_series(banded, "flow", START + 3 * H, None)
+    assert list(line.value) == [10.0, 11.0, 12.0]
+    np.testing.assert_array_equal(low, [9.0, np.nan, 11.0])
+    np.testing.assert_array_equal(high, [12.0, 13.0, 14.0])
+    _, low, high = forecast_series(banded, "pressure", START + 3 * H, 0.5)  # no band: as PREDICT
+    np.testing.assert_allclose(high - low, [1.0, 1.0, 1.0])
