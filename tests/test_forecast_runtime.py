@@ -116,7 +116,11 @@ def test_retraining_starts_at_the_quiet_hour_and_a_failed_one_waits_a_day(
     assert not due_at(2026, 1, 12, 23, 0), "a week, but not at the quiet hour yet"
     assert not due_at(2026, 1, 13, 2, 59)
     assert due_at(2026, 1, 13, 3, 0)
-    commit_training(store, S1, "rejected", "does not beat seasonal-naive", "", 40.0)
+    # A model that does not beat seasonal-naive on its held-out weeks is never swapped in.
+    result = ('{"sensor": "001", "accepted": false, "version": "w", "paths": {"flow": "x"}, '
+              '"metadata": {"data_until": 1}}')
+    assert not commit_training(store, S1, "rejected", "does not beat seasonal-naive", result, 40.0)
+    assert store.doc("model", S1) == {"version": "v", "data_until": until}
     assert store.doc("training", S1)["event_time"] == store.event_time(S1)
     store.transact(lambda b: b.put_doc("training", S1, {
         **store.doc("training", S1), "retry_after": time.time() - 1}))
