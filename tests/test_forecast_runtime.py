@@ -160,7 +160,7 @@ def test_forecast_command_prints_the_band_columns_and_empty_fields(tmp_path):
 
     done = run_cli(config, "forecast")
     rows = list(csv.reader(io.StringIO(done.stdout)))
-    assert [r for r in rows if r[0] == "002"][0] == [
+    assert next(r for r in rows if r[0] == "002") == [
         "002", "2026-01-05T00:00:00+09:00", "10.000", "1.000", "", "", "", ""]
 
 
