@@ -84,6 +84,7 @@ class Predictor(GatewayActor):
         started = time.perf_counter()
         choice = self._choice(sensor)
         fc = self._compute(sensor, issued)
+        # A due check (daily, or a new model) made a new choice: stored with the forecast.
         checked = self._choice(sensor)
         frames = fcd_frames(fc, self.tz)
         # In a site's first week every hourly forecast is short: say so when the
