@@ -2,8 +2,10 @@
 
 Uses the sensor's accepted model (an exported LSTM run in numpy: TensorFlow is
 never imported by the service) or the seasonal-naive forecast when there is
-none. The forecast and its seven ``$FCD`` lines are committed together, then
-the Detector (PREDICT) and the Transmitter are told.
+none. Once a day the model's last seven days are scored against seasonal-naive
+(:mod:`core.forecast_check`) and each quantity's forecast comes from the better
+of the two. The forecast, that choice and its seven ``$FCD`` lines are
+committed together, then the Detector (PREDICT) and the Transmitter are told.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from actors.base import UPLINKS, ActorContext, GatewayActor
 from core import forecast as forecasting
-from core import frames
+from core import forecast_check, frames
 from core.hourly_history import HourlyHistory
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
 from core.types import EpochSeconds, SensorId
@@ -51,6 +53,7 @@ class Predictor(GatewayActor):
         self.models: dict[SensorId, tuple[str, Any, Any] | None] = {}
         self.histories = HourlyHistory()
         self.days_forecast: dict[SensorId, int] = {}
+        self.choices: dict[SensorId, forecast_check.Choice | None] = {}
         self.last_duration_ms = 0.0
 
     def on_start(self) -> None:
@@ -78,7 +81,10 @@ class Predictor(GatewayActor):
 
     def forecast(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:
         started = time.perf_counter()
+        choice = self._choice(sensor)
         fc = self._compute(sensor, issued)
+        # A due check (daily, or a new model) made a new choice: stored with the forecast.
+        checked = self._choice(sensor)
         frames = fcd_frames(fc, self.tz)
         # In a site's first week every hourly forecast is short: say so when the
         # number of days changes, not 168 times a week.
@@ -94,6 +100,8 @@ class Predictor(GatewayActor):
 
         def write(b: Any) -> int:
             b.put_doc("forecast", sensor, fc.to_record())
+            if checked is not None and checked is not choice:
+                b.put_doc(forecast_check.CHOICE_DOC, sensor, checked.to_record())
             last = 0
             for frame in frames:
                 last = b.append_outbox(frame)
@@ -109,15 +117,59 @@ class Predictor(GatewayActor):
 
     def _compute(self, sensor: SensorId, issued: EpochSeconds) -> forecasting.Forecast:
         model = self._model(sensor)
-        hours = forecasting.history_hours(*(model[1:] if model else ()), weeks=NAIVE_WEEKS)
+        # Always the check's span, with or without a model: the incremental
+        # history keeps one span, and the first model's check needs all of it.
+        hours = forecast_check.history_hours(*(model[1:] if model else ()))
         history = self._history(sensor, issued, hours)
-        if model is not None:
-            version, flow_model, pressure_model = model
-            try:
-                return forecasting.lstm_forecast(flow_model, pressure_model, sensor, history, issued)
-            except Exception:
-                self.log.exception("sensor %s: model %s failed; seasonal-naive instead", sensor, version)
-        return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
+
+        def naive() -> forecasting.Forecast:
+            return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
+
+        if model is None:
+            return naive()
+        version, flow_model, pressure_model = model
+        try:
+            by_model = forecasting.lstm_forecast(flow_model, pressure_model, sensor, history,
+                                                 issued)
+            choice = self._check(sensor, issued, model, history)
+        except Exception:
+            self.log.exception("sensor %s: model %s failed; seasonal-naive instead", sensor, version)
+            return naive()
+        if not choice.uses_naive():
+            return by_model
+        return forecast_check.combine(by_model, naive(), choice.use)
+
+    def _choice(self, sensor: SensorId) -> forecast_check.Choice | None:
+        if sensor not in self.choices:
+            doc = self.store.doc(forecast_check.CHOICE_DOC, sensor)
+            self.choices[sensor] = None if doc is None else forecast_check.Choice.from_record(doc)
+        return self.choices[sensor]
+
+    def _check(self, sensor: SensorId, issued: EpochSeconds, model: tuple[str, Any, Any],
+               history: forecasting.HourlySeries) -> forecast_check.Choice:
+        """The model's source choice, checked again when due; a switch is logged once."""
+        version, flow_model, pressure_model = model
+        choice = self._choice(sensor)
+        if choice is not None and not choice.due(version, issued):
+            return choice
+        scores = {q: forecast_check.recent_score(m, history.quantity(q), history.start, issued)
+                  for q, m in (("flow", flow_model), ("pressure", pressure_model))}
+        choice, switches = forecast_check.update(choice, version, issued, scores)
+        for switch in switches:
+            s = switch.score
+            if switch.to == forecast_check.NAIVE:
+                self.log.warning(
+                    "sensor %s: %s forecast switched to seasonal-naive: over the last %d days "
+                    "model %s's MAE %.4g is worse than naive's %.4g (%d h); checked again daily",
+                    sensor, switch.quantity, forecast_check.CHECK_DAYS, version, s.model_mae,
+                    s.naive_mae, s.hours)
+            else:
+                self.log.info(
+                    "sensor %s: %s forecast back on model %s: over the last %d days its MAE "
+                    "%.4g beats naive's %.4g (%d h)", sensor, switch.quantity, version,
+                    forecast_check.CHECK_DAYS, s.model_mae, s.naive_mae, s.hours)
+        self.choices[sensor] = choice
+        return choice
 
     def _history(self, sensor: SensorId, issued: EpochSeconds, hours: int) -> forecasting.HourlySeries:
         """Hourly means of the hours before ``issued`` (:class:`core.hourly_history.HourlyHistory`:

@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.base import ActorContext, GatewayActor
 from core.messages import ModelChanged, Tick, TrainingFinished, TrainRequest
+from core.train_schedule import retrain_at
 from core.types import SensorId
 
 DAY_S = 86400
@@ -82,8 +83,10 @@ def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_l
     True if swapped."""
     now = time.time()
     result = json.loads(result_line) if result_line else {}
+    # The sensor's event time at the attempt: a retraining that gave no model
+    # waits for the next train.hour after it (core.train_schedule).
     record = {"sensor": sensor, "outcome": outcome, "detail": detail, "at": now,
-              "duration_s": duration_s,
+              "event_time": store.event_time(sensor), "duration_s": duration_s,
               "retry_after": None if outcome == "accepted" else now + RETRY_AFTER_S,
               "metadata": result.get("metadata")}
 
@@ -152,9 +155,13 @@ class Trainer(GatewayActor):
         model = self.store.doc("model", sensor)
         cfg = self.config.train
         if model is None:
+            # The first model as soon as there is data for it: until then the
+            # forecast is seasonal-naive, so no quiet hour is waited for.
             first = self.store.first_reading(sensor)
             return first is not None and (newest - first.time) / DAY_S >= cfg.min_days
-        return (newest - model.get("data_until", 0)) / DAY_S >= cfg.schedule_days
+        failed = last.get("event_time") if last and last.get("outcome") != "accepted" else None
+        return newest >= retrain_at(model.get("data_until", 0), cfg.schedule_days, cfg.hour,
+                                    self.config.site.tz, failed)
 
     def _start_next(self) -> None:
         if self._running is not None or not self._queue or self._stopping.is_set():

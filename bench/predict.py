@@ -8,7 +8,9 @@ numpy (:func:`core.forecast.lstm_forecast`), as the Predictor actor does.
 * ``warm_ms``: models already loaded (median of many runs);
 * ``cold_ms``: the two model files loaded from disk first (median of several);
 * ``warm_compute_ms``: the warm forecast without the store read (resampling and
-  the two LSTMs only).
+  the two LSTMs only);
+* ``check_ms``: the Predictor's daily check of both models against
+  seasonal-naive over the last seven days (:mod:`core.forecast_check`).
 
 Models: ``--flow``/``--pressure`` take files from ``bench/train.py --keep DIR``;
 without them, models of the production shape (LSTM(32), 336 h lookback in daily
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from core import forecast  # noqa: E402
+from core import forecast, forecast_check  # noqa: E402
 from core.simulator import Simulator, SimulatorSettings  # noqa: E402
 from core.types import EpochSeconds, SensorId  # noqa: E402
 from storage.store import Store  # noqa: E402
@@ -114,22 +116,35 @@ def main() -> int:
             history = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
             forecast.lstm_forecast(flow_model, pressure_model, SID, history, EpochSeconds(issued))
             compute.append((time.perf_counter() - t0) * 1000)
+        # The Predictor's daily check of the model against seasonal-naive, both quantities.
+        hours = forecast_check.history_hours(flow_model, pressure_model)
+        since = issued - hours * 3600
+        arrays = store.reading_arrays(SID, since=since, until=issued)
+        history = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
+        check = []
+        for _ in range(args.cold_runs):
+            t0 = time.perf_counter()
+            for model in (flow_model, pressure_model):
+                values = history.window(model.spec.quantity, since, hours)
+                forecast_check.recent_score(model, values, since, issued)
+            check.append((time.perf_counter() - t0) * 1000)
         frames = fc.daily_means(sim.tz)
         store.close()
 
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
     assert np.isfinite(fc.flow).all() and len(frames) == 7
     warm_ms, cold_ms, rss = statistics.median(warm), statistics.median(cold), peak_rss_mb()
-    compute_ms = statistics.median(compute)
+    compute_ms, check_ms = statistics.median(compute), statistics.median(check)
     ok = warm_ms <= BUDGET_WARM_MS and cold_ms <= BUDGET_COLD_MS
     print(f"forecast of one sensor, flow + pressure: warm {warm_ms:.2f} ms (budget <= "
           f"{BUDGET_WARM_MS:.0f}), cold {cold_ms:.2f} ms with model load (budget <= "
           f"{BUDGET_COLD_MS:.0f}); of warm, resampling + LSTMs {compute_ms:.2f} ms, the rest is "
-          f"the store read; process peak RSS {rss:.0f} MB, tensorflow not imported",
-          file=sys.stderr)
+          f"the store read; the daily model-vs-naive check {check_ms:.2f} ms; process peak RSS "
+          f"{rss:.0f} MB, tensorflow not imported", file=sys.stderr)
     print(json.dumps({
         "bench": "predict", "warm_ms": round(warm_ms, 2), "cold_ms": round(cold_ms, 2),
-        "warm_compute_ms": round(compute_ms, 2), "service_rss_mb": round(rss, 1),
+        "warm_compute_ms": round(compute_ms, 2), "check_ms": round(check_ms, 2),
+        "service_rss_mb": round(rss, 1),
         "budget": {"warm_ms": f"<= {BUDGET_WARM_MS:.0f}", "cold_ms": f"<= {BUDGET_COLD_MS:.0f}",
                    "ok": ok},
     }))

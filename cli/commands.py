@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import csv
 import json
+import math
 import shutil
 import sys
 import time
@@ -255,6 +256,8 @@ def _outbox_drops(counters: dict[str, int], ack: bool) -> str:
 
 
 def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
+    from core.forecast_check import CHOICE_DOC
+
     model = store.doc("model", sensor)
     training = store.doc("training", sensor)
     parts = []
@@ -264,6 +267,9 @@ def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
             f"data {local_iso(model.get('data_since', 0), tz)}..{local_iso(model.get('data_until', 0), tz)}, "
             f"MAE model {json.dumps(model.get('mae_model'))} vs naive {json.dumps(model.get('mae_naive'))}, "
             f"residual band {json.dumps(model.get('residual_band'))}")
+        choice = store.doc(CHOICE_DOC, sensor)  # the Predictor's daily check
+        if choice and choice.get("version") == model["version"]:
+            parts.append(forecast_choice_text(choice, tz))
     else:
         parts.append("model: none (seasonal-naive forecast)")
     if training and training.get("outcome") != "accepted":
@@ -271,6 +277,28 @@ def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
         parts.append(f"last training {training['outcome']} at {local_iso(training['at'], tz)}: "
                      f"{training['detail']}" + (f"; retry after {local_iso(retry, tz)}" if retry else ""))
     return "; ".join(parts)
+
+
+def forecast_choice_text(doc: dict[str, Any], tz: ZoneInfo) -> str:
+    """Where each quantity's forecast comes from after the daily check, and why:
+    ``forecast: flow from seasonal-naive since ... (last 7 days MAE model 5.02 vs
+    naive 3.16, 672 h), pressure from the model (...)``."""
+    from core.forecast_check import CHECK_DAYS, MODEL, Choice
+
+    choice = Choice.from_record(doc)
+    parts = []
+    for quantity, use in choice.use.items():
+        source = "the model" if use == MODEL else "seasonal-naive"
+        since = choice.since.get(quantity)
+        text = f"{quantity} from {source}"
+        if since is not None:
+            text += f" since {local_iso(since, tz)}"
+        score = choice.scores.get(quantity)
+        if score is not None and score.hours:
+            text += (f" (last {CHECK_DAYS} days MAE model {score.model_mae:.4g} vs naive "
+                     f"{score.naive_mae:.4g}, {score.hours} h)")
+        parts.append(text)
+    return f"forecast: {', '.join(parts)}; checked {local_iso(choice.checked, tz)}"
 
 
 def _v(x: float | None) -> str:
@@ -333,19 +361,26 @@ def _verdict_at(verdicts: list[dict[str, Any]], t: int) -> dict[str, Any] | None
 
 
 def write_forecast(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> None:
-    from core.forecast import Forecast
+    """CSV of each sensor's current forecast, one row per hour: the expected mean
+    and its P10/P90 band; an empty field where there is no value (a sensor without
+    pressure, an hour without basis, a forecast without bands)."""
+    from core.forecast import BAND_FIELDS, HORIZON_HOURS, Forecast
 
     tz = config.site.tz
     sensors = _sensors(store, sensor)
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["sensor", "time", "flow", "pressure"])
+    w.writerow(["sensor", "time", "flow", "pressure", *BAND_FIELDS])
+    nothing = [math.nan] * HORIZON_HOURS
     for s in sensors:
         doc = store.doc("forecast", s)
         if not doc:
             continue
         fc = Forecast.from_record(doc)
-        for hour, (flow, pressure) in enumerate(zip(fc.flow, fc.pressure)):
-            w.writerow([s, local_iso(fc.issued + hour * 3600, tz), f"{flow:.3f}", f"{pressure:.3f}"])
+        columns = [fc.flow, fc.pressure, *(nothing if getattr(fc, name) is None
+                                           else getattr(fc, name) for name in BAND_FIELDS)]
+        for hour, values in enumerate(zip(*columns)):
+            w.writerow([s, local_iso(fc.issued + hour * 3600, tz),
+                        *("" if math.isnan(v) else f"{v:.3f}" for v in values)])
 
 
 def train(store: Store, config: Any, sensor: SensorId | None, out: TextIO) -> int:

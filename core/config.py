@@ -713,6 +713,7 @@ class TrainConfig:
     nice: int
     epochs: int
     lookback_hours: int
+    hour: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -910,7 +911,8 @@ SCHEMA: tuple[Section, ...] = (
                 "CUSUM decision interval: accumulated excess that raises NIGHT"),
     )),
     Section("train", "forecasting model training", TrainConfig, (
-        Setting("schedule_days", Integer(1, 3650), 365, "retrain a model this often"),
+        Setting("schedule_days", Integer(1, 3650), 7,
+                "retrain a model this often (days of event time since its data ended)"),
         Setting("min_days", Integer(7, 3650), 28,
                 "days of stored data before the first model is trained"),
         Setting("timeout_s", Integer(10, 86400), 1800,
@@ -920,6 +922,9 @@ SCHEMA: tuple[Section, ...] = (
         Setting("epochs", Integer(1, 1000), 30, "most training epochs"),
         Setting("lookback_hours", Integer(24, 2016), 336,
                 "hours of history the model sees to forecast the next week"),
+        Setting("hour", Integer(0, 23), 3,
+                "local hour of day (event time) at which a due retraining starts; "
+                "the first model trains as soon as min_days are stored"),
     )),
     Section("supervisor", "actor supervision", SupervisorConfig, (
         Setting("restart_max", Integer(1, 100), 5,

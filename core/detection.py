@@ -45,6 +45,10 @@ Decisions an operator should know:
 * **Clock faults and jumps.** :class:`ClockGuard` decides whether a reading
   is ahead of time (of the gateway clock, or jumping ahead of its sensor's
   timeline in a replay); such a reading is judged like a future one.
+* **PREDICT's band.** With a forecast that carries the hour's P10/P90, a
+  reading is judged by :func:`hourly_limits` (the hourly band with the
+  criteria's minute noise of its slot); otherwise by the model's residual band,
+  else the criteria's default band.
 * Without criteria a sensor gets SYSTEM only; without an expectation, no PREDICT.
 """
 
@@ -57,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.criteria import QuantityCriteria, SensorCriteria, slot_of
+from core.criteria import BAND_K, RESIDUAL_K, Band, QuantityCriteria, SensorCriteria, slot_of
 from core.messages import fast_init
 from core.types import (
     FLAG_NIGHT,
@@ -116,7 +120,8 @@ class Cause:
     ahead of the gateway clock, or in a replay of the sensor's own timeline: see
     :class:`ClockGuard`), ``silence``, ``band`` (threshold: the slot's
     ``[low, high]``), ``gross`` (threshold: the band widened each side by
-    ``gross_factor`` band widths), ``forecast`` (threshold: ``[expected - band, expected + band]``),
+    ``gross_factor`` band widths), ``forecast`` (threshold: ``[expected - band, expected + band]``,
+    or with an hourly band the limits of :func:`hourly_limits`),
     ``mnf`` (from the night verdict).
     """
 
@@ -272,17 +277,53 @@ class SensorState:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """The forecast for one minute and the band PREDICT allows around it (None = none)."""
+    """The forecast for one minute and the band PREDICT allows around it (None = none).
+
+    ``flow_hourly`` (and pressure's) is the forecast's P10 and P90 of the hourly
+    mean at that minute, when the forecast carries them: PREDICT then judges by
+    :func:`hourly_limits` instead of the fixed ``flow_band``.
+    """
 
     flow: float | None
     pressure: float | None
     flow_band: float | None
     pressure_band: float | None
+    flow_hourly: tuple[float, float] | None = None
+    pressure_hourly: tuple[float, float] | None = None
 
     def of(self, quantity: str) -> tuple[float | None, float | None]:
         if quantity == "flow":
             return self.flow, self.flow_band
         return self.pressure, self.pressure_band
+
+
+# What _judge gets of an Expectation per quantity: the forecast, its band, its hourly P10/P90.
+_Expected = tuple[float | None, float | None, tuple[float, float] | None]
+# The P10-P90 interval of a normal distribution spans +-Z90 sigmas.
+Z90 = 1.2815515655446004
+
+
+def hourly_limits(expected: float, p10: float, p90: float, noise: float) -> tuple[float, float]:
+    """PREDICT's ``[low, high]`` for a minute reading from the hourly band around it.
+
+    The band is that of an hourly mean; a minute reading also carries its noise
+    within the hour. Each side is ``RESIDUAL_K`` sigmas (the margin of the fixed
+    band too) of both together: the hourly sigma of that side, ``(p90 -
+    expected) / Z90`` above and ``(expected - p10) / Z90`` below (flow's bands
+    are skewed), and the minute ``noise`` sigma, added in quadrature. A band that
+    does not hold the forecast (crossed quantiles) counts as no band on that side.
+    """
+    above = max(p90 - expected, 0.0) / Z90
+    below = max(expected - p10, 0.0) / Z90
+    return (expected - RESIDUAL_K * math.hypot(below, noise),
+            expected + RESIDUAL_K * math.hypot(above, noise))
+
+
+def minute_noise(band: Band) -> float:
+    """The minute noise the criteria allow for an hour of day: the VALUE band's
+    half-width in its own widening unit (``BAND_K`` robust sigmas of the readings
+    around the hour's shape), so also a tenth of the hour's own range at most."""
+    return (band.high - band.low) / (2.0 * BAND_K)
 
 
 def evaluate(
@@ -316,10 +357,11 @@ def evaluate(
     else:
         version, slot, qc_flow, qc_pressure = None, 0, None, None
     if expectation is not None:
-        exp_flow: tuple[float | None, float | None] = (expectation.flow, expectation.flow_band)
-        exp_pressure = (expectation.pressure, expectation.pressure_band)
+        exp_flow: _Expected = (expectation.flow, expectation.flow_band, expectation.flow_hourly)
+        exp_pressure: _Expected = (expectation.pressure, expectation.pressure_band,
+                                   expectation.pressure_hourly)
     else:
-        exp_flow = exp_pressure = (None, None)
+        exp_flow = exp_pressure = (None, None, None)
     judged = (reading, causes, limits, version, slot, in_order, clock_ahead,
               persist_minutes, clear_minutes, gross_factor)
     flow_flags = _judge("flow", reading.flow, state.flow, qc_flow, exp_flow, *judged)
@@ -339,7 +381,7 @@ def _judge(
     value: float | None,
     qs: QuantityState,
     qc: QuantityCriteria | None,
-    expected: tuple[float | None, float | None],
+    expected: _Expected,
     reading: Reading,
     causes: list[Cause],
     limits: SystemLimits,
@@ -406,18 +448,23 @@ def _judge(
                                     [low - margin, high + margin], version))
             else:
                 causes.append(Cause("VALUE", quantity, "band", value, [low, high], version))
-    forecast, allowed = expected
-    if allowed is None and qc is not None:
-        allowed = qc.residual_band
-    # PREDICT needs a forecast and a band; a model brings its own band, so a
-    # sensor without criteria yet is still judged against its model.
-    if forecast is not None and allowed is not None and not math.isnan(forecast):
-        if qs.predict.step(abs(value - forecast) > allowed, persist, clear_after):
-            flags |= FLAG_PREDICT
-            causes.append(Cause(
-                "PREDICT", quantity, "forecast", value,
-                [forecast - allowed, forecast + allowed], version,
-            ))
+    forecast, allowed, hourly = expected
+    if forecast is None or math.isnan(forecast):
+        return flags
+    # PREDICT needs a forecast and a band: the hourly band with the criteria's
+    # minute noise of the slot, else the model's own band (so a sensor without
+    # criteria yet is still judged against its model), else the criteria's default.
+    if hourly is not None and qc is not None:
+        low, high = hourly_limits(forecast, hourly[0], hourly[1], minute_noise(qc.bands[slot]))
+    else:
+        if allowed is None and qc is not None:
+            allowed = qc.residual_band
+        if allowed is None:
+            return flags
+        low, high = forecast - allowed, forecast + allowed
+    if qs.predict.step(not low <= value <= high, persist, clear_after):
+        flags |= FLAG_PREDICT
+        causes.append(Cause("PREDICT", quantity, "forecast", value, [low, high], version))
     return flags
 
 

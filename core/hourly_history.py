@@ -39,7 +39,9 @@ class HourlyHistory:
         """Hourly means of the ``hours`` hours before ``issued`` (NaN: nothing stored)."""
         since = issued - hours * HOUR_S
         cached = self._series.get(sensor)
-        if cached is None or cached.end > issued or cached.end < since:
+        # A longer span than the cached one (a new model looks further back) is
+        # read whole: extending only the end would leave its first hours empty.
+        if cached is None or cached.end > issued or cached.end < since or cached.start > since:
             read_from = since
             cached = None
         else:

@@ -55,17 +55,50 @@ def expectation_for(
     forecast: Forecast | None, criteria: SensorCriteria | None, t: EpochSeconds
 ) -> Expectation | None:
     """What PREDICT judges a reading at ``t`` by: the forecast for that minute and
-    its band (the model's own, else the criteria's default residual band)."""
+    its band (the model's own, else the criteria's default residual band) and,
+    when the forecast carries them, the P10/P90 of the hourly mean at that minute
+    (interpolated between hour middles as the forecast itself is)."""
     if forecast is None:
         return None
     flow, pressure = forecast.expected_at(t)
     if flow is None and pressure is None:
         return None
+    bands = _band_views(forecast)
     return Expectation(
         flow=flow, pressure=pressure,
         flow_band=forecast.flow_band or _residual(criteria, "flow"),
         pressure_band=forecast.pressure_band or _residual(criteria, "pressure"),
+        flow_hourly=_band_at(bands[0], t), pressure_hourly=_band_at(bands[1], t),
     )
+
+
+# Per sensor: its current forecast and that forecast's bands as forecasts of their
+# own (flow = P10, pressure = P90), built once per forecast, not per reading.
+_BandViews = tuple[Forecast | None, Forecast | None]
+_band_cache: dict[SensorId, tuple[Forecast, _BandViews]] = {}
+
+
+def _band_views(forecast: Forecast) -> _BandViews:
+    cached = _band_cache.get(forecast.sensor)
+    if cached is not None and cached[0] is forecast:
+        return cached[1]
+    views = (_band_view(forecast, "flow"), _band_view(forecast, "pressure"))
+    _band_cache[forecast.sensor] = (forecast, views)
+    return views
+
+
+def _band_view(forecast: Forecast, quantity: str) -> Forecast | None:
+    p10, p90 = getattr(forecast, f"{quantity}_p10"), getattr(forecast, f"{quantity}_p90")
+    if p10 is None or p90 is None:
+        return None
+    return Forecast(forecast.sensor, forecast.issued, p10, p90, forecast.source)
+
+
+def _band_at(view: Forecast | None, t: EpochSeconds) -> tuple[float, float] | None:
+    if view is None:
+        return None
+    p10, p90 = view.expected_at(t)
+    return None if p10 is None or p90 is None else (p10, p90)
 
 
 def _residual(criteria: SensorCriteria | None, quantity: str) -> float | None:

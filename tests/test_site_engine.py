@@ -157,6 +157,21 @@ def test_hourly_history_read_an_hour_at_a_time_equals_one_whole_read() -> None:
     np.testing.assert_allclose(series.pressure, expect.pressure)
 
 
+def test_hourly_history_asked_for_a_longer_span_holds_its_first_hours_too() -> None:
+    store = MemoryReadings()
+    for r in readings(S1, START, 3 * 1440):
+        store.add(r)
+    history = HourlyHistory()
+    read = lambda a, b: store.reading_arrays(S1, a, b)  # noqa: E731
+    issued = EpochSeconds(START + 60 * 3600)
+    history.series(S1, EpochSeconds(issued - 3600), 24, read)
+    series = history.series(S1, issued, 48, read)  # a new model looks further back
+    whole = store.reading_arrays(S1, issued - 48 * 3600, issued)
+    expect = forecasting.hourly_means(whole.time, whole.flow, whole.pressure)
+    assert np.isfinite(series.flow).all()
+    np.testing.assert_allclose(series.flow, expect.flow)
+
+
 def test_memory_readings_keep_the_first_of_a_time_and_order_by_time() -> None:
     store = MemoryReadings()
     assert store.add(Reading(S1, EpochSeconds(START + 120), 1.0, None))

@@ -130,20 +130,29 @@ def forecast_series(forecast: Mapping[str, Any] | None, quantity: str, until: in
                     default_band: float | None) -> tuple[Series, np.ndarray, np.ndarray]:
     """The forecast line (mid-hour points) up to ``until``, and its band (low, high).
 
-    The band is the model's residual band, or ``default_band`` (the criteria's)
-    for a seasonal-naive forecast, as PREDICT judges; NaN where there is none.
+    The band is the forecast's hourly P10-P90 when it carries one, else the
+    model's residual band, or ``default_band`` (the criteria's) for a
+    seasonal-naive forecast, as PREDICT judges; NaN where there is none.
     """
     empty = Series(np.zeros(0, dtype=np.int64), np.zeros(0))
     if not forecast:
         return empty, np.zeros(0), np.zeros(0)
-    values = np.array([np.nan if v is None else float(v) for v in forecast[quantity]])
+    values = _floats(forecast[quantity])
     time = int(forecast["issued"]) + HOUR_S // 2 + HOUR_S * np.arange(len(values), dtype=np.int64)
     keep = time <= until
     time, values = time[keep], values[keep]
+    p10, p90 = forecast.get(f"{quantity}_p10"), forecast.get(f"{quantity}_p90")
+    if p10 is not None and p90 is not None:
+        return Series(time, values), _floats(p10)[keep], _floats(p90)[keep]
     band = forecast.get(f"{quantity}_band") or default_band
     if band is None:
         return Series(time, values), np.full(len(time), np.nan), np.full(len(time), np.nan)
     return Series(time, values), values - band, values + band
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    """A stored hourly list as floats, None (no value) as NaN."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
 def flag_raises(detections: Sequence[Mapping[str, Any]], quantity: str,
