@@ -34,8 +34,8 @@ from core.forecast import (
     ExportedModel,
     FeatureSpec,
     Scaler,
+    model_base,
     model_values,
-    seasonal_base,
     window_features,
 )
 
@@ -54,6 +54,7 @@ class TrainSettings:
     base_weeks: int = 3
     fit_hours: int = FIT_HOURS
     timezone: str = "UTC"
+    holidays: str = ""  # [site] holidays as text (core.forecast.holidays_text)
     units: int = 32
     epochs: int = 30
     batch_size: int = 64
@@ -105,6 +106,8 @@ class QuantityResult:
 
     @property
     def accepted(self) -> bool:
+        if self.extra.get("absent"):
+            return True
         return self.validation is not None and self.validation.beats_naive
 
 
@@ -148,7 +151,7 @@ def masked_huber(y_true: Any, y_pred: Any) -> Any:
     return ops.sum(huber * weight, axis=-1) / ops.maximum(ops.sum(weight, axis=-1), 1.0)
 
 
-def fit_scaler(values: np.ndarray, train_end: int, spec: FeatureSpec) -> Scaler:
+def fit_scaler(values: np.ndarray, train_end: int, spec: FeatureSpec, start: int = 0) -> Scaler:
     """Scalers from the training part (indices before ``train_end``) only."""
     part = values[:train_end]
     known = part[np.isfinite(part)]
@@ -156,8 +159,7 @@ def fit_scaler(values: np.ndarray, train_end: int, spec: FeatureSpec) -> Scaler:
     x_scale = float(known.std()) if known.size else 0.0
     hours = np.arange(train_end)
     # Residuals against the base, as the model will see them (origin = each hour).
-    base = (seasonal_base(values, hours, spec.base_weeks, spec.fit_hours)[:, 0] if train_end
-            else np.empty(0))
+    base = model_base(spec, values, start, hours)[:, 0] if train_end else np.empty(0)
     residual = part - base
     residual = residual[np.isfinite(residual)]
     y_scale = float(residual.std()) if residual.size else 0.0
@@ -172,7 +174,7 @@ def training_arrays(values: np.ndarray, start: int, origins: np.ndarray, spec: F
     x = window_features(values, start, origins, spec, scaler)
     idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
     truth = np.where(idx < values.shape[0], values[np.clip(idx, 0, values.shape[0] - 1)], np.nan)
-    y = (truth - seasonal_base(values, origins, spec.base_weeks, spec.fit_hours)) / scaler.y_scale
+    y = (truth - model_base(spec, values, start, origins)) / scaler.y_scale
     return x, y.astype(np.float32)
 
 
@@ -200,7 +202,7 @@ def validate(exported: ExportedModel, values: np.ndarray, start: int,
     n = values.shape[0]
     origins = np.arange(holdout_start, n - min(HORIZONS) + 1)
     forecast = model_values(exported, values, start, origins)
-    base = seasonal_base(values, origins, exported.spec.base_weeks, exported.spec.fit_hours)
+    base = model_base(exported.spec, values, start, origins)
     idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
     inside = idx < n
     truth = np.where(inside, values[np.clip(idx, 0, n - 1)], np.nan)
@@ -260,6 +262,17 @@ class _Deadline(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def absent_quantity(quantity: str, settings: TrainSettings) -> QuantityResult:
+    """A quantity the sensor does not measure: an untrained (zero-head) model, so the
+    service's model pair is complete and its forecast of the quantity stays empty."""
+    spec = FeatureSpec(quantity, settings.lookback_hours, settings.step_hours,
+                       settings.base_weeks, settings.fit_hours, settings.timezone,
+                       settings.holidays)
+    exported = export_model(build_model(spec, settings.units), spec, Scaler(0.0, 1.0, 1.0))
+    return QuantityResult(quantity, exported, None, 0, f"no {quantity} data: not forecast",
+                          extra={"absent": True, "lookback_hours": settings.lookback_hours})
+
+
 def train_quantity(quantity: str, values: np.ndarray, start: int, settings: TrainSettings,
                    minute_time: np.ndarray | None = None,
                    minute_values: np.ndarray | None = None) -> QuantityResult:
@@ -277,9 +290,9 @@ def train_quantity(quantity: str, values: np.ndarray, start: int, settings: Trai
         return QuantityResult(quantity, None, None, 0,
                               f"not enough data: {n} hours, need at least {need}")
     spec = FeatureSpec(quantity, lookback, settings.step_hours, settings.base_weeks,
-                       settings.fit_hours, settings.timezone)
+                       settings.fit_hours, settings.timezone, settings.holidays)
     holdout_start = n - settings.holdout_hours
-    scaler = fit_scaler(values, holdout_start, spec)
+    scaler = fit_scaler(values, holdout_start, spec, start)
     # Training targets end before the held-out weeks; early stopping watches the
     # last sixth of the windows, a horizon apart so no target is shared.
     last = holdout_start - HORIZON_HOURS
