@@ -157,6 +157,10 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
         banded = ok if p10 is None else ok & np.isfinite(p10) & np.isfinite(p90)
         inside = (0 if p10 is None or p90 is None else
                   int(((truth >= p10) & (truth <= p90))[banded].sum()))
+        # How far the band would have to widen (factor) to hold each hour's truth.
+        reach = (None if p10 is None or p90 is None else np.round(np.where(
+            truth >= served.flow, (truth - served.flow) / np.maximum(p90 - served.flow, 1e-9),
+            (served.flow - truth) / np.maximum(served.flow - p10, 1e-9))[banded], 3).tolist())
         rows.append({
             "area": name, "origin": datetime.datetime.fromtimestamp(issued, datetime.UTC)
             .strftime("%Y-%m-%d %H:%M"), "source": served.source, "hours": int(ok.sum()),
@@ -164,6 +168,7 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
             "median3": mae(median3, truth, ok), "base": mae(base, truth, ok),
             "service_naive": mae(naive.flow, truth, ok),
             "banded": int(banded.sum()) if p10 is not None else 0, "inside": inside,
+            "reach": reach,
         })
     return rows, train_s
 
