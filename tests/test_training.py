@@ -258,3 +258,30 @@ def test_training_process_hang_is_a_real_hang(tmp_path):
     child.kill()
     assert child.wait(timeout=10) != 0
     child.communicate()
+
+
+@pytest.mark.slow
+def test_a_sensor_without_pressure_trains_and_forecasts_flow_only(tmp_path):
+    # Six weeks of noisy hourly flow with a local weekly shape, and no pressure at all
+    # (the real district inflows have none): the flow model is trained and accepted, the
+    # pressure "model" is an untrained stand-in, and the forecast's pressure is empty.
+    hours = np.arange(6 * 168)
+    rng = np.random.default_rng(1)
+    flow = weekly(hours) + rng.normal(0, 2.0, hours.size)
+    store = tmp_path / "nopressure.lmdb"
+    ingest_processed(store, [Reading(SID, EpochSeconds(START + 3600 * int(h)), float(f),
+                                     float("nan"), 0) for h, f in zip(hours, flow)])
+    code, result, err = finish(spawn(store, tmp_path / "models", "--timezone", "Europe/Rome",
+                                     "--holidays", "IT"))
+    assert code == 0, err
+    assert result["accepted"], result["reason"]
+    assert "no pressure data" in result["reason"]
+    assert result["metadata"]["mae_model"]["pressure"] is None
+    flow_m, pressure_m = (ExportedModel.load(result["paths"][q]) for q in ("flow", "pressure"))
+    assert flow_m.spec.holidays == "IT" and flow_m.spec.timezone == "Europe/Rome"
+    with Store(store, readonly=True) as s:
+        arrays = s.reading_arrays(SID, until=FAR_AHEAD)
+    series = hourly_means(arrays.time, arrays.flow, arrays.pressure)
+    fc = lstm_forecast(flow_m, pressure_m, SID, series, EpochSeconds(series.end))
+    assert np.isfinite(fc.flow).all() and np.isnan(fc.pressure).all()
+    assert fc.pressure_p10 is None and fc.flow_p10 is not None
