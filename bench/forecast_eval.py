@@ -129,8 +129,9 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
                                 lookback_hours=args.lookback)
     calendar = fc.Calendar(TIMEZONE, args.holidays)
     sensor = SensorId(name)
-    rows, train_s = [], []
+    rows, train_s, blends = [], [], []
     model: fc.ExportedModel | None = None
+    raw: fc.ExportedModel | None = None
     for i, origin in enumerate(origins):
         if i % args.retrain_every == 0:
             since = max(0, origin - YEAR_HOURS)
@@ -139,6 +140,9 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
                                        settings)
             train_s.append(time.perf_counter() - started)
             model = result.model if result.accepted else None
+            # The network's own forecast, before its blend with the base (for the README).
+            raw = result.extra.get("unblended") if result.accepted else None
+            blends.append(result.extra.get("blend"))
             logging.info("%s origin %d: %s (%.1f s)", name, i, result.reason, train_s[-1])
         issued = EpochSeconds(start + origin * HOUR_S)
         history = fc.HourlySeries(EpochSeconds(start), values[:origin],
@@ -152,6 +156,8 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
             base = fc.model_base(model.spec, values[:origin], start, np.array([origin]))[0]
         else:
             base = naive.flow
+        lstm = (fc.lstm_forecast(raw, None, sensor, history, issued).flow if raw is not None
+                else served.flow)
         ok = np.isfinite(truth) & np.isfinite(last_week) & np.isfinite(served.flow)
         p10, p90 = served.flow_p10, served.flow_p90
         banded = ok if p10 is None else ok & np.isfinite(p10) & np.isfinite(p90)
@@ -166,9 +172,9 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
             .strftime("%Y-%m-%d %H:%M"), "source": served.source, "hours": int(ok.sum()),
             "model": mae(served.flow, truth, ok), "naive": mae(last_week, truth, ok),
             "median3": mae(median3, truth, ok), "base": mae(base, truth, ok),
-            "service_naive": mae(naive.flow, truth, ok),
+            "service_naive": mae(naive.flow, truth, ok), "unblended": mae(lstm, truth, ok),
             "banded": int(banded.sum()) if p10 is not None else 0, "inside": inside,
-            "reach": reach,
+            "reach": reach, "blend": blends[-1] if model is not None else None,
         })
     return rows, train_s
 
@@ -233,9 +239,12 @@ def main() -> int:
         "mae": model_mae, "mae_naive": naive_mae,
         "mae_median3": mean_of(scored, "median3"), "mae_base": mean_of(scored, "base"),
         "mae_service_naive": mean_of(scored, "service_naive"),
+        "mae_unblended": mean_of(scored, "unblended"),
         "skill_vs_naive": round(skill, 4), "worse_than_naive_share": round(worse, 4),
         "coverage_p10_p90": round(coverage, 4), "train_s_per_sensor": round(per_train, 2),
         "lstm_share": round(float(np.mean([r["source"] == "lstm" for r in rows])), 4),
+        "mean_blend": round(float(np.mean([r["blend"] for r in rows if r["blend"] is not None]
+                                          or [math.nan])), 3),
         "epochs": args.epochs, "holidays": args.holidays, "quick": args.quick,
         "wall_s": round(time.perf_counter() - started, 1),
         "budget": {"skill_vs_naive": f">= {BUDGET_SKILL}",

@@ -402,18 +402,20 @@ def _sources(t: np.ndarray, lags: DayLags) -> np.ndarray:
 
 
 def _combine(values: np.ndarray, src: np.ndarray, median: bool,
-             before: np.ndarray | None = None) -> np.ndarray:
+             before: np.ndarray | None = None, decay: float = 1.0) -> np.ndarray:
     """Mean (or median) over the last axis of ``values[src]``, known values only; sources
-    at or after ``before`` (broadcast against ``src``) count as unknown."""
+    at or after ``before`` (broadcast against ``src``) count as unknown. The mean
+    weighs the ``k``-th week back by ``decay ** k``."""
     taken = _take(values, src)
     if before is not None:
         taken = np.where(src < before, taken, np.nan)
     if median:
         return _column_medians(np.moveaxis(taken, -1, 0))
     ok = np.isfinite(taken)
-    count = ok.sum(axis=-1)
-    total = np.where(ok, taken, 0.0).sum(axis=-1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    weight = np.where(ok, decay ** np.arange(src.shape[-1], dtype=np.float64), 0.0)
+    total = (np.where(ok, taken, 0.0) * weight).sum(axis=-1)
+    norm = weight.sum(axis=-1)
+    return np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), np.nan)
 
 
 def _column_medians(rows: np.ndarray) -> np.ndarray:
@@ -467,7 +469,7 @@ def holidays_value(text: str) -> tuple[datetime.date, ...] | str:
 
 def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
                   fit_hours: int = FIT_HOURS, *, median: bool = False, start: int = 0,
-                  calendar: Calendar = UTC_CALENDAR) -> np.ndarray:
+                  calendar: Calendar = UTC_CALENDAR, decay: float = 1.0) -> np.ndarray:
     """Seasonal-naive forecasts (one row of 168 hours per origin) from hourly ``values``.
 
     The base of hour ``t`` is the mean of its like hour (:class:`DayLags`: the
@@ -484,7 +486,9 @@ def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
     pattern of the form ``A + s(t) * B(hour of week)``, as a season makes of
     flow and of pressure, is then followed without lag. With too little to fit,
     or ``fit_hours=0``, the plain mean (median) is used. An origin is an index into
-    ``values`` (the forecast's first hour); only values before it are used.
+    ``values`` (the forecast's first hour); only values before it are used. With
+    ``decay`` < 1 the mean weighs the k-th week back by ``decay ** (k-1)``: many
+    weeks cut the noise, the recent ones count most.
     """
     origins = np.asarray(origins, dtype=np.int64)
     if origins.size == 0:
@@ -493,11 +497,11 @@ def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
     hours = int(origins.max()) + HORIZON_HOURS - first
     lags = calendar.lags(start, first, hours, weeks)
     target = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
-    base = _combine(values, _sources(target, lags), median, origins[:, None, None])
+    base = _combine(values, _sources(target, lags), median, origins[:, None, None], decay)
     if fit_hours <= 0:
         return base
     fit = origins[:, None] - fit_hours + np.arange(fit_hours)[None, :]
-    own = _combine(values, _sources(fit, lags), median)
+    own = _combine(values, _sources(fit, lags), median, decay=decay)
     shift, gain, centre = _fit_level(_take(values, fit), own, fit_hours)
     return base + shift[:, None] + gain[:, None] * (base - centre[:, None])
 
@@ -560,10 +564,10 @@ def naive_history_hours(weeks: int = 3, adapt: bool = True) -> int:
 # ---------------------------------------------------------------------------
 # Hourly bands
 
-BAND_DAYS = 7  # recent forecasts (one a day) whose errors set the band
+BAND_DAYS = 14  # recent forecasts (one a day) whose errors set the band
 BAND_HOURS = HORIZON_HOURS + 24 * (BAND_DAYS - 1)
 BAND_MIN_ERRORS = 48
-BAND_WIDEN = 1.0  # calibrated on the rolling origins of bench/forecast_eval.py
+BAND_WIDEN = 1.2  # calibrated on the rolling origins of bench/forecast_eval.py (80 %)
 BAND_FLOOR = 0.1  # of the mean forecast: a night hour's scale is not zero
 
 
@@ -618,6 +622,7 @@ class FeatureSpec:
     fit_hours: int = FIT_HOURS
     timezone: str = "UTC"
     holidays: str = ""  # [site] holidays as text (holidays_text); files before it have none
+    base_decay: float = 1.0  # weight of the k-th week back: decay ** (k-1); older files: 1
 
     def __post_init__(self) -> None:
         if self.step_hours < 1 or self.lookback_hours % self.step_hours:
@@ -821,7 +826,7 @@ def model_base(spec: FeatureSpec, values: np.ndarray, start: int,
                origins: np.ndarray) -> np.ndarray:
     """The seasonal base a model of ``spec`` adds its residual to (training and inference)."""
     return seasonal_base(values, origins, spec.base_weeks, spec.fit_hours, start=start,
-                         calendar=spec.calendar)
+                         calendar=spec.calendar, decay=spec.base_decay)
 
 
 def model_values(model: ExportedModel, values: np.ndarray, start: int,

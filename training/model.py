@@ -42,6 +42,10 @@ from core.forecast import (
 log = logging.getLogger(__name__)
 
 HOLDOUT_HOURS = 2 * WEEK_HOURS
+# The base: a weighted mean of eight like weeks, each week back weighing 0.8 of the
+# one after it; what won on the rolling origins of bench/forecast_eval.py (README).
+BASE_WEEKS = 8
+BASE_DECAY = 0.8
 HORIZONS = (24, HORIZON_HOURS)
 
 
@@ -51,7 +55,8 @@ class TrainSettings:
 
     lookback_hours: int = 336
     step_hours: int = 24
-    base_weeks: int = 3
+    base_weeks: int = BASE_WEEKS
+    base_decay: float = BASE_DECAY
     fit_hours: int = FIT_HOURS
     timezone: str = "UTC"
     holidays: str = ""  # [site] holidays as text (core.forecast.holidays_text)
@@ -248,6 +253,39 @@ def residual_band(exported: ExportedModel, values: np.ndarray, start: int, holdo
     return float(criteria.RESIDUAL_K * sigma) if sigma > 0 else None
 
 
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def blend_weight(exported: ExportedModel, values: np.ndarray, start: int,
+                 holdout_start: int) -> float:
+    """The share of the network's residual to add to the base: of ``BLENDS``, the one
+    with the least 168-hour MAE on the held-out weeks (ties: the smaller)."""
+    n = values.shape[0]
+    origins = np.arange(holdout_start, n)
+    if origins.size == 0:
+        return 1.0
+    full = model_values(exported, values, start, origins)
+    alone = model_values(shrunk(exported, 0.0), values, start, origins)
+    idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
+    truth = np.where(idx < n, values[np.clip(idx, 0, n - 1)], np.nan)
+    ok = np.isfinite(truth) & np.isfinite(full)
+    if not ok.any():
+        return 1.0
+    scores = [float(np.abs(alone + w * (full - alone) - truth)[ok].mean()) for w in BLENDS]
+    return BLENDS[int(np.argmin(scores))]
+
+
+def shrunk(exported: ExportedModel, weight: float) -> ExportedModel:
+    """The model with its residual scaled by ``weight`` (the head's weights, so the
+    numpy forward pass is unchanged): an ensemble of the network and its base."""
+    if weight == 1.0:
+        return exported
+    return ExportedModel(exported.spec, exported.scaler, exported.kernel,
+                         exported.recurrent_kernel, exported.bias,
+                         exported.dense_kernel * weight, exported.dense_bias * weight,
+                         {**exported.metadata, "blend": weight})
+
+
 class _Deadline(keras.callbacks.Callback):
     """Stops fitting after the epoch that passes ``deadline`` (time.monotonic())."""
 
@@ -267,7 +305,7 @@ def absent_quantity(quantity: str, settings: TrainSettings) -> QuantityResult:
     service's model pair is complete and its forecast of the quantity stays empty."""
     spec = FeatureSpec(quantity, settings.lookback_hours, settings.step_hours,
                        settings.base_weeks, settings.fit_hours, settings.timezone,
-                       settings.holidays)
+                       settings.holidays, settings.base_decay)
     exported = export_model(build_model(spec, settings.units), spec, Scaler(0.0, 1.0, 1.0))
     return QuantityResult(quantity, exported, None, 0, f"no {quantity} data: not forecast",
                           extra={"absent": True, "lookback_hours": settings.lookback_hours})
@@ -290,7 +328,8 @@ def train_quantity(quantity: str, values: np.ndarray, start: int, settings: Trai
         return QuantityResult(quantity, None, None, 0,
                               f"not enough data: {n} hours, need at least {need}")
     spec = FeatureSpec(quantity, lookback, settings.step_hours, settings.base_weeks,
-                       settings.fit_hours, settings.timezone, settings.holidays)
+                       settings.fit_hours, settings.timezone, settings.holidays,
+                       settings.base_decay)
     holdout_start = n - settings.holdout_hours
     scaler = fit_scaler(values, holdout_start, spec, start)
     # Training targets end before the held-out weeks; early stopping watches the
@@ -328,13 +367,16 @@ def train_quantity(quantity: str, values: np.ndarray, start: int, settings: Trai
         epochs_run = len(history.history.get("loss", []))
     fit_s = time.perf_counter() - started
     log.info("%s: %d windows, %d epochs in %.1f s", quantity, fit_origins.size, epochs_run, fit_s)
-    exported = export_model(model, spec, scaler)
+    unblended = export_model(model, spec, scaler)
+    blend = blend_weight(unblended, values, start, holdout_start)
+    exported = shrunk(unblended, blend)
     validation = validate(exported, values, start, holdout_start)
     band = None
     if minute_time is not None and minute_values is not None:
         band = residual_band(exported, values, start, holdout_start, minute_time, minute_values)
     verdict = "beats" if validation.beats_naive else "does not beat"
     reason = f"{quantity} model {verdict} seasonal-naive: {validation.describe(quantity)}"
-    extra = {"windows": int(fit_origins.size), "lookback_hours": lookback,
+    extra = {"windows": int(fit_origins.size), "lookback_hours": lookback, "blend": blend,
+             "unblended": unblended,
              "stopped_at_deadline": bool(deadline and deadline.hit)}
     return QuantityResult(quantity, exported, validation, epochs_run, reason, band, fit_s, extra)

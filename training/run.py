@@ -187,13 +187,15 @@ def train_sensor(args: argparse.Namespace, started: float) -> dict[str, Any]:
                "mae_model": r.validation.mae_model if r.validation else None,
                "mae_naive": r.validation.mae_naive if r.validation else None,
                "mae_base": r.validation.mae_base if r.validation else None,
-               "residual_band": r.residual_band, "epochs": r.epochs_run}
+               "residual_band": r.residual_band, "epochs": r.epochs_run,
+               "blend": r.extra.get("blend")}
         for name, r in results.items()
     }
     metadata = {
         **common,
         **{key: {name: per_model[name][key] for name in QUANTITIES}
-           for key in ("mae_model", "mae_naive", "mae_base", "residual_band", "epochs")},
+           for key in ("mae_model", "mae_naive", "mae_base", "residual_band", "epochs",
+                       "blend")},
         "train_s": round(time.monotonic() - started, 2),
     }
     accepted = all(r.accepted for r in results.values())
