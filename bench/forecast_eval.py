@@ -110,7 +110,7 @@ def same_hour(values: np.ndarray, start: int, origin: int, weeks: int,
     local = fc.Calendar(calendar.timezone)
     lags = local.lags(start, origin, fc.HORIZON_HOURS, weeks)
     target = origin + np.arange(fc.HORIZON_HOURS)
-    return np.stack([fc._take(values, target - lags.at(k, target)) for k in range(weeks)])
+    return np.moveaxis(fc._take(values, fc._sources(target, lags)), -1, 0)
 
 
 def mae(pred: np.ndarray, truth: np.ndarray, ok: np.ndarray) -> dict[str, float]:

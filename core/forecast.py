@@ -32,6 +32,7 @@ inference, so the two cannot drift apart.
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import math
@@ -55,6 +56,10 @@ SOURCES = ("lstm", "naive")
 BAND_FIELDS = ("flow_p10", "flow_p90", "pressure_p10", "pressure_p90")
 FIT_HOURS = 168  # the seasonal base adapts its level to this last stretch of history
 GAIN_LIMIT = 0.5
+# A model's base: a weighted mean of eight like weeks, each week back weighing 0.8
+# of the one after it; what won on the rolling origins of bench/forecast_eval.py.
+BASE_WEEKS = 8
+BASE_DECAY = 0.8
 EXPORT_FORMAT = 1
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
@@ -364,19 +369,7 @@ class DayLags:
             holiday = np.array([holidays.is_holiday(epoch + datetime.timedelta(days=int(d)))
                                 for d in days])
         rest = holiday | (weekday == 6)
-        # Per target day, the day lags of its like days (0: none within reach).
-        day_lags = np.zeros((weeks, days.size), dtype=np.int64)
-        for j in range(days.size):
-            found = 0
-            for back in range(7, min(reach, j) + 1):
-                i = j - back
-                like = (weekday[i] == 6) if rest[j] else (
-                    weekday[i] == weekday[j] and not holiday[i])
-                if like:
-                    day_lags[found, j] = back
-                    found += 1
-                    if found == weeks:
-                        break
+        day_lags = _like_day_lags(weekday, holiday, rest, weeks, reach)
         own = slice(reach * 24, reach * 24 + hours)
         target_day = local_day[own] - (day0 - 1)
         lag_days = day_lags[:, target_day]  # (weeks, hours)
@@ -387,18 +380,42 @@ class DayLags:
         lags = 24 * lag_days + offset[pos - back] - offset[pos]
         return DayLags(first, np.where(lag_days > 0, lags, 0))
 
-    def at(self, k: int, t: np.ndarray) -> np.ndarray:
-        """Lags of the ``k``-th like hour (0-based) for hour indices ``t`` (0 outside)."""
+    def of(self, t: np.ndarray) -> np.ndarray:
+        """Lags of hour indices ``t``: shape ``t.shape + (weeks,)``, 0 outside the range."""
         i = t - self.first
         inside = (i >= 0) & (i < self.lags.shape[1])
-        return np.where(inside, self.lags[k, np.clip(i, 0, max(self.lags.shape[1] - 1, 0))], 0)
+        at = self.lags.T[np.clip(i, 0, max(self.lags.shape[1] - 1, 0))]
+        return np.where(inside[..., None], at, 0)
+
+
+def _like_day_lags(weekday: np.ndarray, holiday: np.ndarray, rest: np.ndarray, weeks: int,
+                   reach: int) -> np.ndarray:
+    """(weeks, days): how many days back each day's like days lie (0: none within
+    ``reach``). A working day's like days are the same weekday whole weeks back, not
+    holidays; a rest day's are the Sundays at least a week back."""
+    days = weekday.size
+    j = np.arange(days)
+    out = np.zeros((weeks, days), dtype=np.int64)
+    # Working days: candidates 7, 14, ... days back; holidays among them are skipped.
+    back = 7 * np.arange(1, reach // 7 + 1)
+    cand = j[:, None] - back[None, :]
+    ok = (cand >= 0) & ~holiday[np.clip(cand, 0, days - 1)]
+    rank = np.cumsum(ok, axis=1) - 1
+    for k in range(weeks):
+        hit = ok & (rank == k)
+        out[k] = np.where(hit.any(axis=1), back[np.argmax(hit, axis=1)], 0)
+    # Rest days: the last Sunday at least a week back, then every week before it.
+    sunday = 7 + (weekday - 6) % 7
+    for k in range(weeks):
+        lag = sunday + 7 * k
+        out[k] = np.where(rest, np.where((lag <= reach) & (j - lag >= 0), lag, 0), out[k])
+    return out
 
 
 def _sources(t: np.ndarray, lags: DayLags) -> np.ndarray:
     """Indices of the like hours of the hours ``t``: shape ``t.shape + (weeks,)``, -1 for none."""
-    out = np.stack([t - lags.at(k, t) for k in range(lags.lags.shape[0])], axis=-1)
-    has = np.stack([lags.at(k, t) > 0 for k in range(lags.lags.shape[0])], axis=-1)
-    return np.where(has, out, -1)
+    lag = lags.of(t)
+    return np.where(lag > 0, t[..., None] - lag, -1)
 
 
 def _combine(values: np.ndarray, src: np.ndarray, median: bool,
@@ -444,8 +461,18 @@ class Calendar:
     def lags(self, start: int, first: int, hours: int, weeks: int) -> DayLags:
         if self.plain:
             return DayLags.utc(weeks, hours, first)
-        return DayLags.local(start, first, hours, weeks, ZoneInfo(self.timezone),
-                             holiday_calendar(holidays_value(self.holidays)))
+        # Cached on the absolute hour range: a forecast's flow and pressure, and every
+        # sensor of the site, share one computation per hour.
+        lags = _local_lags(self, start + first * HOUR_S, hours, weeks)
+        return DayLags(first, lags.lags)
+
+
+@functools.lru_cache(maxsize=16)
+def _local_lags(calendar: Calendar, start_hour: int, hours: int, weeks: int) -> DayLags:
+    lags = DayLags.local(start_hour, 0, hours, weeks, ZoneInfo(calendar.timezone),
+                         holiday_calendar(holidays_value(calendar.holidays)))
+    lags.lags.flags.writeable = False
+    return lags
 
 
 UTC_CALENDAR = Calendar()

@@ -27,6 +27,8 @@ import numpy as np
 
 from core import criteria
 from core.forecast import (
+    BASE_DECAY,
+    BASE_WEEKS,
     FIT_HOURS,
     HORIZON_HOURS,
     HOUR_S,
@@ -42,10 +44,6 @@ from core.forecast import (
 log = logging.getLogger(__name__)
 
 HOLDOUT_HOURS = 2 * WEEK_HOURS
-# The base: a weighted mean of eight like weeks, each week back weighing 0.8 of the
-# one after it; what won on the rolling origins of bench/forecast_eval.py (README).
-BASE_WEEKS = 8
-BASE_DECAY = 0.8
 HORIZONS = (24, HORIZON_HOURS)
 
 
