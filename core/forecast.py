@@ -333,8 +333,10 @@ class DayLags:
 
     Like means the same local hour on an earlier day of the same kind: the same
     weekday a whole number of weeks back, skipping that weekday's public
-    holidays; for a public holiday or a Sunday, the Sundays before it (a holiday
-    is a rest day: its morning starts late like a Sunday's). Local hours, so
+    holidays and bridge days; for a public holiday or a Sunday, the Sundays
+    before it (a holiday is a rest day: its morning starts late like a
+    Sunday's); for a bridge day (a working day between a holiday and a weekend)
+    the Saturdays before it. Local hours, so
     across a DST change 07:00 follows 07:00 and not the UTC hour (the lag is
     167 or 169 hours then). A lag of 0 marks "none within reach".
     """
@@ -392,23 +394,33 @@ def _like_day_lags(weekday: np.ndarray, holiday: np.ndarray, rest: np.ndarray, w
                    reach: int) -> np.ndarray:
     """(weeks, days): how many days back each day's like days lie (0: none within
     ``reach``). A working day's like days are the same weekday whole weeks back, not
-    holidays; a rest day's are the Sundays at least a week back."""
+    holidays nor bridge days; a rest day's are the Sundays at least a week back; a
+    bridge day's (a working day between a holiday and a weekend, which many take
+    off) the Saturdays."""
     days = weekday.size
     j = np.arange(days)
+    off = rest | (weekday == 5)
+    before = np.concatenate([[False], off[:-1]])
+    after = np.concatenate([off[1:], [False]])
+    near_holiday = np.concatenate([[False], holiday[:-1]]) | np.concatenate([holiday[1:], [False]])
+    bridge = ~off & before & after & near_holiday
     out = np.zeros((weeks, days), dtype=np.int64)
-    # Working days: candidates 7, 14, ... days back; holidays among them are skipped.
+    # Working days: candidates 7, 14, ... days back; holidays and bridges are skipped.
     back = 7 * np.arange(1, reach // 7 + 1)
     cand = j[:, None] - back[None, :]
-    ok = (cand >= 0) & ~holiday[np.clip(cand, 0, days - 1)]
+    unusual = holiday | bridge
+    ok = (cand >= 0) & ~unusual[np.clip(cand, 0, days - 1)]
     rank = np.cumsum(ok, axis=1) - 1
     for k in range(weeks):
         hit = ok & (rank == k)
         out[k] = np.where(hit.any(axis=1), back[np.argmax(hit, axis=1)], 0)
-    # Rest days: the last Sunday at least a week back, then every week before it.
-    sunday = 7 + (weekday - 6) % 7
-    for k in range(weeks):
-        lag = sunday + 7 * k
-        out[k] = np.where(rest, np.where((lag <= reach) & (j - lag >= 0), lag, 0), out[k])
+    # Rest days: the last Sunday at least a week back, then every week before it;
+    # bridge days the same with Saturdays.
+    for kind, day in ((rest, 6), (bridge, 5)):
+        first = 7 + (weekday - day) % 7
+        for k in range(weeks):
+            lag = first + 7 * k
+            out[k] = np.where(kind, np.where((lag <= reach) & (j - lag >= 0), lag, 0), out[k])
     return out
 
 

@@ -35,6 +35,7 @@ LOCAL = Calendar("Europe/Rome")
 S = SensorId("001")
 H = 3600
 PEAK_HOUR = 7  # local: people get up at 07:00 whatever UTC says
+SATURDAY_PEAK = 9
 
 
 def utc(*args: int) -> int:
@@ -45,13 +46,16 @@ def local_hours(start: int, hours: int) -> np.ndarray:
     return np.array([local_datetime(start + i * H, ROME).hour for i in range(hours)])
 
 
-def demand(start: int, hours: int, holidays: frozenset[datetime.date] = frozenset()) -> np.ndarray:
-    """Flow with a sharp local morning peak on working days, a late one on rest days."""
+def demand(start: int, hours: int, holidays: frozenset[datetime.date] = frozenset(),
+           bridges: frozenset[datetime.date] = frozenset()) -> np.ndarray:
+    """Flow with a sharp local morning peak on working days, a later one on Saturdays
+    (and bridge days), the latest on rest days."""
     out = np.empty(hours)
     for i in range(hours):
         t = local_datetime(start + i * H, ROME)
         rest = t.weekday() == 6 or t.date() in holidays
-        peak = 10 if rest else PEAK_HOUR
+        saturday = t.weekday() == 5 or t.date() in bridges
+        peak = 10 if rest else SATURDAY_PEAK if saturday else PEAK_HOUR
         out[i] = 20.0 + 30.0 * (t.hour == peak) + 5.0 * (t.hour in (19, 20))
     return out
 
@@ -66,7 +70,7 @@ def zero_model(quantity: str, timezone: str, holidays: str = "") -> ExportedMode
                          np.zeros(HORIZON_HOURS))
 
 
-def history_until(issued: int, weeks: int = 7, **kw: frozenset[datetime.date]) -> HourlySeries:
+def history_until(issued: int, weeks: int = 9, **kw: frozenset[datetime.date]) -> HourlySeries:
     start = issued - weeks * 168 * H
     flow = demand(start, weeks * 168, **kw)
     return HourlySeries(EpochSeconds(start), flow, 3.0 + flow / 100)
@@ -105,9 +109,9 @@ def test_morning_peak_stays_on_its_local_hour_across_a_dst_change(issued, kind):
     # The week before, the peak was at 07:00 local (10:00 on Sunday); so it is in the forecast.
     before = history.flow[-168:]
     want = peak_hours(before, issued - 168 * H)
-    assert set(want) == {PEAK_HOUR, 10}
+    assert set(want) == {PEAK_HOUR, SATURDAY_PEAK, 10}
     got = peak_hours(fc.flow, issued)
-    assert got and set(got) <= {PEAK_HOUR, 10} and got.count(PEAK_HOUR) >= 4
+    assert got and set(got) <= {PEAK_HOUR, SATURDAY_PEAK, 10} and got.count(PEAK_HOUR) >= 4
     truth = demand(issued, HORIZON_HOURS)
     np.testing.assert_allclose(fc.flow, truth, atol=1e-9)
 
@@ -128,8 +132,10 @@ TUESDAY_HOLIDAY = datetime.date(2025, 11, 4)  # a Tuesday (made up for the test)
 @pytest.mark.parametrize("kind", ["naive", "lstm"])
 def test_a_holiday_is_forecast_like_a_sunday_and_a_past_one_is_skipped(kind):
     holidays = frozenset({TUESDAY_HOLIDAY - datetime.timedelta(days=14), TUESDAY_HOLIDAY})
+    # The Monday before a Tuesday holiday is a bridge day: many take it off.
+    bridges = frozenset(d - datetime.timedelta(days=1) for d in holidays)
     issued = utc(2025, 11, 2, 23)  # local midnight, Monday 2025-11-03
-    history = history_until(issued, holidays=holidays)
+    history = history_until(issued, holidays=holidays, bridges=bridges)
     text = holidays_text(tuple(sorted(holidays)))
     if kind == "naive":
         fc = naive_forecast(S, history, EpochSeconds(issued), calendar=Calendar(
@@ -140,13 +146,32 @@ def test_a_holiday_is_forecast_like_a_sunday_and_a_past_one_is_skipped(kind):
                            EpochSeconds(issued))
         plain = lstm_forecast(zero_model("flow", "Europe/Rome"), None, S, history,
                               EpochSeconds(issued))
-    truth = demand(issued, HORIZON_HOURS, holidays=holidays)
-    # With the calendar the holiday gets the Sunday peak at 10:00, and the working
-    # Tuesday two weeks earlier is not mixed into the working days' forecast.
+    truth = demand(issued, HORIZON_HOURS, holidays=holidays, bridges=bridges)
+    # With the calendar the holiday gets the Sunday peak at 10:00 (the bridge Monday
+    # the Saturday's), and the holiday two weeks earlier is not mixed into the
+    # working days' forecast.
     np.testing.assert_allclose(fc.flow, truth, atol=1e-9)
-    assert peak_hours(fc.flow, issued)[1] == 10
+    assert peak_hours(fc.flow, issued)[:3] == [SATURDAY_PEAK, 10, PEAK_HOUR]
     # Without it the holiday is forecast as a working day.
     assert peak_hours(plain.flow, issued)[1] == PEAK_HOUR
+
+
+def test_a_bridge_day_between_a_holiday_and_the_weekend_is_forecast_like_a_saturday():
+    thursday = datetime.date(2025, 11, 6)
+    friday = thursday + datetime.timedelta(days=1)
+    past = thursday - datetime.timedelta(days=21)  # and one three weeks earlier
+    holidays = frozenset({thursday, past})
+    bridges = frozenset({friday, past + datetime.timedelta(days=1)})
+    issued = utc(2025, 11, 2, 23)  # local midnight, Monday 2025-11-03
+    start = issued - 9 * 168 * H
+    flow = demand(start, 9 * 168, holidays, bridges)
+    history = HourlySeries(EpochSeconds(start), flow, flow / 10)
+    calendar = Calendar("Europe/Rome", holidays_text(tuple(sorted(holidays))))
+    fc = naive_forecast(S, history, EpochSeconds(issued), calendar=calendar)
+    np.testing.assert_allclose(fc.flow, demand(issued, HORIZON_HOURS, holidays, bridges),
+                               atol=1e-9)
+    assert peak_hours(fc.flow, issued)[:5] == [PEAK_HOUR, PEAK_HOUR, PEAK_HOUR, 10,
+                                               SATURDAY_PEAK]
 
 
 def test_a_sensor_without_pressure_gets_an_empty_pressure_forecast_not_a_crash():
