@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import itertools
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ import training  # noqa: E402,F401  (TensorFlow environment before keras)
 from core import forecast as fc  # noqa: E402
 from core.types import EpochSeconds, SensorId  # noqa: E402
 
+log = logging.getLogger("forecast_eval")
 DATA_NAME = "shared/data/dma_inflows_2021-01_2022-07.csv"
 # ../shared beside the repository; from a worktree under wt/, one level further up.
 DATA = next((d / DATA_NAME for d in (ROOT.parent, ROOT.parent.parent) if (d / DATA_NAME).exists()),
@@ -80,9 +82,8 @@ def load(path: Path) -> tuple[int, dict[str, np.ndarray]]:
     """(epoch second of the first row, {area: hourly values, NaN for a gap})."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    times = [int(datetime.datetime.fromisoformat(r["timestamp_utc"].replace("Z", "+00:00"))
-                 .timestamp()) for r in rows]
-    if any(b - a != HOUR_S for a, b in zip(times, times[1:])):
+    times = [int(datetime.datetime.fromisoformat(r["timestamp_utc"]).timestamp()) for r in rows]
+    if any(b - a != HOUR_S for a, b in itertools.pairwise(times)):
         raise SystemExit(f"{path}: rows are not consecutive hours")
     areas = [k for k in rows[0] if k.startswith("DMA_")]
     return times[0], {a: np.array([float(r[a]) if r[a] else np.nan for r in rows])
@@ -143,7 +144,7 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
             # The network's own forecast, before its blend with the base (for the README).
             raw = result.extra.get("unblended") if result.accepted else None
             blends.append(result.extra.get("blend"))
-            logging.info("%s origin %d: %s (%.1f s)", name, i, result.reason, train_s[-1])
+            log.info("%s origin %d: %s (%.1f s)", name, i, result.reason, train_s[-1])
         issued = EpochSeconds(start + origin * HOUR_S)
         history = fc.HourlySeries(EpochSeconds(start), values[:origin],
                                   np.full(origin, np.nan))
@@ -160,7 +161,7 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
                 else served.flow)
         ok = np.isfinite(truth) & np.isfinite(last_week) & np.isfinite(served.flow)
         p10, p90 = served.flow_p10, served.flow_p90
-        banded = ok if p10 is None else ok & np.isfinite(p10) & np.isfinite(p90)
+        banded = ok if p10 is None or p90 is None else ok & np.isfinite(p10) & np.isfinite(p90)
         inside = (0 if p10 is None or p90 is None else
                   int(((truth >= p10) & (truth <= p90))[banded].sum()))
         # How far the band would have to widen (factor) to hold each hour's truth.

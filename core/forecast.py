@@ -584,7 +584,7 @@ def naive_forecast(sensor: SensorId, history: HourlySeries, issued: EpochSeconds
     fit_hours = FIT_HOURS if adapt else 0
     hours = naive_history_hours(weeks, adapt)
     since = issued - hours * HOUR_S
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for name in ("flow", "pressure"):
         values = history.window(name, since, hours)
         rows = seasonal_base(values, _band_origins(hours), weeks, fit_hours, median=True,

@@ -38,8 +38,8 @@ PEAK_HOUR = 7  # local: people get up at 07:00 whatever UTC says
 SATURDAY_PEAK = 9
 
 
-def utc(*args: int) -> int:
-    return int(datetime.datetime(*args, tzinfo=datetime.UTC).timestamp())
+def utc(year: int, month: int, day: int, hour: int) -> int:
+    return int(datetime.datetime(year, month, day, hour, tzinfo=datetime.UTC).timestamp())
 
 
 def local_hours(start: int, hours: int) -> np.ndarray:

@@ -102,6 +102,27 @@ def test_a_noisy_weekly_series_is_learned_and_beats_naive():
     assert result.model.spec.lookback_hours == 48 and result.epochs_run >= 1
 
 
+@pytest.mark.parametrize(("bias", "want"), [(1.0, 1.0), (3.0, 0.25), (0.0, 0.0), (-1.0, 0.0)])
+def test_blend_takes_the_share_of_the_residual_that_scores_best_held_back(bias, want):
+    # Each week is the one before plus 2.0: a one-week base is short by exactly 2.0 at
+    # every hour, so a residual of 2.0 (bias 1 x y_scale 2) is right, 6.0 a quarter right.
+    spec = FeatureSpec("flow", lookback_hours=24, step_hours=24, base_weeks=1, fit_hours=0)
+    hours = np.arange(6 * 168)
+    values = weekly(hours) + 2.0 * (hours // 168)
+    u = 4
+    model = ExportedModel(spec, Scaler(40.0, 10.0, 2.0), np.zeros((spec.features, 4 * u)),
+                          np.zeros((u, 4 * u)), np.zeros(4 * u), np.zeros((u, HORIZON_HOURS)),
+                          np.full(HORIZON_HOURS, bias))
+    holdout = values.size - 2 * 168
+    assert tm.blend_weight(model, values, START, holdout) == want
+    # The blend scales the head: the forecast is the base plus that share of the residual.
+    origins = np.array([holdout, holdout + 30])
+    blended = model_values(tm.shrunk(model, 0.25), values, START, origins)
+    base = model_values(tm.shrunk(model, 0.0), values, START, origins)
+    np.testing.assert_allclose(blended - base, 0.25 * 2.0 * bias)
+    assert tm.shrunk(model, 0.25).metadata["blend"] == 0.25
+
+
 def test_lookback_shrinks_to_fit_short_history():
     settings = tm.TrainSettings(lookback_hours=336, min_samples=48)
     assert tm.lookback_for(28 * 24, settings) == 120  # 28 days: the first model can still train
