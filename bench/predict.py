@@ -53,7 +53,8 @@ BUDGET_COLD_MS = 1000.0
 def random_model(quantity: str, path: Path, units: int = 32, seed: int = 0) -> Path:
     spec = forecast.FeatureSpec(quantity, lookback_hours=336, step_hours=24, timezone="Asia/Seoul",
                                 holidays="KR", base_weeks=forecast.BASE_WEEKS,
-                                base_decay=forecast.BASE_DECAY)
+                                base_decay=forecast.BASE_DECAY,
+                                fit_hours=forecast.BASE_FIT_HOURS)
     rng = np.random.default_rng(seed)
     forecast.ExportedModel(
         spec, forecast.Scaler(40.0, 10.0, 1.0),

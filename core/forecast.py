@@ -57,9 +57,11 @@ BAND_FIELDS = ("flow_p10", "flow_p90", "pressure_p10", "pressure_p90")
 FIT_HOURS = 168  # the seasonal base adapts its level to this last stretch of history
 GAIN_LIMIT = 0.5
 # A model's base: a weighted mean of eight like weeks, each week back weighing 0.8
-# of the one after it; what won on the rolling origins of bench/forecast_eval.py.
+# of the one after it, adapted over the last five days; what won on the rolling
+# origins of bench/forecast_eval.py (README).
 BASE_WEEKS = 8
 BASE_DECAY = 0.8
+BASE_FIT_HOURS = 120
 EXPORT_FORMAT = 1
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 

@@ -28,8 +28,8 @@ import numpy as np
 from core import criteria
 from core.forecast import (
     BASE_DECAY,
+    BASE_FIT_HOURS,
     BASE_WEEKS,
-    FIT_HOURS,
     HORIZON_HOURS,
     HOUR_S,
     WEEK_HOURS,
@@ -55,7 +55,7 @@ class TrainSettings:
     step_hours: int = 24
     base_weeks: int = BASE_WEEKS
     base_decay: float = BASE_DECAY
-    fit_hours: int = FIT_HOURS
+    fit_hours: int = BASE_FIT_HOURS
     timezone: str = "UTC"
     holidays: str = ""  # [site] holidays as text (core.forecast.holidays_text)
     units: int = 32
