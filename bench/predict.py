@@ -1,12 +1,15 @@
 """Prediction benchmark: one hourly forecast of one sensor, both quantities, as the service does it.
 
-Workload: a real store with five weeks of one simulated sensor's one-minute
+Workload: a real store with twelve weeks of one simulated sensor's one-minute
 readings; a forecast reads the hours it needs from the store (read view),
 resamples them to hourly means and runs the exported flow and pressure LSTMs in
 numpy (:func:`core.forecast.lstm_forecast`), as the Predictor actor does.
 
-* ``warm_ms``: models already loaded (median of many runs);
-* ``cold_ms``: the two model files loaded from disk first (median of several);
+* ``warm_ms``: models already loaded, hour after hour as the Predictor forecasts:
+  the newest hour read from the store, the older hourly means kept (median of
+  many runs);
+* ``cold_ms``: the two model files loaded from disk and the whole history read
+  from the store first (median of several);
 * ``warm_compute_ms``: the warm forecast without the store read (resampling and
   the two LSTMs only);
 * ``check_ms``: the Predictor's daily check of both models against
@@ -14,7 +17,9 @@ numpy (:func:`core.forecast.lstm_forecast`), as the Predictor actor does.
 
 Models: ``--flow``/``--pressure`` take files from ``bench/train.py --keep DIR``;
 without them, models of the production shape (LSTM(32), 336 h lookback in daily
-steps, Dense(168)) with random weights are written; inference costs the same.
+steps, Dense(168), a base of eight like weeks in the site's zone with Korea's
+holidays, bands from 14 days of recent forecasts) with random weights are
+written; inference costs the same.
 ``service_rss_mb`` is this process's peak RSS: it imports what the service
 imports for forecasting and never TensorFlow (checked).
 
@@ -43,12 +48,15 @@ from storage.store import Store  # noqa: E402
 
 START = 1_735_657_200  # 2025-01-01 00:00 +09:00
 SID = SensorId("001")
-BUDGET_WARM_MS = 100.0
+BUDGET_WARM_MS = 25.0  # issue 10
 BUDGET_COLD_MS = 1000.0
 
 
 def random_model(quantity: str, path: Path, units: int = 32, seed: int = 0) -> Path:
-    spec = forecast.FeatureSpec(quantity, lookback_hours=336, step_hours=24, timezone="Asia/Seoul")
+    spec = forecast.FeatureSpec(quantity, lookback_hours=336, step_hours=24, timezone="Asia/Seoul",
+                                holidays="KR", base_weeks=forecast.BASE_WEEKS,
+                                base_decay=forecast.BASE_DECAY,
+                                fit_hours=forecast.BASE_FIT_HOURS)
     rng = np.random.default_rng(seed)
     forecast.ExportedModel(
         spec, forecast.Scaler(40.0, 10.0, 1.0),
@@ -69,6 +77,32 @@ def forecast_once(store: Store, flow_model: forecast.ExportedModel,
     return forecast.lstm_forecast(flow_model, pressure_model, SID, history, EpochSeconds(issued))
 
 
+def warm_forecasts(store: Store, flow_model: forecast.ExportedModel,
+                   pressure_model: forecast.ExportedModel, issued: int,
+                   runs: int) -> tuple[list[float], forecast.Forecast]:
+    """Milliseconds per forecast as the Predictor makes them hour after hour: only the
+    newest hour is read from the store, the older ones come from the hourly means it
+    keeps (read once at start-up, not timed); a day of hours, then again."""
+    hours = forecast.history_hours(flow_model, pressure_model)
+    first = issued - 24 * 3600
+    out = []
+    for i in range(runs):
+        if i % 24 == 0:
+            arrays = store.reading_arrays(SID, since=first - hours * 3600, until=first)
+            kept = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
+        t = first + (i % 24) * 3600
+        t0 = time.perf_counter()
+        arrays = store.reading_arrays(SID, since=t, until=t + 3600)
+        fresh = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
+        since = t + 3600 - hours * 3600
+        kept = forecast.HourlySeries(EpochSeconds(since), *(
+            np.concatenate([kept.window(q, since, hours - 1), fresh.window(q, t, 1)])
+            for q in ("flow", "pressure")))
+        fc = forecast.lstm_forecast(flow_model, pressure_model, SID, kept, EpochSeconds(t + 3600))
+        out.append((time.perf_counter() - t0) * 1000)
+    return out, fc
+
+
 def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -85,7 +119,7 @@ def main() -> int:
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
-        minutes = 5 * 7 * 1440
+        minutes = 12 * 7 * 1440
         sim = Simulator(SimulatorSettings(sensors=1, seed=7, start=EpochSeconds(START),
                                           faults=frozenset(), realtime_cap=False))
         store = Store(Path(tmp) / "bench.lmdb")
@@ -102,11 +136,7 @@ def main() -> int:
             pressure_model = forecast.ExportedModel.load(pressure_path)
             fc = forecast_once(store, flow_model, pressure_model, issued)
             cold.append((time.perf_counter() - t0) * 1000)
-        warm = []
-        for i in range(args.warm_runs):
-            t0 = time.perf_counter()
-            fc = forecast_once(store, flow_model, pressure_model, issued - 3600 * (i % 24))
-            warm.append((time.perf_counter() - t0) * 1000)
+        warm, fc = warm_forecasts(store, flow_model, pressure_model, issued, args.warm_runs)
         # The numpy part alone (history already read): the store read is the rest.
         arrays = store.reading_arrays(SID, since=issued - forecast.history_hours(flow_model) * 3600,
                                       until=issued)

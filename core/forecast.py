@@ -32,6 +32,7 @@ inference, so the two cannot drift apart.
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import math
@@ -44,7 +45,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core.localtime import local_datetime, local_seconds
+from core.day_kind import HolidayCalendar, holiday_calendar
+from core.localtime import local_datetime, local_seconds, utc_offsets
 from core.types import EpochSeconds, SensorId
 
 HORIZON_HOURS = 168
@@ -54,6 +56,12 @@ SOURCES = ("lstm", "naive")
 BAND_FIELDS = ("flow_p10", "flow_p90", "pressure_p10", "pressure_p90")
 FIT_HOURS = 168  # the seasonal base adapts its level to this last stretch of history
 GAIN_LIMIT = 0.5
+# A model's base: a weighted mean of eight like weeks, each week back weighing 0.8
+# of the one after it, adapted over the last five days; what won on the rolling
+# origins of bench/forecast_eval.py (README).
+BASE_WEEKS = 8
+BASE_DECAY = 0.8
+BASE_FIT_HOURS = 120
 EXPORT_FORMAT = 1
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
@@ -303,12 +311,10 @@ def weekly_means(values: np.ndarray, weeks: int) -> np.ndarray:
     when none of them is known. Every term lies at least a week before ``t``.
     The base of the LSTM: averaging weeks cuts the noise of one week more than a
     median does, and the network sees any excursion in its own input window.
+    UTC weeks; :func:`seasonal_base` takes the site's local weeks and holidays.
     """
-    earlier = _past_weeks(values, weeks)
-    ok = np.isfinite(earlier)
-    count = ok.sum(axis=0)
-    total = np.where(ok, earlier, 0.0).sum(axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    n = values.shape[0] + WEEK_HOURS
+    return _combine(values, _sources(np.arange(n), DayLags.utc(weeks, n)), median=False)
 
 
 def weekly_medians(values: np.ndarray, weeks: int) -> np.ndarray:
@@ -318,39 +324,200 @@ def weekly_medians(values: np.ndarray, weeks: int) -> np.ndarray:
     one of three weeks is outvoted by the other two instead of coming back a
     week later as a third of itself in the expectation PREDICT compares with.
     """
-    return _column_medians(_past_weeks(values, weeks))
+    n = values.shape[0] + WEEK_HOURS
+    return _combine(values, _sources(np.arange(n), DayLags.utc(weeks, n)), median=True)
 
 
-def _past_weeks(values: np.ndarray, weeks: int) -> np.ndarray:
-    """Row ``k-1``: ``values`` shifted ``k`` weeks later, over ``len(values) + 168`` hours."""
-    n = values.shape[0]
-    earlier = np.full((weeks, n + WEEK_HOURS), np.nan)
-    for k in range(1, weeks + 1):
-        lo = WEEK_HOURS * k
-        hi = n + WEEK_HOURS
-        if lo >= hi:
-            break
-        earlier[k - 1, lo:hi] = values[:hi - lo]
-    return earlier
+@dataclass(frozen=True, eq=False)
+class DayLags:
+    """For each hour ``t`` of a range, how many hours back its ``k``-th earlier
+    *like* hour lies (``lags[k-1, t - first]``), at least a week back.
+
+    Like means the same local hour on an earlier day of the same kind: the same
+    weekday a whole number of weeks back, skipping that weekday's public
+    holidays and bridge days; for a public holiday or a Sunday, the Sundays
+    before it (a holiday is a rest day: its morning starts late like a
+    Sunday's); for a bridge day (a working day between a holiday and a weekend)
+    the Saturdays before it. Local hours, so
+    across a DST change 07:00 follows 07:00 and not the UTC hour (the lag is
+    167 or 169 hours then). A lag of 0 marks "none within reach".
+    """
+
+    first: int
+    lags: np.ndarray  # (weeks, hours) int64
+
+    @staticmethod
+    def utc(weeks: int, hours: int, first: int = 0) -> DayLags:
+        lags = WEEK_HOURS * np.arange(1, weeks + 1, dtype=np.int64)[:, None]
+        return DayLags(first, np.repeat(lags, max(hours, 0), axis=1))
+
+    @staticmethod
+    def local(start: int, first: int, hours: int, weeks: int, tz: ZoneInfo,
+              holidays: HolidayCalendar | None = None) -> DayLags:
+        """Lags of the hours ``first .. first + hours - 1`` of a series starting at
+        epoch second ``start``, in the zone ``tz`` with the site's ``holidays``."""
+        if hours <= 0:
+            return DayLags.utc(weeks, 0, first)
+        reach = 7 * (weeks + 2)  # days searched back for like days
+        t0 = start + first * HOUR_S
+        times = t0 - reach * 86400 + HOUR_S * np.arange(hours + reach * 24, dtype=np.int64)
+        offset = utc_offsets(times, tz) // HOUR_S
+        local_day = (times + offset * HOUR_S) // 86400
+        day0 = int(local_day[0])
+        days = np.arange(day0 - 1, int(local_day[-1]) + 1)
+        weekday = (days + _EPOCH_WEEKDAY) % 7
+        if holidays is None:
+            holiday = np.zeros(days.shape, dtype=bool)
+        else:
+            epoch = datetime.date(1970, 1, 1)
+            holiday = np.array([holidays.is_holiday(epoch + datetime.timedelta(days=int(d)))
+                                for d in days])
+        rest = holiday | (weekday == 6)
+        day_lags = _like_day_lags(weekday, holiday, rest, weeks, reach)
+        own = slice(reach * 24, reach * 24 + hours)
+        target_day = local_day[own] - (day0 - 1)
+        lag_days = day_lags[:, target_day]  # (weeks, hours)
+        # The same local hour D days back: t - 24 D hours, corrected by the change
+        # of the UTC offset in between (DST).
+        back = np.clip(24 * lag_days, 0, reach * 24)
+        pos = np.arange(reach * 24, reach * 24 + hours)[None, :]
+        lags = 24 * lag_days + offset[pos - back] - offset[pos]
+        return DayLags(first, np.where(lag_days > 0, lags, 0))
+
+    def of(self, t: np.ndarray) -> np.ndarray:
+        """Lags of hour indices ``t``: shape ``t.shape + (weeks,)``, 0 outside the range."""
+        i = t - self.first
+        inside = (i >= 0) & (i < self.lags.shape[1])
+        at = self.lags.T[np.clip(i, 0, max(self.lags.shape[1] - 1, 0))]
+        return np.where(inside[..., None], at, 0)
+
+
+def _like_day_lags(weekday: np.ndarray, holiday: np.ndarray, rest: np.ndarray, weeks: int,
+                   reach: int) -> np.ndarray:
+    """(weeks, days): how many days back each day's like days lie (0: none within
+    ``reach``). A working day's like days are the same weekday whole weeks back, not
+    holidays nor bridge days; a rest day's are the Sundays at least a week back; a
+    bridge day's (a working day between a holiday and a weekend, which many take
+    off) the Saturdays."""
+    days = weekday.size
+    j = np.arange(days)
+    off = rest | (weekday == 5)
+    before = np.concatenate([[False], off[:-1]])
+    after = np.concatenate([off[1:], [False]])
+    near_holiday = np.concatenate([[False], holiday[:-1]]) | np.concatenate([holiday[1:], [False]])
+    bridge = ~off & before & after & near_holiday
+    out = np.zeros((weeks, days), dtype=np.int64)
+    # Working days: candidates 7, 14, ... days back; holidays and bridges are skipped.
+    back = 7 * np.arange(1, reach // 7 + 1)
+    cand = j[:, None] - back[None, :]
+    unusual = holiday | bridge
+    ok = (cand >= 0) & ~unusual[np.clip(cand, 0, days - 1)]
+    rank = np.cumsum(ok, axis=1) - 1
+    for k in range(weeks):
+        hit = ok & (rank == k)
+        out[k] = np.where(hit.any(axis=1), back[np.argmax(hit, axis=1)], 0)
+    # Rest days: the last Sunday at least a week back, then every week before it;
+    # bridge days the same with Saturdays.
+    for kind, day in ((rest, 6), (bridge, 5)):
+        first = 7 + (weekday - day) % 7
+        for k in range(weeks):
+            lag = first + 7 * k
+            out[k] = np.where(kind, np.where((lag <= reach) & (j - lag >= 0), lag, 0), out[k])
+    return out
+
+
+def _sources(t: np.ndarray, lags: DayLags) -> np.ndarray:
+    """Indices of the like hours of the hours ``t``: shape ``t.shape + (weeks,)``, -1 for none."""
+    lag = lags.of(t)
+    return np.where(lag > 0, t[..., None] - lag, -1)
+
+
+def _combine(values: np.ndarray, src: np.ndarray, median: bool,
+             before: np.ndarray | None = None, decay: float = 1.0) -> np.ndarray:
+    """Mean (or median) over the last axis of ``values[src]``, known values only; sources
+    at or after ``before`` (broadcast against ``src``) count as unknown. The mean
+    weighs the ``k``-th week back by ``decay ** k``."""
+    taken = _take(values, src)
+    if before is not None:
+        taken = np.where(src < before, taken, np.nan)
+    if median:
+        return _column_medians(np.moveaxis(taken, -1, 0))
+    ok = np.isfinite(taken)
+    weight = np.where(ok, decay ** np.arange(src.shape[-1], dtype=np.float64), 0.0)
+    total = (np.where(ok, taken, 0.0) * weight).sum(axis=-1)
+    norm = weight.sum(axis=-1)
+    return np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), np.nan)
 
 
 def _column_medians(rows: np.ndarray) -> np.ndarray:
-    """Median of the finite values of each column (NaN where none), without
-    np.nanmedian's all-NaN warnings; rows are few, so a sort per column is cheap."""
+    """Median over axis 0 of the finite values (NaN where none), without
+    np.nanmedian's all-NaN warnings; rows are few, so a sort is cheap."""
     ordered = np.sort(rows, axis=0)  # NaN sorts last
     count = np.isfinite(rows).sum(axis=0)
-    cols = np.arange(rows.shape[1])
-    lo = ordered[np.maximum(count - 1, 0) // 2, cols]
-    hi = ordered[np.maximum(count, 1) // 2, cols]
+    lo = np.take_along_axis(ordered, (np.maximum(count - 1, 0) // 2)[None], axis=0)[0]
+    hi = np.take_along_axis(ordered, (np.maximum(count, 1) // 2)[None], axis=0)[0]
     return np.where(count > 0, np.where(count % 2 == 1, lo, (lo + hi) / 2), np.nan)
 
 
+@dataclass(frozen=True)
+class Calendar:
+    """The site's local calendar as the seasonal base needs it: zone and holidays
+    (a ``[site] holidays`` value: ISO dates or a country code; empty: none)."""
+
+    timezone: str = "UTC"
+    holidays: str = ""
+
+    @property
+    def plain(self) -> bool:
+        """UTC without holidays: like hours are plain 168-hour lags."""
+        return self.timezone == "UTC" and not self.holidays
+
+    def lags(self, start: int, first: int, hours: int, weeks: int) -> DayLags:
+        if self.plain:
+            return DayLags.utc(weeks, hours, first)
+        # Cached on the absolute hour range: a forecast's flow and pressure, and every
+        # sensor of the site, share one computation per hour.
+        lags = _local_lags(self, start + first * HOUR_S, hours, weeks)
+        return DayLags(first, lags.lags)
+
+
+@functools.lru_cache(maxsize=16)
+def _local_lags(calendar: Calendar, start_hour: int, hours: int, weeks: int) -> DayLags:
+    lags = DayLags.local(start_hour, 0, hours, weeks, ZoneInfo(calendar.timezone),
+                         holiday_calendar(holidays_value(calendar.holidays)))
+    lags.lags.flags.writeable = False
+    return lags
+
+
+UTC_CALENDAR = Calendar()
+
+
+def holidays_text(setting: tuple[datetime.date, ...] | str) -> str:
+    """A ``[site] holidays`` value as text that travels in a model file's spec."""
+    if isinstance(setting, str):
+        return setting
+    return ",".join(d.isoformat() for d in setting)
+
+
+def holidays_value(text: str) -> tuple[datetime.date, ...] | str:
+    """The inverse of :func:`holidays_text`: ISO dates, else a country code."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return tuple(datetime.date.fromisoformat(p) for p in parts)
+    except ValueError:
+        return text.strip()
+
+
 def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
-                  fit_hours: int = FIT_HOURS, *, median: bool = False) -> np.ndarray:
+                  fit_hours: int = FIT_HOURS, *, median: bool = False, start: int = 0,
+                  calendar: Calendar = UTC_CALENDAR, decay: float = 1.0) -> np.ndarray:
     """Seasonal-naive forecasts (one row of 168 hours per origin) from hourly ``values``.
 
-    The base of hour ``t`` is the mean of the same hour in the last ``weeks``
-    weeks (:func:`weekly_means`; with ``median`` :func:`weekly_medians`).
+    The base of hour ``t`` is the mean of its like hour (:class:`DayLags`: the
+    same local hour on the same kind of day) in the last ``weeks`` weeks
+    (with ``median``, their median), from values before the origin only.
+    ``start`` is the epoch second of ``values[0]``; ``calendar`` the site's zone
+    and holidays (UTC without holidays by default: plain 168-hour lags).
     Combining weeks removes noise but lags a drifting level by half the span
     (the annual season moves the weekly pattern by more than the noise), so
     with ``fit_hours`` > 0 the base is adapted: over the last ``fit_hours``
@@ -360,15 +527,23 @@ def seasonal_base(values: np.ndarray, origins: np.ndarray, weeks: int,
     pattern of the form ``A + s(t) * B(hour of week)``, as a season makes of
     flow and of pressure, is then followed without lag. With too little to fit,
     or ``fit_hours=0``, the plain mean (median) is used. An origin is an index into
-    ``values`` (the forecast's first hour); only values before it are used.
+    ``values`` (the forecast's first hour); only values before it are used. With
+    ``decay`` < 1 the mean weighs the k-th week back by ``decay ** (k-1)``: many
+    weeks cut the noise, the recent ones count most.
     """
     origins = np.asarray(origins, dtype=np.int64)
-    means = weekly_medians(values, weeks) if median else weekly_means(values, weeks)
-    base = _take(means, origins[:, None] + np.arange(HORIZON_HOURS)[None, :])
+    if origins.size == 0:
+        return np.empty((0, HORIZON_HOURS))
+    first = int(origins.min()) - fit_hours
+    hours = int(origins.max()) + HORIZON_HOURS - first
+    lags = calendar.lags(start, first, hours, weeks)
+    target = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
+    base = _combine(values, _sources(target, lags), median, origins[:, None, None], decay)
     if fit_hours <= 0:
         return base
     fit = origins[:, None] - fit_hours + np.arange(fit_hours)[None, :]
-    shift, gain, centre = _fit_level(_take(values, fit), _take(means, fit), fit_hours)
+    own = _combine(values, _sources(fit, lags), median, decay=decay)
+    shift, gain, centre = _fit_level(_take(values, fit), own, fit_hours)
     return base + shift[:, None] + gain[:, None] * (base - centre[:, None])
 
 
@@ -394,39 +569,83 @@ def _fit_level(actual: np.ndarray, base: np.ndarray,
     return np.where(enough, shift, 0.0), np.where(enough, gain, 0.0), centre
 
 
-def _naive_values(values: np.ndarray, weeks: int, fit_hours: int) -> np.ndarray:
-    """Seasonal-naive forecast of the 168 hours after ``values`` (its origin is the end).
-
-    An hour with no value one week or more before it gets no forecast (NaN):
-    the same hour of an earlier day is not the same hour of the week (a Monday
-    morning is not a Sunday morning), and a forecast made up from too little
-    history would raise PREDICT on every weekday the site has not seen yet.
-    """
-    return seasonal_base(values, np.array([values.shape[0]]), weeks, fit_hours, median=True)[0]
-
-
 def naive_forecast(sensor: SensorId, history: HourlySeries, issued: EpochSeconds,
-                   weeks: int = 3, adapt: bool = True) -> Forecast:
-    """Seasonal-naive forecast: each hour is the median of that hour in the last ``weeks`` weeks.
+                   weeks: int = 3, adapt: bool = True,
+                   calendar: Calendar = UTC_CALENDAR) -> Forecast:
+    """Seasonal-naive forecast: each hour is the median of its like hour in the last ``weeks`` weeks.
 
-    With ``adapt`` the median is adapted to the level and amplitude of the last
-    week (see :func:`seasonal_base`), which keeps it from lagging a season.
-    Only history before ``issued`` is used. An hour without any value one to
-    ``weeks`` weeks before it is NaN (no basis: :meth:`Forecast.expected_at`
-    gives None there and PREDICT stays quiet), so in a site's first week only
-    the hours already seen a week earlier are forecast.
+    Like hours follow the site's ``calendar`` (local time, holidays: see
+    :class:`DayLags`). With ``adapt`` the median is adapted to the level and
+    amplitude of the last week (see :func:`seasonal_base`), which keeps it from
+    lagging a season. Only history before ``issued`` is used. An hour without
+    any like value is NaN (no basis: :meth:`Forecast.expected_at` gives None
+    there and PREDICT stays quiet), so in a site's first week only the hours
+    already seen a week earlier are forecast. P10/P90 come from the same
+    forecast's errors over the last weeks (:func:`hourly_band`).
     """
     fit_hours = FIT_HOURS if adapt else 0
     hours = naive_history_hours(weeks, adapt)
     since = issued - hours * HOUR_S
-    flow = _naive_values(history.window("flow", since, hours), weeks, fit_hours)
-    pressure = _naive_values(history.window("pressure", since, hours), weeks, fit_hours)
-    return Forecast(sensor, issued, flow, pressure, "naive")
+    out: dict[str, Any] = {}
+    for name in ("flow", "pressure"):
+        values = history.window(name, since, hours)
+        rows = seasonal_base(values, _band_origins(hours), weeks, fit_hours, median=True,
+                             start=since, calendar=calendar)
+        out[name] = rows[0]
+        out[f"{name}_p10"], out[f"{name}_p90"] = hourly_band(rows[0], rows[1:], values)
+    return Forecast(sensor, issued, source="naive", **out)
 
 
 def naive_history_hours(weeks: int = 3, adapt: bool = True) -> int:
-    """Hours of history before the issue time that :func:`naive_forecast` uses."""
-    return weeks * WEEK_HOURS + (FIT_HOURS if adapt else 0)
+    """Hours of history before the issue time that :func:`naive_forecast` uses:
+    its base's, and the recent forecasts' that set the band."""
+    return weeks * WEEK_HOURS + (FIT_HOURS if adapt else 0) + BAND_HOURS
+
+
+# ---------------------------------------------------------------------------
+# Hourly bands
+
+BAND_DAYS = 14  # recent forecasts (one a day) whose errors set the band
+BAND_HOURS = HORIZON_HOURS + 24 * (BAND_DAYS - 1)
+BAND_MIN_ERRORS = 48
+BAND_WIDEN = 1.2  # calibrated on the rolling origins of bench/forecast_eval.py (80 %)
+BAND_FLOOR = 0.1  # of the mean forecast: a night hour's scale is not zero
+
+
+def _band_origins(hours: int) -> np.ndarray:
+    """The forecast itself (origin ``hours``: the end of the history) first, then the
+    past ones whose whole horizon lies in the history, newest first."""
+    return np.concatenate([[hours], hours - HORIZON_HOURS - 24 * np.arange(BAND_DAYS)])
+
+
+def _band_scale(rows: np.ndarray) -> np.ndarray:
+    """Per hour, what an error is measured against: the forecast's own size (flow
+    errors grow with demand), floored at a share of the row's mean."""
+    size = np.abs(rows)
+    known = np.isfinite(size)
+    mean = np.where(known, size, 0.0).sum(axis=-1) / np.maximum(known.sum(axis=-1), 1)
+    return np.maximum(size, BAND_FLOOR * mean[..., None])
+
+
+def hourly_band(forecast: np.ndarray, past: np.ndarray,
+                values: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """P10 and P90 around ``forecast`` (168 hours) from the errors of ``past``
+    forecasts of the same kind (rows issued at :func:`_band_origins`' origins
+    1.., 168 hours each) against ``values`` (the history, ending at the issue).
+
+    Errors relative to each hour's scale (:func:`_band_scale`) are pooled and
+    their 10th and 90th percentiles (widened by ``BAND_WIDEN``) applied to the
+    forecast's own scale; (None, None) with too few known errors.
+    """
+    origins = _band_origins(values.shape[0])[1:]
+    truth = _take(values, origins[:, None] + np.arange(HORIZON_HOURS)[None, :])
+    errors = (truth - past) / _band_scale(past)
+    errors = errors[np.isfinite(errors)]
+    if errors.size < BAND_MIN_ERRORS:
+        return None, None
+    q10, q90 = np.quantile(errors, [0.1, 0.9]) * BAND_WIDEN
+    scale = _band_scale(forecast)
+    return forecast + q10 * scale, forecast + q90 * scale
 
 
 # ---------------------------------------------------------------------------
@@ -443,6 +662,8 @@ class FeatureSpec:
     base_weeks: int = 3
     fit_hours: int = FIT_HOURS
     timezone: str = "UTC"
+    holidays: str = ""  # [site] holidays as text (holidays_text); files before it have none
+    base_decay: float = 1.0  # weight of the k-th week back: decay ** (k-1); older files: 1
 
     def __post_init__(self) -> None:
         if self.step_hours < 1 or self.lookback_hours % self.step_hours:
@@ -465,6 +686,10 @@ class FeatureSpec:
         """Hours before the issue time a forecast reads: the lookback or the base's
         (its fit window and the weeks its means reach back), whichever is longer."""
         return max(self.lookback_hours, self.fit_hours + self.base_weeks * WEEK_HOURS)
+
+    @property
+    def calendar(self) -> Calendar:
+        return Calendar(self.timezone, self.holidays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,6 +863,13 @@ def _take(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.where(inside, values[np.clip(idx, 0, n - 1)], np.nan)
 
 
+def model_base(spec: FeatureSpec, values: np.ndarray, start: int,
+               origins: np.ndarray) -> np.ndarray:
+    """The seasonal base a model of ``spec`` adds its residual to (training and inference)."""
+    return seasonal_base(values, origins, spec.base_weeks, spec.fit_hours, start=start,
+                         calendar=spec.calendar, decay=spec.base_decay)
+
+
 def model_values(model: ExportedModel, values: np.ndarray, start: int,
                  origins: np.ndarray) -> np.ndarray:
     """Forecasts (len(origins), 168) of one quantity: base + model residual, NaN-safe.
@@ -648,36 +880,47 @@ def model_values(model: ExportedModel, values: np.ndarray, start: int,
     """
     x = window_features(values, start, origins, model.spec, model.scaler)
     residual = model.predict_scaled(x.astype(np.float64)) * model.scaler.y_scale
-    base = seasonal_base(values, origins, model.spec.base_weeks, model.spec.fit_hours)
+    base = model_base(model.spec, values, start, origins)
     return np.where(np.isfinite(base), base, model.scaler.x_mean) + residual
 
 
-def lstm_forecast(model_flow: ExportedModel, model_pressure: ExportedModel, sensor: SensorId,
-                  history: HourlySeries, issued: EpochSeconds) -> Forecast:
+def lstm_forecast(model_flow: ExportedModel | None, model_pressure: ExportedModel | None,
+                  sensor: SensorId, history: HourlySeries, issued: EpochSeconds) -> Forecast:
     """The next 168 hours from the exported models, using history before ``issued``.
 
-    Raises ValueError when the lookback window holds no data at all (the caller
-    then falls back on :func:`naive_forecast`).
+    A quantity without a model, or without any data in its model's lookback
+    (a sensor that measures no pressure), is left unknown (NaN, no band).
+    Raises ValueError when neither quantity can be forecast (the caller then
+    falls back on :func:`naive_forecast`). P10/P90 come from the same model's
+    errors over the last weeks (:func:`hourly_band`).
     """
-    out = {}
+    out: dict[str, Any] = {"flow": np.full(HORIZON_HOURS, np.nan),
+                           "pressure": np.full(HORIZON_HOURS, np.nan)}
     for name, model in (("flow", model_flow), ("pressure", model_pressure)):
+        if model is None:
+            continue
         if model.spec.quantity != name:
             raise ValueError(f"model for {model.spec.quantity!r} given as the {name} model")
-        hours = model.spec.history_hours
+        hours = model.spec.history_hours + BAND_HOURS
         since = issued - hours * HOUR_S
         values = history.window(name, since, hours)
         if not np.isfinite(values[-model.spec.lookback_hours:]).any():
-            raise ValueError(f"sensor {sensor}: no {name} data in the last "
-                             f"{model.spec.lookback_hours} h")
-        out[name] = model_values(model, values, since, np.array([hours]))[0]
+            continue
+        rows = model_values(model, values, since, _band_origins(hours))
+        out[name] = rows[0]
+        out[f"{name}_p10"], out[f"{name}_p90"] = hourly_band(rows[0], rows[1:], values)
+    if not (np.isfinite(out["flow"]).any() or np.isfinite(out["pressure"]).any()):
+        raise ValueError(f"sensor {sensor}: no data in the models' lookback")
+    versions = [m.version for m in (model_flow, model_pressure) if m is not None]
     return Forecast(
-        sensor, issued, out["flow"], out["pressure"], "lstm",
-        model_version=model_flow.version,
-        flow_band=model_flow.residual_band, pressure_band=model_pressure.residual_band,
+        sensor, issued, source="lstm", model_version=versions[0] if versions else None,
+        flow_band=model_flow.residual_band if model_flow else None,
+        pressure_band=model_pressure.residual_band if model_pressure else None, **out,
     )
 
 
-def history_hours(*models: ExportedModel, weeks: int = 3) -> int:
+def history_hours(*models: ExportedModel | None, weeks: int = 3) -> int:
     """Hours of history before the issue time that a forecast reads: the seasonal-naive
-    one of ``weeks`` weeks and, when given, the ``models``'."""
-    return max([naive_history_hours(weeks)] + [m.spec.history_hours for m in models])
+    one of ``weeks`` weeks and, when given, the ``models``' (bands included)."""
+    return max([naive_history_hours(weeks)]
+               + [m.spec.history_hours + BAND_HOURS for m in models if m is not None])

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.forecast import (
+    BAND_HOURS,
     HORIZON_HOURS,
     ExportedModel,
     FeatureSpec,
@@ -443,8 +444,8 @@ def test_lstm_forecast_is_base_plus_scaled_residual():
     np.testing.assert_allclose(fc.flow, naive.flow + 0.5 * 2.0)
     assert np.isfinite(fc.pressure).all()
     assert (fc.source, fc.model_version, fc.flow_band, fc.pressure_band) == ("lstm", "v2", 3.0, 0.2)
-    assert history_hours(flow_model, pressure_model) == 4 * 168
-    assert history_hours() == naive_history_hours() == 4 * 168
+    assert history_hours(flow_model, pressure_model) == 4 * 168 + BAND_HOURS
+    assert history_hours() == naive_history_hours() == 4 * 168 + BAND_HOURS
     with pytest.raises(ValueError):  # models swapped
         lstm_forecast(pressure_model, flow_model, S, history, issued)
     empty = HourlySeries(T0, np.full(10, np.nan), np.full(10, np.nan))

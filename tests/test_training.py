@@ -102,6 +102,27 @@ def test_a_noisy_weekly_series_is_learned_and_beats_naive():
     assert result.model.spec.lookback_hours == 48 and result.epochs_run >= 1
 
 
+@pytest.mark.parametrize(("bias", "want"), [(1.0, 1.0), (3.0, 0.25), (0.0, 0.0), (-1.0, 0.0)])
+def test_blend_takes_the_share_of_the_residual_that_scores_best_held_back(bias, want):
+    # Each week is the one before plus 2.0: a one-week base is short by exactly 2.0 at
+    # every hour, so a residual of 2.0 (bias 1 x y_scale 2) is right, 6.0 a quarter right.
+    spec = FeatureSpec("flow", lookback_hours=24, step_hours=24, base_weeks=1, fit_hours=0)
+    hours = np.arange(6 * 168)
+    values = weekly(hours) + 2.0 * (hours // 168)
+    u = 4
+    model = ExportedModel(spec, Scaler(40.0, 10.0, 2.0), np.zeros((spec.features, 4 * u)),
+                          np.zeros((u, 4 * u)), np.zeros(4 * u), np.zeros((u, HORIZON_HOURS)),
+                          np.full(HORIZON_HOURS, bias))
+    holdout = values.size - 2 * 168
+    assert tm.blend_weight(model, values, START, holdout) == want
+    # The blend scales the head: the forecast is the base plus that share of the residual.
+    origins = np.array([holdout, holdout + 30])
+    blended = model_values(tm.shrunk(model, 0.25), values, START, origins)
+    base = model_values(tm.shrunk(model, 0.0), values, START, origins)
+    np.testing.assert_allclose(blended - base, 0.25 * 2.0 * bias)
+    assert tm.shrunk(model, 0.25).metadata["blend"] == 0.25
+
+
 def test_lookback_shrinks_to_fit_short_history():
     settings = tm.TrainSettings(lookback_hours=336, min_samples=48)
     assert tm.lookback_for(28 * 24, settings) == 120  # 28 days: the first model can still train
@@ -258,3 +279,30 @@ def test_training_process_hang_is_a_real_hang(tmp_path):
     child.kill()
     assert child.wait(timeout=10) != 0
     child.communicate()
+
+
+@pytest.mark.slow
+def test_a_sensor_without_pressure_trains_and_forecasts_flow_only(tmp_path):
+    # Six weeks of noisy hourly flow with a local weekly shape, and no pressure at all
+    # (the real district inflows have none): the flow model is trained and accepted, the
+    # pressure "model" is an untrained stand-in, and the forecast's pressure is empty.
+    hours = np.arange(6 * 168)
+    rng = np.random.default_rng(1)
+    flow = weekly(hours) + rng.normal(0, 2.0, hours.size)
+    store = tmp_path / "nopressure.lmdb"
+    ingest_processed(store, [Reading(SID, EpochSeconds(START + 3600 * int(h)), float(f),
+                                     float("nan"), 0) for h, f in zip(hours, flow)])
+    code, result, err = finish(spawn(store, tmp_path / "models", "--timezone", "Europe/Rome",
+                                     "--holidays", "IT"))
+    assert code == 0, err
+    assert result["accepted"], result["reason"]
+    assert "no pressure data" in result["reason"]
+    assert result["metadata"]["mae_model"]["pressure"] is None
+    flow_m, pressure_m = (ExportedModel.load(result["paths"][q]) for q in ("flow", "pressure"))
+    assert flow_m.spec.holidays == "IT" and flow_m.spec.timezone == "Europe/Rome"
+    with Store(store, readonly=True) as s:
+        arrays = s.reading_arrays(SID, until=FAR_AHEAD)
+    series = hourly_means(arrays.time, arrays.flow, arrays.pressure)
+    fc = lstm_forecast(flow_m, pressure_m, SID, series, EpochSeconds(series.end))
+    assert np.isfinite(fc.flow).all() and np.isnan(fc.pressure).all()
+    assert fc.pressure_p10 is None and fc.flow_p10 is not None

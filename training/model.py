@@ -27,15 +27,17 @@ import numpy as np
 
 from core import criteria
 from core.forecast import (
-    FIT_HOURS,
+    BASE_DECAY,
+    BASE_FIT_HOURS,
+    BASE_WEEKS,
     HORIZON_HOURS,
     HOUR_S,
     WEEK_HOURS,
     ExportedModel,
     FeatureSpec,
     Scaler,
+    model_base,
     model_values,
-    seasonal_base,
     window_features,
 )
 
@@ -51,9 +53,11 @@ class TrainSettings:
 
     lookback_hours: int = 336
     step_hours: int = 24
-    base_weeks: int = 3
-    fit_hours: int = FIT_HOURS
+    base_weeks: int = BASE_WEEKS
+    base_decay: float = BASE_DECAY
+    fit_hours: int = BASE_FIT_HOURS
     timezone: str = "UTC"
+    holidays: str = ""  # [site] holidays as text (core.forecast.holidays_text)
     units: int = 32
     epochs: int = 30
     batch_size: int = 64
@@ -105,6 +109,8 @@ class QuantityResult:
 
     @property
     def accepted(self) -> bool:
+        if self.extra.get("absent"):
+            return True
         return self.validation is not None and self.validation.beats_naive
 
 
@@ -148,7 +154,7 @@ def masked_huber(y_true: Any, y_pred: Any) -> Any:
     return ops.sum(huber * weight, axis=-1) / ops.maximum(ops.sum(weight, axis=-1), 1.0)
 
 
-def fit_scaler(values: np.ndarray, train_end: int, spec: FeatureSpec) -> Scaler:
+def fit_scaler(values: np.ndarray, train_end: int, spec: FeatureSpec, start: int = 0) -> Scaler:
     """Scalers from the training part (indices before ``train_end``) only."""
     part = values[:train_end]
     known = part[np.isfinite(part)]
@@ -156,8 +162,7 @@ def fit_scaler(values: np.ndarray, train_end: int, spec: FeatureSpec) -> Scaler:
     x_scale = float(known.std()) if known.size else 0.0
     hours = np.arange(train_end)
     # Residuals against the base, as the model will see them (origin = each hour).
-    base = (seasonal_base(values, hours, spec.base_weeks, spec.fit_hours)[:, 0] if train_end
-            else np.empty(0))
+    base = model_base(spec, values, start, hours)[:, 0] if train_end else np.empty(0)
     residual = part - base
     residual = residual[np.isfinite(residual)]
     y_scale = float(residual.std()) if residual.size else 0.0
@@ -172,7 +177,7 @@ def training_arrays(values: np.ndarray, start: int, origins: np.ndarray, spec: F
     x = window_features(values, start, origins, spec, scaler)
     idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
     truth = np.where(idx < values.shape[0], values[np.clip(idx, 0, values.shape[0] - 1)], np.nan)
-    y = (truth - seasonal_base(values, origins, spec.base_weeks, spec.fit_hours)) / scaler.y_scale
+    y = (truth - model_base(spec, values, start, origins)) / scaler.y_scale
     return x, y.astype(np.float32)
 
 
@@ -200,7 +205,7 @@ def validate(exported: ExportedModel, values: np.ndarray, start: int,
     n = values.shape[0]
     origins = np.arange(holdout_start, n - min(HORIZONS) + 1)
     forecast = model_values(exported, values, start, origins)
-    base = seasonal_base(values, origins, exported.spec.base_weeks, exported.spec.fit_hours)
+    base = model_base(exported.spec, values, start, origins)
     idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
     inside = idx < n
     truth = np.where(inside, values[np.clip(idx, 0, n - 1)], np.nan)
@@ -246,6 +251,39 @@ def residual_band(exported: ExportedModel, values: np.ndarray, start: int, holdo
     return float(criteria.RESIDUAL_K * sigma) if sigma > 0 else None
 
 
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def blend_weight(exported: ExportedModel, values: np.ndarray, start: int,
+                 holdout_start: int) -> float:
+    """The share of the network's residual to add to the base: of ``BLENDS``, the one
+    with the least 168-hour MAE on the held-out weeks (ties: the smaller)."""
+    n = values.shape[0]
+    origins = np.arange(holdout_start, n)
+    if origins.size == 0:
+        return 1.0
+    full = model_values(exported, values, start, origins)
+    alone = model_values(shrunk(exported, 0.0), values, start, origins)
+    idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
+    truth = np.where(idx < n, values[np.clip(idx, 0, n - 1)], np.nan)
+    ok = np.isfinite(truth) & np.isfinite(full)
+    if not ok.any():
+        return 1.0
+    scores = [float(np.abs(alone + w * (full - alone) - truth)[ok].mean()) for w in BLENDS]
+    return BLENDS[int(np.argmin(scores))]
+
+
+def shrunk(exported: ExportedModel, weight: float) -> ExportedModel:
+    """The model with its residual scaled by ``weight`` (the head's weights, so the
+    numpy forward pass is unchanged): an ensemble of the network and its base."""
+    if weight == 1.0:
+        return exported
+    return ExportedModel(exported.spec, exported.scaler, exported.kernel,
+                         exported.recurrent_kernel, exported.bias,
+                         exported.dense_kernel * weight, exported.dense_bias * weight,
+                         {**exported.metadata, "blend": weight})
+
+
 class _Deadline(keras.callbacks.Callback):
     """Stops fitting after the epoch that passes ``deadline`` (time.monotonic())."""
 
@@ -258,6 +296,17 @@ class _Deadline(keras.callbacks.Callback):
         if time.monotonic() > self.deadline:
             self.hit = True
             self.model.stop_training = True
+
+
+def absent_quantity(quantity: str, settings: TrainSettings) -> QuantityResult:
+    """A quantity the sensor does not measure: an untrained (zero-head) model, so the
+    service's model pair is complete and its forecast of the quantity stays empty."""
+    spec = FeatureSpec(quantity, settings.lookback_hours, settings.step_hours,
+                       settings.base_weeks, settings.fit_hours, settings.timezone,
+                       settings.holidays, settings.base_decay)
+    exported = export_model(build_model(spec, settings.units), spec, Scaler(0.0, 1.0, 1.0))
+    return QuantityResult(quantity, exported, None, 0, f"no {quantity} data: not forecast",
+                          extra={"absent": True, "lookback_hours": settings.lookback_hours})
 
 
 def train_quantity(quantity: str, values: np.ndarray, start: int, settings: TrainSettings,
@@ -277,9 +326,10 @@ def train_quantity(quantity: str, values: np.ndarray, start: int, settings: Trai
         return QuantityResult(quantity, None, None, 0,
                               f"not enough data: {n} hours, need at least {need}")
     spec = FeatureSpec(quantity, lookback, settings.step_hours, settings.base_weeks,
-                       settings.fit_hours, settings.timezone)
+                       settings.fit_hours, settings.timezone, settings.holidays,
+                       settings.base_decay)
     holdout_start = n - settings.holdout_hours
-    scaler = fit_scaler(values, holdout_start, spec)
+    scaler = fit_scaler(values, holdout_start, spec, start)
     # Training targets end before the held-out weeks; early stopping watches the
     # last sixth of the windows, a horizon apart so no target is shared.
     last = holdout_start - HORIZON_HOURS
@@ -315,13 +365,16 @@ def train_quantity(quantity: str, values: np.ndarray, start: int, settings: Trai
         epochs_run = len(history.history.get("loss", []))
     fit_s = time.perf_counter() - started
     log.info("%s: %d windows, %d epochs in %.1f s", quantity, fit_origins.size, epochs_run, fit_s)
-    exported = export_model(model, spec, scaler)
+    unblended = export_model(model, spec, scaler)
+    blend = blend_weight(unblended, values, start, holdout_start)
+    exported = shrunk(unblended, blend)
     validation = validate(exported, values, start, holdout_start)
     band = None
     if minute_time is not None and minute_values is not None:
         band = residual_band(exported, values, start, holdout_start, minute_time, minute_values)
     verdict = "beats" if validation.beats_naive else "does not beat"
     reason = f"{quantity} model {verdict} seasonal-naive: {validation.describe(quantity)}"
-    extra = {"windows": int(fit_origins.size), "lookback_hours": lookback,
+    extra = {"windows": int(fit_origins.size), "lookback_hours": lookback, "blend": blend,
+             "unblended": unblended,
              "stopped_at_deadline": bool(deadline and deadline.hit)}
     return QuantityResult(quantity, exported, validation, epochs_run, reason, band, fit_s, extra)

@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step", type=int, default=24,
                    help="hours per LSTM step (default: %(default)s)")
     p.add_argument("--timezone", default="UTC", help="site time zone for calendar features")
+    p.add_argument("--holidays", default="",
+                   help="site public holidays: ISO dates (comma-separated) or a country code")
     p.add_argument("--timeout-s", type=float, default=None,
                    help="soft limit: stop fitting after this share of it, keep the best so far")
     p.add_argument("--nice", type=int, default=0, help="increment of the process's nice level")
@@ -156,10 +158,15 @@ def train_sensor(args: argparse.Namespace, started: float) -> dict[str, Any]:
     tm.configure(args.threads, args.seed)
     deadline = started + 0.8 * args.timeout_s if args.timeout_s else None
     settings = tm.TrainSettings(lookback_hours=args.lookback, step_hours=args.step,
-                                timezone=args.timezone, epochs=args.epochs, seed=args.seed,
+                                timezone=args.timezone, holidays=args.holidays, epochs=args.epochs, seed=args.seed,
                                 deadline=deadline)
     results = {}
     for name in QUANTITIES:
+        if name != "flow" and not np.isfinite(series.quantity(name)).any():
+            # A sensor that measures no pressure: an untrained model stands in, whose
+            # forecast of a quantity without data is empty (core.forecast.lstm_forecast).
+            results[name] = tm.absent_quantity(name, settings)
+            continue
         results[name] = tm.train_quantity(name, series.quantity(name), series.start, settings,
                                           history["time"], history[name])
         if results[name].model is None:
@@ -173,18 +180,22 @@ def train_sensor(args: argparse.Namespace, started: float) -> dict[str, Any]:
         "data_since": int(history["time"].min()), "data_until": int(history["time"].max()),
         "rows": int(history["time"].size), "hours": series.hours,
         "lookback_hours": results["flow"].extra["lookback_hours"], "step_hours": args.step,
-        "timezone": args.timezone,
+        "timezone": args.timezone, "holidays": args.holidays,
     }
     per_model = {
-        name: {**common, "quantity": name, "mae_model": r.validation.mae_model,
-               "mae_naive": r.validation.mae_naive, "mae_base": r.validation.mae_base,
-               "residual_band": r.residual_band, "epochs": r.epochs_run}
+        name: {**common, "quantity": name,
+               "mae_model": r.validation.mae_model if r.validation else None,
+               "mae_naive": r.validation.mae_naive if r.validation else None,
+               "mae_base": r.validation.mae_base if r.validation else None,
+               "residual_band": r.residual_band, "epochs": r.epochs_run,
+               "blend": r.extra.get("blend")}
         for name, r in results.items()
     }
     metadata = {
         **common,
         **{key: {name: per_model[name][key] for name in QUANTITIES}
-           for key in ("mae_model", "mae_naive", "mae_base", "residual_band", "epochs")},
+           for key in ("mae_model", "mae_naive", "mae_base", "residual_band", "epochs",
+                       "blend")},
         "train_s": round(time.monotonic() - started, 2),
     }
     accepted = all(r.accepted for r in results.values())
