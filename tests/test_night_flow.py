@@ -19,6 +19,7 @@ from core.night_flow import (
     NightSummary,
     NightWindow,
 )
+from core.config import default_config
 from core.day_kind import NO_HOLIDAYS
 from core.night_model import NightModel, NightSettings, NightVerdict
 from core.types import STATUS_FLOW_FAULT, STATUS_LOW_BATTERY, EpochSeconds, Reading, SensorId
@@ -582,7 +583,7 @@ def _simulate(nights: int, seed: int, leak: float = 0.0, leak_from: int | None =
     rng = np.random.default_rng(seed)
     w = window(SEOUL)
     agg = NightFlowAggregator(w)
-    model = NightModel(NightSettings(), NO_HOLIDAYS, w)
+    model = NightModel(NightSettings.from_config(default_config().night), NO_HOLIDAYS, w)
     first = datetime.date(2026, 1, 5)
     verdicts = []
     for k in range(nights):

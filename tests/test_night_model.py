@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.config import default_config
 from core.day_kind import NO_HOLIDAYS, DayKind, HolidayCalendar
 from core.night_model import (
     NightInput,
@@ -25,7 +26,7 @@ from core.night_model import (
 )
 
 MONDAY = dt.date(2026, 1, 5)
-SETTINGS = NightSettings()
+SETTINGS = NightSettings.from_config(default_config().night)
 BASE = 10.0  # m3/h, the weekday MNF at the start
 WEEKEND = {DayKind.SATURDAY: 1.15, DayKind.SUNDAY: 1.25, DayKind.HOLIDAY: 1.25}
 
