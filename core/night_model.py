@@ -515,17 +515,28 @@ def _end_episode(state: SensorNights) -> None:
     state.evidence, state.held = [], []
 
 
-def _reanchor(state: SensorNights, nights: Sequence[_Learned]) -> None:
-    """The reference moves to the level of ``nights`` (their median error over it)."""
-    night_shift = [n.night_error for n in nights if n.night_error is not None]
-    day_shift = [n.day_error for n in nights if n.day_error is not None]
-    if night_shift:
-        d = float(np.median(night_shift))
-        state.nights = [(o, k, y + d) for o, k, y in state.nights]
-    if day_shift:
-        d = float(np.median(day_shift))
-        state.days = [(o, k, y + d) for o, k, y in state.days]
-    for n in nights:
+def _reanchor(state: SensorNights, clearing: Sequence[_Learned]) -> None:
+    """The reference moves to the level of the ``clearing`` nights after a repair.
+
+    The nights before the leak move by the clearing nights' median error over the
+    frozen reference; the held nights, which followed the season through the
+    leak, move down by the fall the repair showed, so the line learns the
+    season's current slope from them rather than the one before the freeze.
+    """
+    held = [_Learned.from_list(item) for item in state.held]
+    for attr in ("night", "day"):
+        errors = [getattr(n, f"{attr}_error") for n in clearing]
+        known = [e for e in errors if e is not None]
+        if not known:
+            continue
+        level = float(np.median(known))
+        during = [getattr(n, f"{attr}_error") for n in held[-7:]]
+        fall = level - float(np.median([e for e in during if e is not None] or [level]))
+        points = [(o, k, y + level) for o, k, y in getattr(state, f"{attr}s")]
+        points += [(p[0], p[1], p[2] + fall) for p in
+                   (getattr(n, attr) for n in held) if p is not None]
+        setattr(state, f"{attr}s", points[-KEEP_POINTS:])
+    for n in clearing:
         _learn(state, n, errors=False)
     _end_episode(state)
 
