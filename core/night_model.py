@@ -40,7 +40,10 @@ The decision (:func:`judge`), per sensor:
   measured against the nights before it began, not absorbed into them.
 * **Clearing.** With NIGHT raised, ``clear_nights`` nights in a row whose excess
   is gone (``z <= CLEAR_Z``) clear it: ``S`` returns to 0 and those nights
-  re-start the baseline's learning. A later leak is a new episode.
+  re-start the baseline's learning; so do ``clear_nights`` nights that fell
+  back from the held nights' level by about the leak (:data:`CLEAR_DROP`: a
+  repair while the season moved the flow), after which the reference
+  re-anchors at the new level. A later leak is a new episode.
 * **Repaired.** :func:`mark_repaired` (the operator's ``repaired`` command)
   clears NIGHT at once and resets the statistic.
 * **Learning.** No verdict until ``min_baseline_nights`` clean nights exist; a
