@@ -696,6 +696,7 @@ class NightConfig:
     end: dt.time
     block_minutes: int
     min_readings: int
+    mnf_blocks: int
     baseline_nights: int
     min_baseline_nights: int
     clear_nights: int
@@ -899,6 +900,8 @@ SCHEMA: tuple[Section, ...] = (
                 "length of the flow-mean blocks the MNF is taken from"),
         Setting("min_readings", Integer(1, 60), 5,
                 "measured readings a block needs to count; <= block_minutes"),
+        Setting("mnf_blocks", Integer(1, 12), 3,
+                "contiguous complete blocks whose mean is the MNF (the lowest such mean)"),
         Setting("baseline_nights", Integer(3, 120), 28,
                 "recent clean nights the expected MNF (level and seasonal trend) is fitted on"),
         Setting("min_baseline_nights", Integer(3, 60), 7,

@@ -32,8 +32,12 @@ Decisions an operator should know:
   advances time (it can close blocks and nights) but is not averaged.
 * **Incomplete blocks.** A block with fewer than ``min_readings`` measured
   readings is stored as incomplete, with no mean: two values are not a
-  10-minute mean. The night's MNF is the lowest mean of its complete blocks, or
-  ``None`` when it has none (the NIGHT verdict then stays as it was).
+  10-minute mean. The night's MNF is the lowest mean of ``mnf_blocks``
+  contiguous complete blocks (default 3: the quietest half hour; one block's
+  minimum picks the luckiest ten minutes of the night's noise, and is biased
+  and noisier), the lowest complete block when the night has no such run
+  (gaps), or ``None`` when it has no complete block (the NIGHT verdict then
+  stays as it was).
 * **Late readings.** A reading older than the sensor's open block (or, with no
   night open, older than the sensor's newest reading) belongs to a block or
   night already closed and handed on; it is ignored and produces nothing.
@@ -108,6 +112,7 @@ class NightWindow:
     tz: ZoneInfo
     block_minutes: int = 10
     min_readings: int = 5
+    mnf_blocks: int = 1
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -120,6 +125,9 @@ class NightWindow:
             raise TypeError(f"night window tz must be a ZoneInfo: {self.tz!r}")
         if not 1 <= self.block_minutes <= 24 * 60:
             raise ValueError(f"block_minutes out of range 1..1440: {self.block_minutes}")
+        if not 1 <= self.mnf_blocks <= 24 * 60 // self.block_minutes:
+            raise ValueError(f"mnf_blocks out of range 1..{24 * 60 // self.block_minutes}: "
+                             f"{self.mnf_blocks}")
         if not 1 <= self.min_readings <= self.block_minutes:
             raise ValueError(
                 f"min_readings must be in 1..block_minutes ({self.block_minutes}): "
@@ -342,8 +350,9 @@ class NightBlock:
 class NightSummary:
     """One closed night of one sensor.
 
-    ``mnf`` is the lowest complete block mean (None when no block was complete),
-    ``mnf_block_start`` that block's start; ``blocks`` counts the blocks in which
+    ``mnf`` is the lowest mean of ``mnf_blocks`` contiguous complete blocks (the
+    lowest single one without such a run; None when no block was complete),
+    ``mnf_block_start`` the start of the first of them; ``blocks`` counts the blocks in which
     the sensor reported at all, ``complete_blocks`` the complete ones.
     ``day_mean`` is the mean measured flow since the previous night closed (the
     day and this night: the NIGHT model's second evidence), None with fewer
@@ -385,7 +394,8 @@ class NightSummary:
 class _OpenNight:
     """A sensor's night in progress, with its open block (plain mutable data)."""
 
-    __slots__ = ("night", "block", "n", "total", "blocks", "complete", "mnf", "mnf_block")
+    __slots__ = ("night", "block", "n", "total", "blocks", "complete", "mnf", "mnf_block",
+                 "run", "lowest", "lowest_block")
 
     def __init__(self, night: datetime.date, block: int) -> None:
         self.night = night
@@ -396,12 +406,18 @@ class _OpenNight:
         self.complete = 0           # ... of which complete
         self.mnf: float | None = None
         self.mnf_block: int | None = None
+        # The latest contiguous complete blocks, [start, mean] (at most mnf_blocks),
+        # and the lowest single block mean (the MNF of a night with no such run).
+        self.run: list[list[Any]] = []
+        self.lowest: float | None = None
+        self.lowest_block: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "night": self.night.isoformat(), "block": self.block, "n": self.n,
             "total": self.total, "blocks": self.blocks, "complete": self.complete,
-            "mnf": self.mnf, "mnf_block": self.mnf_block,
+            "mnf": self.mnf, "mnf_block": self.mnf_block, "run": [list(r) for r in self.run],
+            "lowest": self.lowest, "lowest_block": self.lowest_block,
         }
 
     @classmethod
@@ -411,6 +427,9 @@ class _OpenNight:
         o.blocks, o.complete = int(d["blocks"]), int(d["complete"])
         o.mnf = None if d["mnf"] is None else float(d["mnf"])
         o.mnf_block = None if d["mnf_block"] is None else int(d["mnf_block"])
+        o.run = [[int(b), float(m)] for b, m in d.get("run", ())]
+        o.lowest = None if d.get("lowest") is None else float(d["lowest"])
+        o.lowest_block = None if d.get("lowest_block") is None else int(d["lowest_block"])
         return o
 
 
@@ -541,19 +560,38 @@ class NightFlowAggregator:
         current.blocks += 1
         if mean is not None:
             current.complete += 1
-            if current.mnf is None or mean < current.mnf:
-                current.mnf, current.mnf_block = mean, current.block
+            self._fold_mnf(current, mean)
+        else:
+            current.run = []
         block = NightBlock(
             sensor, current.night, EpochSeconds(current.block), current.n, mean, complete
         )
         current.n, current.total = 0, 0.0
         return block
 
+    def _fold_mnf(self, current: _OpenNight, mean: float) -> None:
+        """The MNF is the lowest mean of ``mnf_blocks`` contiguous complete blocks: one
+        block's minimum picks the luckiest ten minutes of the night's noise."""
+        if current.lowest is None or mean < current.lowest:
+            current.lowest, current.lowest_block = mean, current.block
+        step = self.window.block_minutes * 60
+        if current.run and current.block - current.run[-1][0] > step:
+            current.run = []  # a gap without readings: not contiguous
+        current.run = (current.run + [[current.block, mean]])[-self.window.mnf_blocks:]
+        if len(current.run) == self.window.mnf_blocks:
+            run_mean = sum(m for _, m in current.run) / len(current.run)
+            if current.mnf is None or run_mean < current.mnf:
+                current.mnf, current.mnf_block = run_mean, current.run[0][0]
+
     @staticmethod
     def _summary(sensor: SensorId, current: _OpenNight, day: list[float] | None) -> NightSummary:
+        # A night with no run of mnf_blocks contiguous complete blocks (gaps) falls
+        # back on its lowest complete block.
+        mnf, block = ((current.mnf, current.mnf_block) if current.mnf is not None
+                      else (current.lowest, current.lowest_block))
         return NightSummary(
-            sensor, current.night, current.mnf,
-            None if current.mnf_block is None else EpochSeconds(current.mnf_block),
+            sensor, current.night, mnf,
+            None if block is None else EpochSeconds(block),
             current.blocks, current.complete,
             day[1] / day[0] if day and day[0] >= DAY_MIN_READINGS else None,
         )

@@ -40,7 +40,10 @@ The decision (:func:`judge`), per sensor:
   measured against the nights before it began, not absorbed into them.
 * **Clearing.** With NIGHT raised, ``clear_nights`` nights in a row whose excess
   is gone (``z <= CLEAR_Z``) clear it: ``S`` returns to 0 and those nights
-  re-start the baseline's learning. A later leak is a new episode.
+  re-start the baseline's learning; so do ``clear_nights`` nights that fell
+  back from the held nights' level by about the leak (:data:`CLEAR_DROP`: a
+  repair while the season moved the flow), after which the reference
+  re-anchors at the new level. A later leak is a new episode.
 * **Repaired.** :func:`mark_repaired` (the operator's ``repaired`` command)
   clears NIGHT at once and resets the statistic.
 * **Learning.** No verdict until ``min_baseline_nights`` clean nights exist; a
@@ -104,6 +107,14 @@ MAX_STATISTIC_H = 10.0
 DAY_WEIGHT = 1.0
 # Nights kept in a verdict's explanation.
 MAX_EVIDENCE = 14
+# With NIGHT raised, a night whose excess over the frozen reference has fallen
+# below the recent held nights' by this share of the excess the leak showed when
+# it tripped (and by CLEAR_Z sigmas at least) is a night after a repair, though
+# the season has moved the flow since the freeze: the reference re-anchors at the
+# new level. Measured on the tuning seeds: without it, a leak held through a
+# seasonal rise never clears (NIGHT held for 100-170 nights, hiding the leaks
+# that followed on that meter); 0.3-0.7 differ by a leak or two.
+CLEAR_DROP = 0.5
 
 
 class NightOutcome(enum.StrEnum):
@@ -118,13 +129,20 @@ class NightOutcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NightSettings:
-    """The ``[night]`` decision knobs."""
+    """The ``[night]`` decision knobs (their defaults live in :mod:`core.config`'s schema)."""
 
-    cusum_k: float = 0.5
-    cusum_h: float = 5.0
-    window: int = 28
-    min_baseline_nights: int = 7
-    clear_nights: int = 3
+    cusum_k: float
+    cusum_h: float
+    window: int
+    min_baseline_nights: int
+    clear_nights: int
+
+    @classmethod
+    def from_config(cls, night: Any) -> NightSettings:
+        """From a :class:`core.config.NightConfig` (``config.night``)."""
+        return cls(cusum_k=night.cusum_k, cusum_h=night.cusum_h, window=night.baseline_nights,
+                   min_baseline_nights=night.min_baseline_nights,
+                   clear_nights=night.clear_nights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +304,7 @@ class SensorNights:
     alarm: bool = False
     clear_run: int = 0
     clearing: list[list[Any]] = field(default_factory=list)
+    held: list[list[Any]] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     last_night: int | None = None
 
@@ -295,6 +314,7 @@ class SensorNights:
             "night_errors": list(self.night_errors), "day_errors": list(self.day_errors),
             "statistic": self.statistic, "alarm": self.alarm, "clear_run": self.clear_run,
             "clearing": [list(c) for c in self.clearing],
+            "held": [list(c) for c in self.held],
             "evidence": list(self.evidence), "last_night": self.last_night,
         }
 
@@ -311,6 +331,7 @@ class SensorNights:
             statistic=float(d.get("statistic", 0.0)), alarm=bool(d.get("alarm", False)),
             clear_run=int(d.get("clear_run", 0)),
             clearing=[list(c) for c in d.get("clearing", ())],
+            held=[list(c) for c in d.get("held", ())],
             evidence=[dict(e) for e in d.get("evidence", ())],
             last_night=d.get("last_night"),
         )
@@ -415,9 +436,10 @@ def judge(state: SensorNights, settings: NightSettings, night: NightInput) -> Ni
             "statistic": round(state.statistic, 3),
         }])[-MAX_EVIDENCE:]
     if state.alarm:
-        outcome = _hold_or_clear(state, s, z, learned)
+        outcome = _hold_or_clear(state, s, z, expected.sigma, learned)
     elif state.statistic > s.cusum_h:
         state.alarm, state.clear_run, state.clearing = True, 0, []
+        state.held = [learned.to_list()]
         outcome = NightOutcome.LEAK
     else:
         outcome = NightOutcome.NORMAL
@@ -455,21 +477,71 @@ class _Learned:
                    night_error, day_error)
 
 
-def _hold_or_clear(state: SensorNights, s: NightSettings, z: float,
+def _hold_or_clear(state: SensorNights, s: NightSettings, z: float, sigma: float,
                    learned: _Learned) -> NightOutcome:
-    if z > CLEAR_Z:
+    """A night with NIGHT raised: held, or a step towards clearing.
+
+    Two ways out: the excess over the frozen reference is gone (``z <= CLEAR_Z``:
+    those nights re-start the baseline), or the flow fell back from the held
+    nights' level by about the leak (:data:`CLEAR_DROP`): a repair during a
+    seasonal rise, after which the reference re-anchors at the new level.
+    """
+    excess = z * sigma
+    held = [float(item[2]) for item in state.held if item[2] is not None]
+    gone = z <= CLEAR_Z
+    dropped = False
+    if not gone and len(held) >= 2:
+        leak = float(np.median(held[:3]))
+        recent = float(np.median(held[-7:]))
+        dropped = excess <= recent - max(CLEAR_DROP * leak, CLEAR_Z * sigma)
+    if not (gone or dropped):
+        state.held = (state.held + [learned.to_list()])[-KEEP_POINTS:]
         state.clear_run, state.clearing = 0, []
         return NightOutcome.HELD
     state.clear_run += 1
-    state.clearing.append(learned.to_list())
+    state.clearing.append(learned.to_list() + [bool(gone)])
     if state.clear_run < s.clear_nights:
         return NightOutcome.HELD
-    # The excess is gone: the nights that showed it re-start the baseline.
-    for item in state.clearing:
-        _learn(state, _Learned.from_list(item))
-    state.alarm, state.statistic, state.clear_run, state.clearing = False, 0.0, 0, []
-    state.evidence = []
+    clearing = [_Learned.from_list(item[:4]) for item in state.clearing]
+    if all(item[4] for item in state.clearing):
+        # The excess is gone: the nights that showed it re-start the baseline.
+        for item in clearing:
+            _learn(state, item)
+        _end_episode(state)
+    else:
+        _reanchor(state, clearing)
     return NightOutcome.CLEARED
+
+
+def _end_episode(state: SensorNights) -> None:
+    state.alarm, state.statistic, state.clear_run, state.clearing = False, 0.0, 0, []
+    state.evidence, state.held = [], []
+
+
+def _reanchor(state: SensorNights, clearing: Sequence[_Learned]) -> None:
+    """The reference moves to the level of the ``clearing`` nights after a repair.
+
+    The nights before the leak move by the clearing nights' median error over the
+    frozen reference; the held nights, which followed the season through the
+    leak, move down by the fall the repair showed, so the line learns the
+    season's current slope from them rather than the one before the freeze.
+    """
+    held = [_Learned.from_list(item) for item in state.held]
+    for attr in ("night", "day"):
+        errors = [getattr(n, f"{attr}_error") for n in clearing]
+        known = [e for e in errors if e is not None]
+        if not known:
+            continue
+        level = float(np.median(known))
+        during = [getattr(n, f"{attr}_error") for n in held[-7:]]
+        fall = level - float(np.median([e for e in during if e is not None] or [level]))
+        points = [(o, k, y + level) for o, k, y in getattr(state, f"{attr}s")]
+        points += [(p[0], p[1], p[2] + fall) for p in
+                   (getattr(n, attr) for n in held) if p is not None]
+        setattr(state, f"{attr}s", points[-KEEP_POINTS:])
+    for n in clearing:
+        _learn(state, n, errors=False)
+    _end_episode(state)
 
 
 def _learn(state: SensorNights, learned: _Learned, errors: bool = True) -> None:
@@ -490,6 +562,7 @@ def _record_errors(state: SensorNights, learned: _Learned) -> None:
 def _relearn(state: SensorNights) -> None:
     state.nights, state.days, state.night_errors, state.day_errors = [], [], [], []
     state.statistic, state.clear_run, state.clearing, state.evidence = 0.0, 0, [], []
+    state.held = []
 
 
 def mark_repaired(state: SensorNights) -> bool:
@@ -499,8 +572,7 @@ def mark_repaired(state: SensorNights) -> bool:
     nights before the leak); the nights after the repair extend it.
     """
     was = state.alarm
-    state.alarm, state.statistic, state.clear_run, state.clearing = False, 0.0, 0, []
-    state.evidence = []
+    _end_episode(state)
     return was
 
 
@@ -530,11 +602,7 @@ class NightModel:
     @classmethod
     def from_config(cls, config: Any, window: NightWindow,
                     state: Mapping[str, Any] | None = None) -> NightModel:
-        n = config.night
-        return cls(NightSettings(cusum_k=n.cusum_k, cusum_h=n.cusum_h, window=n.baseline_nights,
-                                 min_baseline_nights=n.min_baseline_nights,
-                                 clear_nights=n.clear_nights),
-                   config.site.calendar, window, state)
+        return cls(NightSettings.from_config(config.night), config.site.calendar, window, state)
 
     def judge(self, summary: NightSummary) -> NightVerdict | None:
         """The verdict on a closed night; None when it had no complete block (no change)."""

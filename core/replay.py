@@ -60,7 +60,8 @@ def night_window(config: Config) -> NightWindow:
     """The site's night window from its configuration."""
     night = config.night
     return NightWindow(start=night.start, end=night.end, tz=config.site.tz,
-                       block_minutes=night.block_minutes, min_readings=night.min_readings)
+                       block_minutes=night.block_minutes, min_readings=night.min_readings,
+                       mnf_blocks=night.mnf_blocks)
 
 
 class NightEngine:

@@ -19,6 +19,7 @@ from core.night_flow import (
     NightSummary,
     NightWindow,
 )
+from core.config import default_config
 from core.day_kind import NO_HOLIDAYS
 from core.night_model import NightModel, NightSettings, NightVerdict
 from core.types import STATUS_FLOW_FAULT, STATUS_LOW_BATTERY, EpochSeconds, Reading, SensorId
@@ -331,6 +332,24 @@ def test_mnf_is_the_lowest_complete_block_and_incomplete_blocks_do_not_count() -
     assert summary.mnf == min(b.mean for b in blocks if b.complete)
 
 
+def test_mnf_is_the_quietest_run_of_contiguous_blocks_or_the_lowest_block_without_one() -> None:
+    w = window(SEOUL, mnf_blocks=3)
+    agg = NightFlowAggregator(w)
+    start, end = w.bounds(datetime.date(2026, 1, 5))
+    # One very low block alone (a lucky ten minutes) and, later, a quieter half hour.
+    lone, run = start + HOUR, start + 3 * HOUR
+    flows = {lone: 0.5, run: 0.9, run + 600: 0.8, run + 1200: 0.9}
+    readings = [reading(t, flows.get(t - (t - start) % 600, 1.5)) for t in range(start, end, MIN)]
+    _, [summary] = feed(agg, readings + [reading(end)])
+    assert summary.mnf == pytest.approx((0.9 + 0.8 + 0.9) / 3)
+    assert summary.mnf_block_start == run
+    # With a gap every other block no three blocks are contiguous: the lowest block.
+    agg = NightFlowAggregator(w)
+    gappy = [r for r in readings if (r.time - start) // 600 % 2 == 0]
+    _, [summary] = feed(agg, gappy + [reading(end)])
+    assert (summary.mnf, summary.mnf_block_start) == (pytest.approx(0.5), lone)
+
+
 def test_night_without_complete_block_has_no_mnf() -> None:
     agg = NightFlowAggregator(window(SEOUL))
     t0 = at(SEOUL, 2026, 1, 5, 23)
@@ -582,7 +601,7 @@ def _simulate(nights: int, seed: int, leak: float = 0.0, leak_from: int | None =
     rng = np.random.default_rng(seed)
     w = window(SEOUL)
     agg = NightFlowAggregator(w)
-    model = NightModel(NightSettings(), NO_HOLIDAYS, w)
+    model = NightModel(NightSettings.from_config(default_config().night), NO_HOLIDAYS, w)
     first = datetime.date(2026, 1, 5)
     verdicts = []
     for k in range(nights):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.config import default_config
 from core.day_kind import NO_HOLIDAYS, DayKind, HolidayCalendar
 from core.night_model import (
     NightInput,
@@ -25,7 +26,7 @@ from core.night_model import (
 )
 
 MONDAY = dt.date(2026, 1, 5)
-SETTINGS = NightSettings()
+SETTINGS = NightSettings.from_config(default_config().night)
 BASE = 10.0  # m3/h, the weekday MNF at the start
 WEEKEND = {DayKind.SATURDAY: 1.15, DayKind.SUNDAY: 1.25, DayKind.HOLIDAY: 1.25}
 
@@ -216,6 +217,25 @@ def test_leak_is_held_then_cleared_and_a_second_leak_is_a_new_episode() -> None:
     assert cleared == 60 + SETTINGS.clear_nights - 1
     assert all(v.leak is False for _, v in verdicts[cleared:90])
     assert outcomes[90] is NightOutcome.LEAK
+
+
+def test_leak_repaired_during_a_seasonal_rise_clears_and_the_next_leak_is_found() -> None:
+    # Flat winter, then night flow rising 1 % a night from night 50 while a 30 %
+    # leak (nights 40-65) holds NIGHT against the reference frozen before it: the
+    # repair is a fall from the held level, not a return to the old reference.
+    def season(d: int) -> float:
+        return 1.0 + 0.01 * max(0, d - 50)
+
+    def leaks(d: int) -> float:
+        return 0.3 if 40 <= d < 65 else 0.4 * season(d) if d >= 100 else 0.0
+
+    verdicts = run_nights(110, 4, drift=season, leak=leaks)
+    outcomes = [v.outcome for _, v in verdicts]
+    assert outcomes[40] is NightOutcome.LEAK
+    cleared = outcomes.index(NightOutcome.CLEARED)
+    assert 65 <= cleared <= 72  # within a week of the repair
+    assert not any(v.leak for _, v in verdicts[cleared:100])
+    assert first_flag(verdicts, 100) == 1
 
 
 def test_repaired_clears_at_once() -> None:
