@@ -48,6 +48,8 @@ class Predictor(GatewayActor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__(context)
         self.tz = self.config.site.tz
+        self.calendar = forecasting.site_calendar(self.config.site.timezone,
+                                                  self.config.site.holidays)
         self.issued: dict[str, int] = {}
         self.pending: dict[str, int] = {}
         self.models: dict[SensorId, tuple[str, Any, Any] | None] = {}
@@ -123,7 +125,8 @@ class Predictor(GatewayActor):
         history = self._history(sensor, issued, hours)
 
         def naive() -> forecasting.Forecast:
-            return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS)
+            return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS,
+                                              calendar=self.calendar)
 
         if model is None:
             return naive()
@@ -152,7 +155,8 @@ class Predictor(GatewayActor):
         choice = self._choice(sensor)
         if choice is not None and not choice.due(version, issued):
             return choice
-        scores = {q: forecast_check.recent_score(m, history.quantity(q), history.start, issued)
+        scores = {q: forecast_check.recent_score(m, history.quantity(q), history.start, issued,
+                                                   self.calendar)
                   for q, m in (("flow", flow_model), ("pressure", pressure_model))}
         choice, switches = forecast_check.update(choice, version, issued, scores)
         for switch in switches:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.base import ActorContext, GatewayActor
+from core import forecast as forecasting
 from core.messages import ModelChanged, Tick, TrainingFinished, TrainRequest
 from core.train_schedule import retrain_at
 from core.types import SensorId
@@ -42,6 +43,7 @@ def training_command(config: Any, sensor: str) -> list[str]:
         "--sensor", sensor, "--models", str(models_dir(config)), "--epochs", str(t.epochs),
         "--lookback", str(t.lookback_hours), "--nice", str(t.nice),
         "--timezone", config.site.timezone, "--timeout-s", str(t.timeout_s),
+        "--holidays", forecasting.holidays_text(config.site.holidays),
     ]
 
 

@@ -492,6 +492,11 @@ def _local_lags(calendar: Calendar, start_hour: int, hours: int, weeks: int) -> 
 UTC_CALENDAR = Calendar()
 
 
+def site_calendar(timezone: str, holidays: tuple[datetime.date, ...] | str) -> Calendar:
+    """The calendar of a site's ``[site] timezone`` and ``holidays``."""
+    return Calendar(timezone, holidays_text(holidays))
+
+
 def holidays_text(setting: tuple[datetime.date, ...] | str) -> str:
     """A ``[site] holidays`` value as text that travels in a model file's spec."""
     if isinstance(setting, str):

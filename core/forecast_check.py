@@ -77,7 +77,8 @@ def _float_or_nan(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def recent_score(model: ExportedModel, values: np.ndarray, start: int, issued: int) -> Score:
+def recent_score(model: ExportedModel, values: np.ndarray, start: int, issued: int,
+                 calendar: forecasting.Calendar = forecasting.UTC_CALENDAR) -> Score:
     """The model against seasonal-naive over the ``CHECK_DAYS`` days before ``issued``.
 
     ``values`` are one quantity's hourly means from epoch second ``start``;
@@ -93,8 +94,9 @@ def recent_score(model: ExportedModel, values: np.ndarray, start: int, issued: i
     if origins.size == 0:
         return Score(math.nan, math.nan, 0)
     by_model = forecasting.model_values(model, past, start, origins)
+    # The service's own naive: like hours of the site's calendar (local time, holidays).
     by_naive = forecasting.seasonal_base(past, origins, NAIVE_WEEKS, forecasting.FIT_HOURS,
-                                         median=True)
+                                         median=True, start=start, calendar=calendar)
     idx = origins[:, None] + np.arange(HORIZON_HOURS)[None, :]
     truth = np.where(idx < end, past[np.clip(idx, 0, end - 1)], np.nan)
     ok = np.isfinite(truth) & np.isfinite(by_model) & np.isfinite(by_naive)

@@ -150,6 +150,7 @@ class SiteEngine:
         self.lifecycle = CriteriaLifecycle(config, self.readings.first_time)
         self.history = HourlyHistory()
         self.history_hours = forecasting.history_hours(weeks=naive_weeks)
+        self.calendar = forecasting.site_calendar(config.site.timezone, config.site.holidays)
         self.criteria: dict[SensorId, SensorCriteria | None] = {}
         self.forecasts: dict[SensorId, forecasting.Forecast | None] = {}
         self.issued: dict[SensorId, int] = {}
@@ -216,7 +217,7 @@ class SiteEngine:
             sensor, EpochSeconds(hour), self.history_hours,
             lambda since, until: self.readings.reading_arrays(sensor, since, until))
         forecast = forecasting.naive_forecast(sensor, history, EpochSeconds(hour),
-                                              weeks=self.naive_weeks)
+                                              weeks=self.naive_weeks, calendar=self.calendar)
         self.forecasts[sensor] = forecast
         self.issued[sensor] = hour
         return forecast

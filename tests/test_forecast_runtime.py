@@ -178,3 +178,13 @@ def test_the_sensor_page_draws_the_hourly_band_when_the_forecast_has_one():
     np.testing.assert_array_equal(high, [12.0, 13.0, 14.0])
     _, low, high = forecast_series(banded, "pressure", START + 3 * H, 0.5)  # no band: as PREDICT
     np.testing.assert_allclose(high - low, [1.0, 1.0, 1.0])
+
+
+def test_the_training_process_gets_the_sites_zone_and_holidays(tmp_path) -> None:
+    from actors.trainer import training_command
+    from training.run import parse_args
+
+    config = make_config(tmp_path, site={"holidays": ["2026-12-25", "2027-01-01"]})
+    args = parse_args(training_command(config, "001")[3:])
+    assert args.timezone == "Asia/Seoul"
+    assert args.holidays == "2026-12-25,2027-01-01"
