@@ -18,6 +18,8 @@ from core import frames
 from core.hourly_history import HourlyHistory
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
 from core.types import EpochSeconds, SensorId
+from storage import documents
+from storage.store import ReadingArrays
 
 CONSUMER = "predictor"
 HOUR_S = 3600
@@ -54,9 +56,12 @@ class Predictor(GatewayActor):
         self.last_duration_ms = 0.0
 
     def on_start(self) -> None:
-        self.issued = dict((self.store.consumer_state(CONSUMER) or {}).get("issued", {}))
+        with self.store.read() as view:
+            state = documents.actor_state(view, CONSUMER) or {}
+            event_times = view.event_times()
+        self.issued = dict(state.get("issued", {}))
         # Hours that closed while we were down: forecast the latest one (event time) now.
-        for sensor, latest in self.store.event_times().sensors.items():
+        for sensor, latest in event_times.sensors.items():
             self.pending[sensor] = latest - latest % HOUR_S
         self.tell_self(Resume())
 
@@ -93,11 +98,11 @@ class Predictor(GatewayActor):
         state = {"issued": dict(self.issued)}
 
         def write(b: Any) -> int:
-            b.put_doc("forecast", sensor, fc.to_record())
+            documents.put_forecast(b, sensor, fc.to_record())
             last = 0
             for frame in frames:
                 last = b.append_outbox(frame)
-            b.set_offset(CONSUMER, 0, state)
+            documents.save_actor_state(b, CONSUMER, state)
             return last
 
         last_seq = self.store.transact(write)
@@ -124,10 +129,15 @@ class Predictor(GatewayActor):
         only the hours since the previous forecast are read from the store)."""
         return self.histories.series(
             sensor, issued, hours,
-            lambda since, until: self.store.reading_arrays(sensor, since=since, until=until))
+            lambda since, until: self._reading_arrays(sensor, since, until))
+
+    def _reading_arrays(self, sensor: SensorId, since: int, until: int) -> ReadingArrays:
+        with self.store.read() as view:
+            return view.reading_arrays(sensor, since=since, until=until)
 
     def _model(self, sensor: SensorId) -> tuple[str, Any, Any] | None:
-        doc = self.store.doc("model", sensor)
+        with self.store.read() as view:
+            doc = documents.model(view, sensor)
         cached = self.models.get(sensor)
         if doc is None:
             return None

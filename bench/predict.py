@@ -62,7 +62,8 @@ def forecast_once(store: Store, flow_model: forecast.ExportedModel,
                   pressure_model: forecast.ExportedModel, issued: int) -> forecast.Forecast:
     """What the Predictor does for one sensor and hour."""
     hours = forecast.history_hours(flow_model, pressure_model)
-    arrays = store.reading_arrays(SID, since=issued - hours * 3600, until=issued)
+    with store.read() as view:
+        arrays = view.reading_arrays(SID, since=issued - hours * 3600, until=issued)
     history = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
     return forecast.lstm_forecast(flow_model, pressure_model, SID, history, EpochSeconds(issued))
 
@@ -106,8 +107,9 @@ def main() -> int:
             fc = forecast_once(store, flow_model, pressure_model, issued - 3600 * (i % 24))
             warm.append((time.perf_counter() - t0) * 1000)
         # The numpy part alone (history already read): the store read is the rest.
-        arrays = store.reading_arrays(SID, since=issued - forecast.history_hours(flow_model) * 3600,
-                                      until=issued)
+        with store.read() as view:
+            arrays = view.reading_arrays(
+                SID, since=issued - forecast.history_hours(flow_model) * 3600, until=issued)
         compute = []
         for _ in range(args.warm_runs):
             t0 = time.perf_counter()

@@ -67,6 +67,7 @@ class ReadView:
 
     def readings(self, sensor: SensorId, since: int | None = None,
                  until: int | None = None) -> list[Reading]:
+        """One sensor's readings with ``since <= time < until``, ascending."""
         blob = self._reading_blob(sensor, since, until)
         sid = sensor_id(sensor_number(sensor))
         return [Reading(sid, EpochSeconds(t), optional(f), optional(p), st)
@@ -74,6 +75,7 @@ class ReadView:
 
     def reading_arrays(self, sensor: SensorId, since: int | None = None,
                        until: int | None = None) -> ReadingArrays:
+        """As :meth:`readings`, as numpy columns (the fast path for a year)."""
         rows = np.frombuffer(self._reading_blob(sensor, since, until), dtype=READING_DTYPE)
         return ReadingArrays(
             time=rows["time"].astype(np.int64),
@@ -109,12 +111,14 @@ class ReadView:
         return Reading(sensor_id(n), EpochSeconds(t), optional(f), optional(p), st)
 
     def latest_reading(self, sensor: SensorId) -> Reading | None:
+        """The sensor's newest stamp stored, however far ahead (see :meth:`event_time`)."""
         return self._edge_reading(sensor, last=True)
 
     def first_reading(self, sensor: SensorId) -> Reading | None:
         return self._edge_reading(sensor, last=False)
 
     def sensors(self) -> list[SensorId]:
+        """Every sensor with at least one stored reading, ascending."""
         cursor = self._t().cursor(self._dbs["readings"])
         out: list[SensorId] = []
         found = cursor.first()
@@ -129,6 +133,7 @@ class ReadView:
     # journal -------------------------------------------------------------------
 
     def journal(self, after: int, limit: int = 1000) -> list[StoredReading]:
+        """Stored readings with arrival > ``after``, in arrival order."""
         blob = scan(self._t(), self._dbs["journal"], SEQ.pack(max(0, after) + 1), None,
                     record=JOURNAL_RECORD.size, key_len=SEQ.size, limit=limit)
         # Catch-up reads whole chunks of the journal: one sensor id string per
@@ -145,11 +150,13 @@ class ReadView:
         return out
 
     def journal_head(self) -> int:
+        """The last arrival number allocated (0 when nothing was ever stored)."""
         return self._meta_get(f"q:{ARRIVAL}") or 0
 
     # rejects, counters, offsets --------------------------------------------------
 
     def rejects(self, limit: int = 100) -> list[RejectRecord]:
+        """The newest ``limit`` rejects, oldest first."""
         cursor = self._t().cursor(self._dbs["rejects"])
         out: list[RejectRecord] = []
         found = cursor.last()
@@ -177,15 +184,21 @@ class ReadView:
         return self._meta_get(f"q:{OUTBOX}") or 0
 
     def event_times(self) -> EventTimes:
+        """Where the readings put time, as the Detector recorded it (empty before it ran)."""
         raw = self._t().get(EVENT_TIMES, db=self._dbs["meta"])
         if raw is None:
             return EventTimes()
         sensors, ahead = unpack(raw)
         return EventTimes({SensorId(s): EpochSeconds(t) for s, t in sensors.items()}, ahead)
 
+    def event_time(self, sensor: SensorId) -> EpochSeconds | None:
+        """The sensor's event time: its newest reading the Detector took in; None before."""
+        return self.event_times().sensors.get(sensor)
+
     # outbox --------------------------------------------------------------------
 
     def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
+        """Kept outbound entries with seq > ``after``, ascending."""
         cursor = self._t().cursor(self._dbs["outbox"])
         if limit <= 0 or not cursor.set_range(SEQ.pack(max(0, after) + 1)):
             return []
@@ -245,6 +258,12 @@ class ReadView:
     def docs(self, kind: str, prefix: str = "", *, after: str = "", newest_first: bool = False,
              limit: int | None = None,
              where: Callable[[Any], bool] | None = None) -> list[tuple[str, Any]]:
+        """Documents of ``kind`` whose key starts with ``prefix``, ordered by key.
+
+        Only keys after ``after`` (a whole key, prefix included), only documents
+        ``where`` accepts, at most ``limit`` of them; ``newest_first`` reads from
+        the last key back, so the newest few cost no scan of the rest.
+        """
         head = len(doc_key(kind, ""))
         floor = doc_key(kind, after) if after else b""
         items = self._prefixed(self._dbs["docs"], doc_key(kind, prefix), start=floor,

@@ -151,10 +151,13 @@ class WriteBatch(ReadView):
 
     def set_offset(self, consumer: str, offset: int, state: Any = None) -> None:
         """Record how far ``consumer`` got; ``state`` None leaves its stored state as is."""
-        txn, meta = self._t(), self._dbs["meta"]
-        txn.put(f"o:{consumer}".encode(), pack(int(offset)), db=meta)
+        self._t().put(f"o:{consumer}".encode(), pack(int(offset)), db=self._dbs["meta"])
         if state is not None:
-            txn.put(f"s:{consumer}".encode(), pack(state), db=meta)
+            self.save_state(consumer, state)
+
+    def save_state(self, consumer: str, state: Any) -> None:
+        """Record ``consumer``'s state, its offset left as it is (or absent)."""
+        self._t().put(f"s:{consumer}".encode(), pack(state), db=self._dbs["meta"])
 
     def set_event_times(self, times: EventTimes) -> None:
         """Record where the readings put time (the Detector, with its offset)."""

@@ -9,7 +9,7 @@ readings       ``>HQ`` sensor, epoch s      ``>ddB`` flow, pressure (NaN=missing
 journal        ``>Q`` arrival seq           ``>HQddB`` the reading (arrival log)
 detections     ``>HQ`` sensor, epoch s      msgpack dict
 night_blocks   ``>HQ`` sensor, block start  msgpack dict
-docs           kind NUL key (utf-8)         msgpack (criteria, forecasts, models...)
+docs           kind NUL key (utf-8)         msgpack (``storage.documents``: every kind)
 outbox         ``>Q`` outbound seq          msgpack ``[created, attempts, frame, line]``
 rejects        ``>Q`` reject seq            msgpack ``[received, reason, line]``
 meta           ``c:``/``o:``/``s:``/``q:``  msgpack counters, offsets, consumer state,
@@ -28,16 +28,9 @@ An outbox record holds the frame packed on its own (unpacked only when asked
 for) and, given an ``outbox_wire`` encoder, the line it goes out as; records
 written without one (``[created, attempts, frame]``) are read alike.
 
-Keys are big-endian so that one sensor's readings sort by time and a range read
-(a day, a year) is a single cursor scan; fixed-width records let
-:meth:`ReadView.reading_arrays` turn a year into numpy arrays straight from bytes.
-
-Concurrency: py-lmdb lets any number of read transactions run beside the one
-writer. Growing the map (``set_mapsize``) invalidates every transaction of the
-process, so every transaction is counted in a per-environment guard and a remap
-waits until none is open. LMDB forbids opening one environment twice in a
-process, so every :class:`Store` on the same directory in a process shares one
-``lmdb.Environment`` (a read-only Store then reads through it).
+Reads go through ``with store.read() as view:`` (one snapshot, any number of
+reads), writes through ``store.transact(fn)`` (one commit); a process shares
+one LMDB environment per store (``_env``).
 """
 
 from __future__ import annotations
@@ -45,14 +38,15 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from time import time as _wall_clock
 from typing import Any, TypeVar
 
 import lmdb
 
-from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
+from core.types import Reading
 from ports.disk import reserve_file
 from ports.memory import release_file_mapping
 from storage._env import (
@@ -134,8 +128,8 @@ def history_sensor_years(map_mb: int, outbox_max: int) -> float:
 class Store:
     """The gateway's persistent state in one LMDB environment (see the module docstring).
 
-    Every method runs its own short transaction: safe to call from several
-    threads. ``readonly=True`` is for other processes (CLI, trainer) while the
+    Read with ``with store.read() as view:`` (one snapshot), write with
+    :meth:`transact` (one commit); both are safe from several threads. ``readonly=True`` is for other processes (CLI, trainer) while the
     service writes: it never creates anything.
     """
 
@@ -218,20 +212,36 @@ class Store:
 
     # transactions --------------------------------------------------------------
 
-    def _read(self, fn: Callable[[ReadView], T]) -> T:
+    @contextmanager
+    def read(self) -> Iterator[ReadView]:
+        """One read transaction: whatever is read through the view is one snapshot.
+
+        ``with store.read() as view:`` then ``view.readings(...)``,
+        ``view.offset(...)``...: the reads see the store as one commit left it,
+        whatever the writers do meanwhile. Keep the block short: an open read
+        pins the pages it sees, and a remap of the map waits for it. The view
+        is dead once the block ends.
+        """
         shared = self._env()
         for _ in range(_MAX_ATTEMPTS):
-            try:
-                with shared.using() as env, env.begin() as txn:
+            with shared.using() as env:
+                try:
+                    txn = env.begin()
+                except lmdb.MapResizedError:
+                    txn = None  # another process grew the map: adopt its size, outside
+                except lmdb.Error as exc:
+                    raise self._failed(shared, exc) from exc
+                if txn is not None:
                     view = ReadView(txn, shared.dbs)
                     try:
-                        return fn(view)
+                        yield view
+                    except (lmdb.Error, UndecodableRecord) as exc:
+                        raise self._failed(shared, exc) from exc
                     finally:
                         view._txn = None
-            except lmdb.MapResizedError:
-                shared.adopt_size()
-            except (lmdb.Error, UndecodableRecord) as exc:
-                raise self._failed(shared, exc) from exc
+                        txn.abort()
+                    return
+            shared.adopt_size()
         raise StoreError(f"store at {self.path}: map kept changing size while reading")
 
     def _failed(self, shared: SharedEnv, exc: lmdb.Error | UndecodableRecord) -> StoreError:
@@ -301,7 +311,7 @@ class Store:
     def apply_retention(self, retention_days: int) -> int:
         """Delete what is older than ``retention_days`` before each sensor's event time.
 
-        Event time (:meth:`event_times`), not the newest stamp stored: a replay
+        Event time (:meth:`ReadView.event_times`), not the newest stamp stored: a replay
         of old history keeps its year, and one reading stamped years ahead
         deletes nothing. A sensor without an event time yet (the Detector has
         not processed it) is left alone. Readings, detections and night blocks;
@@ -310,7 +320,9 @@ class Store:
         if retention_days < 1:
             raise ValueError(f"retention_days must be at least 1, not {retention_days}")
         deleted = 0
-        for sensor, event_time in self.event_times().sensors.items():
+        with self.read() as view:
+            times = view.event_times()
+        for sensor, event_time in times.sensors.items():
             cutoff = event_time - retention_days * DAY_S
             if cutoff <= 0:
                 continue
@@ -335,98 +347,7 @@ class Store:
             if n < _DELETE_CHUNK:
                 return total
 
-    # reads ---------------------------------------------------------------------
-
-    def readings(self, sensor: SensorId, since: int | None = None,
-                 until: int | None = None) -> list[Reading]:
-        """One sensor's readings with ``since <= time < until``, ascending."""
-        return self._read(lambda v: v.readings(sensor, since, until))
-
-    def reading_arrays(self, sensor: SensorId, since: int | None = None,
-                       until: int | None = None) -> ReadingArrays:
-        """As :meth:`readings`, as numpy columns (the fast path for a year)."""
-        return self._read(lambda v: v.reading_arrays(sensor, since, until))
-
-    def count_readings(self, sensor: SensorId, since: int | None = None,
-                       until: int | None = None) -> int:
-        return self._read(lambda v: v.count_readings(sensor, since, until))
-
-    def latest_reading(self, sensor: SensorId) -> Reading | None:
-        """The sensor's newest stamp stored, however far ahead (see :meth:`event_time`)."""
-        return self._read(lambda v: v.latest_reading(sensor))
-
-    def first_reading(self, sensor: SensorId) -> Reading | None:
-        return self._read(lambda v: v.first_reading(sensor))
-
-    def sensors(self) -> list[SensorId]:
-        """Every sensor with at least one stored reading, ascending."""
-        return self._read(lambda v: v.sensors())
-
-    def journal(self, after: int, limit: int = 1000) -> list[StoredReading]:
-        """Stored readings with arrival > ``after``, in arrival order."""
-        return self._read(lambda v: v.journal(after, limit))
-
-    def journal_head(self) -> int:
-        """The last arrival number allocated (0 when nothing was ever stored)."""
-        return self._read(lambda v: v.journal_head())
-
-    def rejects(self, limit: int = 100) -> list[RejectRecord]:
-        """The newest ``limit`` rejects, oldest first."""
-        return self._read(lambda v: v.rejects(limit))
-
-    def counters(self) -> dict[str, int]:
-        return self._read(lambda v: v.counters())
-
-    def offset(self, consumer: str) -> int:
-        return self._read(lambda v: v.offset(consumer))
-
-    def consumer_state(self, consumer: str) -> Any | None:
-        return self._read(lambda v: v.consumer_state(consumer))
-
-    def event_times(self) -> EventTimes:
-        """Where the readings put time, as the Detector recorded it (empty before it ran)."""
-        return self._read(lambda v: v.event_times())
-
-    def event_time(self, sensor: SensorId) -> EpochSeconds | None:
-        """The sensor's event time: its newest reading the Detector took in; None before."""
-        return self.event_times().sensors.get(sensor)
-
-    def outbox(self, after: int = 0, limit: int = 100) -> list[OutboxEntry]:
-        """Kept outbound entries with seq > ``after``, ascending."""
-        return self._read(lambda v: v.outbox(after, limit))
-
-    def outbox_depth(self) -> int:
-        return self._read(lambda v: v.outbox_depth())
-
-    def outbox_oldest(self) -> OutboxEntry | None:
-        return self._read(lambda v: v.outbox_oldest())
-
-    def peek_outbox_seq(self) -> int:
-        """The last outbound sequence number allocated (0 before the first frame)."""
-        return self._read(lambda v: v.peek_sequence())
-
-    def detections(self, sensor: SensorId, since: int | None = None,
-                   until: int | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda v: v.detections(sensor, since, until))
-
-    def night_blocks(self, sensor: SensorId, since: int | None = None,
-                     until: int | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda v: v.night_blocks(sensor, since, until))
-
-    def doc(self, kind: str, key: str) -> Any | None:
-        return self._read(lambda v: v.doc(kind, key))
-
-    def docs(self, kind: str, prefix: str = "", *, after: str = "", newest_first: bool = False,
-             limit: int | None = None,
-             where: Callable[[Any], bool] | None = None) -> list[tuple[str, Any]]:
-        """Documents of ``kind`` whose key starts with ``prefix``, ordered by key.
-
-        Only keys after ``after`` (a whole key, prefix included), only documents
-        ``where`` accepts, at most ``limit`` of them; ``newest_first`` reads from
-        the last key back, so the newest few cost no scan of the rest.
-        """
-        return self._read(lambda v: v.docs(kind, prefix, after=after, newest_first=newest_first,
-                                           limit=limit, where=where))
+    # the store's file and map ----------------------------------------------------
 
     def used_pct(self) -> float:
         """Pages in use as a percentage of what the store may grow to (the map's maximum).

@@ -303,7 +303,8 @@ def test_with_serial_acks_a_frame_waits_in_the_outbox_for_the_broker(tmp_path, p
 
         def alerts_gone() -> bool:  # (health and silence frames keep coming meanwhile)
             with Store(tmp_path / "store", readonly=True) as store:
-                return not alerts & {e.seq for e in store.outbox(limit=10_000)}
+                with store.read() as view:
+                    return not alerts & {e.seq for e in view.outbox(limit=10_000)}
 
         wait_for(alerts_gone, timeout=30, what="the alerts gone once both uplinks had them")
     finally:

@@ -194,7 +194,8 @@ class Site:
 
 
 def stored_everything(store: Store) -> dict[tuple[str, int], Reading]:
-    return {(r.sensor, r.time): r for s in store.sensors() for r in store.readings(s)}
+    with store.read() as view:
+        return {(r.sensor, r.time): r for s in view.sensors() for r in view.readings(s)}
 
 
 def assert_store_consistent(store: Store) -> None:
@@ -203,8 +204,9 @@ def assert_store_consistent(store: Store) -> None:
     The journal may have been trimmed (the Housekeeper): what is left runs
     without gaps to the head, and no trimmed arrival was still unconsumed.
     """
-    head = store.journal_head()
-    journal = store.journal(0, head + 10)
+    with store.read() as view:
+        head = view.journal_head()
+        journal = view.journal(0, head + 10)
     first = journal[0].arrival if journal else head + 1
     assert [j.arrival for j in journal] == list(range(first, head + 1)), "journal has gaps"
     keys = [(j.reading.sensor, j.reading.time) for j in journal]
@@ -213,7 +215,8 @@ def assert_store_consistent(store: Store) -> None:
     assert set(keys) <= set(stored), "a journal entry is not among the readings"
     assert len(stored) == head, "readings and arrivals differ in number"
     for consumer in JOURNAL_CONSUMERS:
-        assert first - 1 <= store.offset(consumer) <= head, consumer
+        with store.read() as view:
+            assert first - 1 <= view.offset(consumer) <= head, consumer
 
 
 # -- /proc -----------------------------------------------------------------------------
