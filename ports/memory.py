@@ -12,7 +12,7 @@ _M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
 @functools.cache
-def _libc_function(name: str) -> Callable[..., int] | None:
+def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -20,6 +20,8 @@ def _libc_function(name: str) -> Callable[..., int] | None:
     except (OSError, AttributeError):  # not glibc (musl has neither)
         return None
     function.restype = ctypes.c_int
+    if argtypes:
+        function.argtypes = list(argtypes)
     return function
 
 
@@ -62,10 +64,9 @@ def release_file_mapping(path: Path) -> int:
     file mapping (nothing there is dirty); the caller keeps the mapping from
     moving meanwhile. Linux only; elsewhere (or without ``/proc``) nothing happens.
     """
-    madvise = _libc_function("madvise")
+    madvise = _libc_function("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     if madvise is None:
         return 0
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     target = str(path.resolve())
     try:
         maps = Path("/proc/self/maps").read_text()

@@ -43,15 +43,18 @@ from storage._records import (
 
 
 class ReadView:
-    """Reads within one transaction; the Store's read methods and WriteBatch use it."""
+    """Reads within one transaction: ``with store.read() as view:``, and every
+    :class:`~storage.store.WriteBatch` (which reads what it has written)."""
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
-        self._txn = txn
+        # None once the transaction ended: the view must not outlive it.
+        self._txn: lmdb.Transaction | None = txn
         self._dbs = dbs
 
     def _t(self) -> lmdb.Transaction:
         if self._txn is None:
-            raise StoreError("transaction already ended: act only inside the transact() call")
+            raise StoreError("transaction already ended: act only inside the read() block "
+                             "or the transact() call")
         return self._txn
 
     def _meta_get(self, key: str) -> Any | None:

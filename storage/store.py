@@ -129,8 +129,9 @@ class Store:
     """The gateway's persistent state in one LMDB environment (see the module docstring).
 
     Read with ``with store.read() as view:`` (one snapshot), write with
-    :meth:`transact` (one commit); both are safe from several threads. ``readonly=True`` is for other processes (CLI, trainer) while the
-    service writes: it never creates anything.
+    :meth:`transact` (one commit); both are safe from several threads.
+    ``readonly=True`` is for other processes (CLI, trainer) while the service
+    writes: it never creates anything.
     """
 
     def __init__(
@@ -311,8 +312,8 @@ class Store:
     def apply_retention(self, retention_days: int) -> int:
         """Delete what is older than ``retention_days`` before each sensor's event time.
 
-        Event time (:meth:`ReadView.event_times`), not the newest stamp stored: a replay
-        of old history keeps its year, and one reading stamped years ahead
+        Event time (:meth:`ReadView.event_times`), not the newest stamp stored: a
+        replay of old history keeps its year, and one reading stamped years ahead
         deletes nothing. A sensor without an event time yet (the Detector has
         not processed it) is left alone. Readings, detections and night blocks;
         in transactions of bounded size. Returns the number of records deleted.

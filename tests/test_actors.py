@@ -259,9 +259,11 @@ def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
     recorder.wait_for(lambda r: messages.ForecastIssued(S1, issued) in r)
     with store.read() as view:
         fcd = [e.frame for e in view.outbox(limit=100) if e.frame["type"] == "FCD"]
-    assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
-    with store.read() as view:
         assert view.doc("forecast", S1)["source"] == "naive"
+        # Its state is saved alone: the Predictor reads no journal, so it has no offset.
+        assert view.consumer_state("predictor") == {"issued": {S1: issued}}
+        assert view._meta_get("o:predictor") is None
+    assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
 
 
 def test_predictor_warns_of_a_short_forecast_and_not_of_a_complete_one(harness, store, caplog):
