@@ -30,6 +30,7 @@ log = logging.getLogger("storage.store")
 
 MB = 1024 * 1024
 
+
 class SharedEnv:
     """The process's one ``lmdb.Environment`` for a store directory.
 
@@ -247,5 +248,3 @@ def release(shared: SharedEnv) -> None:
             env.close()
 
         shared.exclusive(op)
-
-

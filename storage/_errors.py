@@ -91,4 +91,3 @@ def store_error(exc: lmdb.Error | UndecodableRecord, path: Path) -> StoreError:
     if isinstance(exc, (UndecodableRecord, *DAMAGE_ERRORS)):
         return StoreDamagedError(f"store at {path} is damaged: {why(exc)}")
     return full_error(exc, path) or StoreError(f"store at {path}: {exc}")
-

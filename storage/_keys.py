@@ -87,7 +87,6 @@ def optional(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-
 def doc_key(kind: str, key: str) -> bytes:
     if "\x00" in kind:
         raise ValueError(f"document kind must not contain NUL: {kind!r}")
@@ -145,5 +144,3 @@ def append_seq(txn: lmdb.Transaction, db: Any, key: bytes, value: bytes) -> None
     """Put at the end of a sequence-keyed DB; a refusal means the persisted counter is behind."""
     if not txn.put(key, value, append=True, db=db):
         raise StoreError(f"sequence key {key.hex()} is not past the end of its database")
-
-

@@ -66,7 +66,7 @@ class ReadView:
     def _reading_blob(self, sensor: str, since: int | None, until: int | None) -> bytes:
         start, end = key_range(sensor, since, until)
         return scan(self._t(), self._dbs["readings"], start, end,
-                     record=READING_RECORD.size, key_len=SENSOR_TIME.size)
+                    record=READING_RECORD.size, key_len=SENSOR_TIME.size)
 
     def readings(self, sensor: SensorId, since: int | None = None,
                  until: int | None = None) -> list[Reading]:
@@ -305,5 +305,3 @@ class ReadView:
                 return
             yield key, cursor.value()
             found = step()
-
-

@@ -129,7 +129,6 @@ def unpack_map(data: bytes) -> dict[str, Any]:
     return record
 
 
-
 def outbox_entry(key: bytes, value: bytes) -> OutboxEntry:
     # [created, attempts, frame, wire?, acked?]: older records lack the tail.
     with decoding():
@@ -137,5 +136,3 @@ def outbox_entry(key: bytes, value: bytes) -> OutboxEntry:
         return OutboxEntry(SEQ.unpack(key)[0], rec[2], rec[0], rec[1],
                            rec[3] if len(rec) > 3 else None,
                            bool(rec[4]) if len(rec) > 4 else False)
-
-

@@ -401,5 +401,3 @@ class WriteBatch(ReadView):
         """Write records of database ``name`` as they are (``recover-store``); how many were new."""
         self._settle(name)
         return int(self._t().cursor(self._dbs[name]).putmulti(items, overwrite=overwrite)[1])
-
-

@@ -400,4 +400,3 @@ class Store:
         shared = self._env()
         with shared.using():
             return shared.map_size() / MB
-

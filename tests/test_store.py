@@ -534,9 +534,9 @@ def test_store_full_error_when_the_map_reaches_its_maximum(tmp_path: Path) -> No
             assert view.count_readings(S1) == stored == view.journal_head()
         assert 0 < store.used_pct() <= 100
         store.transact(lambda b: b.set_offset("detector", 1))  # small writes still fit
-    with Store(tmp_path, map_size_mb=1, map_max_mb=2, sync=False) as store:
-        with store.read() as view:
-            assert view.count_readings(S1) == stored
+    with Store(tmp_path, map_size_mb=1, map_max_mb=2, sync=False) as store, \
+            store.read() as view:
+        assert view.count_readings(S1) == stored
 
 
 def test_concurrent_readers_while_the_writer_grows_the_map(tmp_path: Path) -> None:
@@ -657,9 +657,8 @@ def test_two_writers_in_one_process_share_the_environment(tmp_path: Path) -> Non
     with second.read() as view:
         assert view.count_readings(S1) == 2  # still open: the last close closes LMDB
     second.close()
-    with Store(tmp_path, readonly=True) as reader:
-        with reader.read() as view:
-            assert view.journal_head() == 2
+    with Store(tmp_path, readonly=True) as reader, reader.read() as view:
+        assert view.journal_head() == 2
 
 
 def test_writer_opened_after_a_readonly_store_in_the_same_process(tmp_path: Path) -> None:
@@ -809,11 +808,10 @@ def test_disk_full_raises_store_full_and_keeps_the_store_intact(tmp_path: Path) 
     assert "full: store at" in child.stderr and "the write was not kept" in child.stderr
     count, head = map(int, child.stdout.split())
     assert count == head and count >= 100 and (count - 100) % 1000 == 0
-    with Store(tmp_path) as store:
-        with store.read() as view:
-            assert view.count_readings(S1) == count
-            assert view.count_readings(S2) == 10
-            assert view.journal_head() == count + 10
+    with Store(tmp_path) as store, store.read() as view:
+        assert view.count_readings(S1) == count
+        assert view.count_readings(S2) == 10
+        assert view.journal_head() == count + 10
 
 
 def test_used_pct_and_closed_store(tmp_path: Path) -> None:
@@ -823,9 +821,8 @@ def test_used_pct_and_closed_store(tmp_path: Path) -> None:
     assert 0 < before < store.used_pct() < 100
     store.close()
     store.close()  # idempotent
-    with pytest.raises(StoreError, match="closed"):
-        with store.read() as view:
-            view.latest_reading(S1)
+    with pytest.raises(StoreError, match="closed"), store.read() as view:
+        view.latest_reading(S1)
 
 
 # -- the outbox with two uplinks -------------------------------------------------

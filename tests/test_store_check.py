@@ -49,9 +49,8 @@ def test_a_garbled_record_is_a_named_damage_the_store_remembers(tmp_path: Path) 
     raw_put(path, b"meta", b"s:detector", b"\xc1")  # 0xc1: never used by msgpack
     with Store(path) as store, Store(path, readonly=True) as other:
         assert store.damage is None
-        with pytest.raises(StoreDamagedError) as damaged:
-            with store.read() as view:
-                view.consumer_state("detector")
+        with pytest.raises(StoreDamagedError) as damaged, store.read() as view:
+            view.consumer_state("detector")
         assert str(damaged.value) == (f"store at {path} is damaged: a record cannot be decoded "
                                       "(FormatError)")
         assert other.damage is damaged.value, "one environment, one damage for the process"
@@ -63,9 +62,9 @@ def test_a_garbled_outbox_record_does_not_desync_the_batch_silently(tmp_path: Pa
     path = tmp_path / "store.lmdb"
     filled(path).close()
     raw_put(path, b"outbox", (3).to_bytes(8, "big"), msgpack.packb([1.0, 0]) + b"\x01")
-    with Store(path) as store, pytest.raises(StoreDamagedError, match="outbox record"):
-        with store.read() as view:
-            view.outbox(0, 10)
+    with Store(path) as store, pytest.raises(StoreDamagedError, match="outbox record"), \
+            store.read() as view:
+        view.outbox(0, 10)
 
 
 def test_check_lists_each_damaged_record_and_a_counter_behind(tmp_path: Path) -> None:

@@ -247,7 +247,7 @@ class SiteView:
         data = S.align({name: S.Series(t, column(name))
                         for name in ("mnf", "baseline", "threshold")}
                        | {"leak": S.Series(t, column("mnf", only_leaks=True))})
-        return {"data": data, "nights": [key.split("/", 1)[1] for key, _ in nights]}
+        return {"data": data, "nights": [night for night, _ in nights]}
 
 
 def _as_dict(state: UplinkState) -> dict[str, Any]:

@@ -83,9 +83,8 @@ def test_each_actor_crashed_in_turn_is_back_within_a_second_and_nothing_is_lost(
 
 
 def _journal_head(site) -> int:
-    with site.open_store() as store:
-        with store.read() as view:
-            return view.journal_head()
+    with site.open_store() as store, store.read() as view:
+        return view.journal_head()
 
 
 def test_crash_loop_beyond_the_restart_intensity_stops_in_order(make_site):

@@ -199,9 +199,8 @@ def test_a_garbled_record_stops_the_service_once_and_recover_keeps_the_rest(make
             assert view.journal_head() == len(readings)
     # New readings get arrival numbers after the old ones and go out.
     runs_and_alerts(site, minute_stream(SENSORS, BASE + MINUTES * 60, 5))
-    with site.open_store() as store:
-        with store.read() as view:
-            assert view.journal_head() == len(readings) + 10
+    with site.open_store() as store, store.read() as view:
+        assert view.journal_head() == len(readings) + 10
 
 
 def zero_a_readings_page(store: Path) -> int:
