@@ -265,7 +265,8 @@ class JournalConsumer(GatewayActor):
         self.offset = 0
 
     def on_start(self) -> None:
-        self.offset = self.store.offset(self.consumer)
+        with self.store.read() as view:
+            self.offset = view.offset(self.consumer)
         self.log.info("resuming after arrival %d", self.offset)
         self.tell_self(messages.Resume())
 
@@ -273,7 +274,7 @@ class JournalConsumer(GatewayActor):
         rows = message.rows
         if not rows or rows[-1][0] <= self.offset:
             return  # already taken from the journal
-        if rows[0][0] != self.offset + 1 or self.store.journal_head() > rows[-1][0]:
+        if rows[0][0] != self.offset + 1 or self._journal_head() > rows[-1][0]:
             # A gap (readings committed while this actor restarted), or more
             # arrivals queued behind this message: take a whole chunk from the
             # journal. Behind, the batches grow, so one commit covers more readings
@@ -283,12 +284,17 @@ class JournalConsumer(GatewayActor):
         self.process(message.stored())
 
     def on_resume(self, _: messages.Resume) -> None:
-        batch = self.store.journal(self.offset, self.catch_up_chunk)
+        with self.store.read() as view:
+            batch = view.journal(self.offset, self.catch_up_chunk)
         if batch:
             self.process(batch)
         if len(batch) == self.catch_up_chunk:
             # Yield to pings and ticks between chunks of a long catch-up.
             self.tell_self(messages.Resume())
+
+    def _journal_head(self) -> int:
+        with self.store.read() as view:
+            return view.journal_head()
 
     def process(self, batch: list[StoredReading]) -> None:
         """Handle readings ``offset+1 ..`` in arrival order and commit the new offset."""

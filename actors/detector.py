@@ -27,6 +27,7 @@ from core.messages import (
 from core.monitor import Outcome, SiteMonitor, expectation_for
 from core.site_engine import detection_settings
 from core.types import EpochSeconds, EventTimes, SensorId, StoredReading
+from storage import documents
 
 CONSUMER = "detector"
 
@@ -47,14 +48,15 @@ class Detector(JournalConsumer):
         self._event_times = EventTimes()  # as last written to the store
 
     def on_start(self) -> None:
-        self.offset = self.store.offset(CONSUMER)
-        self.monitor = SiteMonitor(
-            detection_settings(self.config), self.tz, self.store.consumer_state(CONSUMER)
-        )
-        self._event_times = self.store.event_times()
+        with self.store.read() as view:
+            self.offset = view.offset(CONSUMER)
+            state = documents.actor_state(view, CONSUMER)
+            self._event_times = view.event_times()
+            sensors = view.sensors()
+        self.monitor = SiteMonitor(detection_settings(self.config), self.tz, state)
         if self.monitor.event_times() != self._event_times:  # a store from before they were kept
             self._commit(Outcome())
-        for sensor in self.store.sensors():
+        for sensor in sensors:
             self._load_sensor(sensor)
             self._schedule_stored_nights(sensor)
         super().on_start()
@@ -139,43 +141,45 @@ class Detector(JournalConsumer):
             self.log.warning("sensor %s: no criteria yet (no history): SYSTEM detection only", sensor)
 
     def _load_criteria(self, sensor: SensorId) -> None:
-        doc = self.store.doc("criteria", f"{sensor}/current")
+        with self.store.read() as view:
+            doc = documents.current_criteria(view, sensor)
         self.criteria[sensor] = SensorCriteria.from_dict(doc) if doc else None
 
     def _load_forecast(self, sensor: SensorId) -> None:
-        doc = self.store.doc("forecast", sensor)
+        with self.store.read() as view:
+            doc = documents.forecast(view, sensor)
         self.forecasts[sensor] = Forecast.from_record(doc) if doc else None
 
     def _schedule_stored_nights(self, sensor: SensorId, after: str = "") -> None:
         """Queue the stored night verdicts not yet carried (see SiteMonitor)."""
         assert self.monitor is not None
         after = max(after, self.monitor.night_applied.get(sensor, ""))
-        judged = self.store.docs("night", prefix=f"{sensor}/",
-                                 after=f"{sensor}/{after}" if after else "",
-                                 where=lambda record: record.get("leak") is not None)
-        for key, record in judged:
-            self.monitor.schedule_night_verdict(sensor, int(record["ends"]), key.split("/", 1)[1],
+        with self.store.read() as view:
+            judged = documents.night_verdicts(
+                view, sensor, after=after, where=lambda record: record.get("leak") is not None)
+        for night, record in judged:
+            self.monitor.schedule_night_verdict(sensor, int(record["ends"]), night,
                                                 bool(record["leak"]), record.get("cause"))
 
     def _first_reading_time(self, sensor: SensorId) -> int | None:
-        oldest = self.store.first_reading(sensor)
+        with self.store.read() as view:
+            oldest = view.first_reading(sensor)
         return None if oldest is None else int(oldest.time)
 
     def _build_criteria(self, plan: CriteriaBuild) -> bool:
         """Build and store what the lifecycle asked for; False: nothing to build from."""
         sensor = plan.sensor
         if plan.source == "store":
-            arrays = self.store.reading_arrays(sensor, since=plan.since, until=plan.until)
+            with self.store.read() as view:
+                arrays = view.reading_arrays(sensor, since=plan.since, until=plan.until)
             built = self.lifecycle.build(
                 plan, (arrays.time, arrays.flow, arrays.pressure, arrays.status))
         else:
             built = self.lifecycle.build(plan, self._initial_history().get(sensor))
         if built is None:
             return False
-        self.store.transact(lambda b: (
-            b.put_doc("criteria", f"{sensor}/{built.version:06d}", built.to_dict()),
-            b.put_doc("criteria", f"{sensor}/current", built.to_dict()),
-        ))
+        self.store.transact(
+            lambda b: documents.put_criteria(b, sensor, built.version, built.to_dict()))
         self.criteria[sensor] = built
         self.log.info("sensor %s: criteria v%d from %s (%s, %.1f days)",
                       sensor, built.version, built.source, plan.reason, built.days)

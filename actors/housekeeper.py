@@ -57,7 +57,8 @@ class Housekeeper(GatewayActor):
             self.repeats.warning("store full", "store full, housekeeping deferred: %s", exc)
 
     def trim_journal(self) -> int:
-        through = min(self.store.offset(consumer) for consumer in JOURNAL_CONSUMERS)
+        with self.store.read() as view:
+            through = min(view.offset(consumer) for consumer in JOURNAL_CONSUMERS)
         trimmed = self.store.trim_journal(through)
         if trimmed:
             self.log.debug("journal trimmed through arrival %d (%d entries)", through, trimmed)

@@ -36,10 +36,10 @@ from core.messages import BrokerConnected, BrokerDelivered, BrokerDown, OutboxAp
 from core.mqtt_payload import publication, status_topic
 from core.outbox import frame_object
 from core import frames
+from storage import documents
 from storage.store import OUTBOX_PUBLISHER, OutboxEntry, StoreError
 
 CONSUMER = OUTBOX_PUBLISHER
-STATE_DOC = ("uplink", "mqtt")
 # The cursor is recorded at most this often while frames flow (and when they
 # stop): a crash costs at most this much republishing, never a frame.
 COMMIT_EVERY_S = 0.25
@@ -78,7 +78,8 @@ class MqttPublisher(GatewayActor):
     # -- lifecycle ---------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.delivered = self._committed = self.store.offset(CONSUMER)
+        with self.store.read() as view:
+            self.delivered = self._committed = view.offset(CONSUMER)
         self._next = self.delivered + 1
         self._record_state("connecting", "")
         self.log.info("publishing to %s under %s/ from frame %d", self.cfg.url, self.prefix,
@@ -144,7 +145,8 @@ class MqttPublisher(GatewayActor):
         self._refilled = now
         room = min(self.cfg.max_inflight - len(self._order), int(self._tokens))
         while room > 0:
-            entries = self.store.outbox(after=self._next - 1, limit=min(room, READ_CHUNK))
+            with self.store.read() as view:
+                entries = view.outbox(after=self._next - 1, limit=min(room, READ_CHUNK))
             if not entries:
                 break
             for entry in entries:
@@ -186,7 +188,7 @@ class MqttPublisher(GatewayActor):
                        "url": self.cfg.url}
         doc = dict(self._state)
         try:
-            self.store.transact(lambda b: b.put_doc(*STATE_DOC, doc))
+            self.store.transact(lambda b: documents.put_uplink_state(b, CONSUMER, doc))
         except StoreError as exc:
             self.log.error("cannot record the MQTT state: %s", exc)
 

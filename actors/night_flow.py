@@ -16,8 +16,9 @@ from actors.base import ActorContext, JournalConsumer
 from core.messages import NightClosed
 from core.night_flow import NightSummary, NightWindow
 from core.night_model import NightVerdict
-from core.replay import REPAIR_DOC, JudgedNight, NightEngine, night_window
+from core.replay import JudgedNight, NightEngine, night_window
 from core.types import StoredReading
+from storage import documents
 
 CONSUMER = "night_flow"
 REPAIR_POLL_S = 5.0
@@ -34,7 +35,9 @@ class NightFlow(JournalConsumer):
         self._repairs_read = -REPAIR_POLL_S
 
     def on_start(self) -> None:
-        self.engine = NightEngine(self.config, self.store.consumer_state(CONSUMER))
+        with self.store.read() as view:
+            state = documents.actor_state(view, CONSUMER)
+        self.engine = NightEngine(self.config, state)
         super().on_start()
 
     def process(self, batch: list[StoredReading]) -> None:
@@ -48,8 +51,9 @@ class NightFlow(JournalConsumer):
         # looked for every few seconds, not per batch (an operator's pace).
         if time.monotonic() - self._repairs_read >= REPAIR_POLL_S:
             self._repairs_read = time.monotonic()
-            for _, record in self.store.docs(REPAIR_DOC,
-                                             where=lambda r: r.get("applied") is None):
+            with self.store.read() as view:
+                pending = documents.pending_repairs(view)
+            for record in pending:
                 self.engine.schedule_repair(record)
         for stored in batch:
             closed_blocks, closed_nights = self.engine.add(stored.reading, now)
@@ -64,10 +68,10 @@ class NightFlow(JournalConsumer):
             for block in blocks:
                 b.put_night_block(block.sensor, block.start, block.to_record())
             for summary, verdict in verdicts:
-                b.put_doc("night", f"{summary.sensor}/{summary.night.isoformat()}",
-                          night_record(summary, verdict, self.window))
+                documents.put_night_verdict(b, summary.sensor, summary.night,
+                                            night_record(summary, verdict, self.window))
             for record in repairs:
-                b.put_doc(REPAIR_DOC, record["key"], record)
+                documents.put_repair(b, record)
             b.set_offset(CONSUMER, offset, state)
 
         self.store.transact(write)

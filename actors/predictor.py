@@ -20,6 +20,8 @@ from core import forecast_check, frames
 from core.hourly_history import HourlyHistory
 from core.messages import ForecastIssued, HourClosed, ModelChanged, OutboxAppended, Resume
 from core.types import EpochSeconds, SensorId
+from storage import documents
+from storage.store import ReadingArrays
 
 CONSUMER = "predictor"
 HOUR_S = 3600
@@ -59,9 +61,12 @@ class Predictor(GatewayActor):
         self.last_duration_ms = 0.0
 
     def on_start(self) -> None:
-        self.issued = dict((self.store.consumer_state(CONSUMER) or {}).get("issued", {}))
+        with self.store.read() as view:
+            state = documents.actor_state(view, CONSUMER) or {}
+            event_times = view.event_times()
+        self.issued = dict(state.get("issued", {}))
         # Hours that closed while we were down: forecast the latest one (event time) now.
-        for sensor, latest in self.store.event_times().sensors.items():
+        for sensor, latest in event_times.sensors.items():
             self.pending[sensor] = latest - latest % HOUR_S
         self.tell_self(Resume())
 
@@ -101,13 +106,13 @@ class Predictor(GatewayActor):
         state = {"issued": dict(self.issued)}
 
         def write(b: Any) -> int:
-            b.put_doc("forecast", sensor, fc.to_record())
+            documents.put_forecast(b, sensor, fc.to_record())
             if checked is not None and checked is not choice:
-                b.put_doc(forecast_check.CHOICE_DOC, sensor, checked.to_record())
+                documents.put_forecast_choice(b, sensor, checked.to_record())
             last = 0
             for frame in frames:
                 last = b.append_outbox(frame)
-            b.set_offset(CONSUMER, 0, state)
+            documents.save_actor_state(b, CONSUMER, state)
             return last
 
         last_seq = self.store.transact(write)
@@ -144,7 +149,8 @@ class Predictor(GatewayActor):
 
     def _choice(self, sensor: SensorId) -> forecast_check.Choice | None:
         if sensor not in self.choices:
-            doc = self.store.doc(forecast_check.CHOICE_DOC, sensor)
+            with self.store.read() as view:
+                doc = documents.forecast_choice(view, sensor)
             self.choices[sensor] = None if doc is None else forecast_check.Choice.from_record(doc)
         return self.choices[sensor]
 
@@ -180,10 +186,15 @@ class Predictor(GatewayActor):
         only the hours since the previous forecast are read from the store)."""
         return self.histories.series(
             sensor, issued, hours,
-            lambda since, until: self.store.reading_arrays(sensor, since=since, until=until))
+            lambda since, until: self._reading_arrays(sensor, since, until))
+
+    def _reading_arrays(self, sensor: SensorId, since: int, until: int) -> ReadingArrays:
+        with self.store.read() as view:
+            return view.reading_arrays(sensor, since=since, until=until)
 
     def _model(self, sensor: SensorId) -> tuple[str, Any, Any] | None:
-        doc = self.store.doc("model", sensor)
+        with self.store.read() as view:
+            doc = documents.model(view, sensor)
         cached = self.models.get(sensor)
         if doc is None:
             return None

@@ -18,7 +18,7 @@ from core import frames
 from core.messages import ReadingsCommitted
 from core.types import Reading
 from ports import Drain, PortError, open_port
-from storage.store import OUTBOX_SENDER, RejectRecord, StoreFullError
+from storage.store import OUTBOX_SENDER, ReadView, RejectRecord, StoreFullError
 
 READ_CHUNK = 65536
 PORT_TIMEOUT_S = 0.2  # idle wait for the first byte; also how fast a stop is noticed
@@ -206,15 +206,17 @@ class SerialReader(GatewayActor):
 
     def _wait_for_consumers(self) -> None:
         while not self.stopping.is_set():
-            backlog = self.store.journal_head() - self.store.offset("detector")
-            if backlog < self._max_backlog and not self._sender_behind():
+            with self.store.read() as view:
+                backlog = view.journal_head() - view.offset("detector")
+                ready = backlog < self._max_backlog and not self._sender_behind(view)
+            if ready:
                 return
             self.stopping.wait(0.005)
 
-    def _sender_behind(self) -> bool:
-        sent = self.store.offset(OUTBOX_SENDER)
+    def _sender_behind(self, view: ReadView) -> bool:
+        sent = view.offset(OUTBOX_SENDER)
         now = time.monotonic()
         if sent != self._sent_seen:
             self._sent_seen, self._sent_moved_at = sent, now
-        unsent = self.store.peek_outbox_seq() - sent
+        unsent = view.peek_sequence() - sent
         return unsent > self._max_unsent and now - self._sent_moved_at < SENDER_STALLED_S

@@ -24,6 +24,7 @@ from core import forecast as forecasting
 from core.messages import ModelChanged, Tick, TrainingFinished, TrainRequest
 from core.train_schedule import retrain_at
 from core.types import SensorId
+from storage import documents
 
 DAY_S = 86400
 CHECK_EVERY_S = 10.0
@@ -87,16 +88,18 @@ def commit_training(store: Any, sensor: str, outcome: str, detail: str, result_l
     result = json.loads(result_line) if result_line else {}
     # The sensor's event time at the attempt: a retraining that gave no model
     # waits for the next train.hour after it (core.train_schedule).
+    with store.read() as view:
+        event_time = view.event_time(sensor)
     record = {"sensor": sensor, "outcome": outcome, "detail": detail, "at": now,
-              "event_time": store.event_time(sensor), "duration_s": duration_s,
+              "event_time": event_time, "duration_s": duration_s,
               "retry_after": None if outcome == "accepted" else now + RETRY_AFTER_S,
               "metadata": result.get("metadata")}
 
     def write(b: Any) -> None:
-        b.put_doc("training", sensor, record)
+        documents.put_training(b, sensor, record)
         if outcome == "accepted":
-            b.put_doc("model", sensor, {"version": result["version"], "paths": result["paths"],
-                                        **(result.get("metadata") or {})})
+            documents.put_model(b, sensor, {"version": result["version"], "paths": result["paths"],
+                                            **(result.get("metadata") or {})})
 
     store.transact(write)
     return outcome == "accepted"
@@ -123,14 +126,17 @@ class Trainer(GatewayActor):
     def on_tick(self, message: Tick) -> None:
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + CHECK_EVERY_S
-            for sensor in self.store.sensors():
+            with self.store.read() as view:
+                sensors = view.sensors()
+            for sensor in sensors:
                 if (sensor not in self._queue and sensor != self._running
                         and self._due(sensor, message.now)):
                     self._queue.append(sensor)
         self._start_next()
 
     def on_train(self, message: TrainRequest) -> None:
-        sensors = [message.sensor] if message.sensor else list(self.store.sensors())
+        with self.store.read() as view:
+            sensors = [message.sensor] if message.sensor else view.sensors()
         self._queue += [s for s in sensors if s not in self._queue]
         self._start_next()
 
@@ -146,20 +152,21 @@ class Trainer(GatewayActor):
         self._start_next()
 
     def _due(self, sensor: SensorId, now: float) -> bool:
-        last = self.store.doc("training", sensor)
+        with self.store.read() as view:
+            last = documents.training(view, sensor)
+            # Event time, as the training window ends there (training.run): never a
+            # stamp far ahead of the gateway clock.
+            newest = view.event_time(sensor)
+            model = documents.model(view, sensor)
+            first = view.first_reading(sensor)
         if last and last.get("retry_after") and now < last["retry_after"]:
             return False
-        # Event time, as the training window ends there (training.run): never a
-        # stamp far ahead of the gateway clock.
-        newest = self.store.event_time(sensor)
         if newest is None:
             return False
-        model = self.store.doc("model", sensor)
         cfg = self.config.train
         if model is None:
             # The first model as soon as there is data for it: until then the
             # forecast is seasonal-naive, so no quiet hour is waited for.
-            first = self.store.first_reading(sensor)
             return first is not None and (newest - first.time) / DAY_S >= cfg.min_days
         failed = last.get("event_time") if last and last.get("outcome") != "accepted" else None
         return newest >= retrain_at(model.get("data_until", 0), cfg.schedule_days, cfg.hour,

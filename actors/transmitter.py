@@ -27,7 +27,7 @@ from core.delivery import Delivery
 from core.messages import AckReceived, OutboxAppended, Tick
 from core.outbox import frame_object
 from ports import Drain, PortError, open_port, write_lines
-from storage.store import OUTBOX_SENDER, OutboxEntry, StoreFullError
+from storage.store import OUTBOX_SENDER, OutboxEntry, ReadView, StoreFullError
 
 CONSUMER = OUTBOX_SENDER
 SEND_CHUNK = 1000
@@ -108,8 +108,9 @@ class Transmitter(GatewayActor):
         return self.delivery.sent
 
     def on_start(self) -> None:
-        self.delivery = self._delivery(self.store.offset(CONSUMER))
-        counters = self.store.counters()
+        with self.store.read() as view:
+            offset, counters = view.offset(CONSUMER), view.counters()
+        self.delivery = self._delivery(offset)
         self._rejects_at_start = _reject_total(counters)
         self._dropped_seen = counters.get("outbox_dropped", 0)
         self._open()
@@ -180,7 +181,8 @@ class Transmitter(GatewayActor):
             # What is unacknowledged may have died with the previous link (a peer
             # that vanished still takes a write or two): send it all again,
             # oldest first, so that the upstream gets the frames in sequence order.
-            oldest = self.store.outbox_oldest()
+            with self.store.read() as view:
+                oldest = view.outbox_oldest()
             self.delivery.link_up(oldest.seq if oldest is not None else None)
             self._ack_thread = self.start_helper("acks", self._read_acks, self.port)
 
@@ -283,7 +285,8 @@ class Transmitter(GatewayActor):
         for _ in range(DRAIN_CHUNKS):
             if not self._writable():
                 return
-            entries = self.store.outbox(after=self.sent, limit=SEND_CHUNK)
+            with self.store.read() as view:
+                entries = view.outbox(after=self.sent, limit=SEND_CHUNK)
             if not entries:
                 return
             if entries[0].seq > self.sent + 1 and not self.cfg.ack:
@@ -305,7 +308,8 @@ class Transmitter(GatewayActor):
         window = self.delivery.resend_window()
         # Frames the upstream acknowledged that wait for the MQTT uplink stay in the
         # outbox, mostly at its head: skip that prefix once, not on every tick.
-        entries = self.store.outbox(after=self._acked_through, limit=window + RESEND_SKIP)
+        with self.store.read() as view:
+            entries = view.outbox(after=self._acked_through, limit=window + RESEND_SKIP)
         for entry in entries:
             if not entry.acked:
                 break
@@ -339,7 +343,8 @@ class Transmitter(GatewayActor):
 
     def _report_drops(self) -> None:
         """Log unacknowledged frames the full outbox dropped (the store counts them)."""
-        dropped = self.store.counters().get("outbox_dropped", 0)
+        with self.store.read() as view:
+            dropped = view.counters().get("outbox_dropped", 0)
         if dropped > self._dropped_seen:
             self.repeats.warning(
                 "dropped", "outbox full (upstream.outbox_max = %d): %d oldest frame(s) dropped "
@@ -347,27 +352,29 @@ class Transmitter(GatewayActor):
                 dropped)
         self._dropped_seen = dropped
 
-    def unsent_depth(self) -> int:
+    def _unsent_depth(self, view: ReadView) -> int:
         """Frames not yet delivered: unacknowledged with ack, else not yet written."""
         if self.cfg.ack:
-            return self.store.outbox_depth()
-        return max(0, self.store.peek_outbox_seq() - self.sent)
+            return view.outbox_depth()
+        return max(0, view.peek_sequence() - self.sent)
 
     def _queue_health(self, now: float) -> None:
         stats = self.context.stats
         store = self.store
-        oldest = store.outbox(after=0 if self.cfg.ack else self.sent, limit=1)
-        # Right when near where the readings put time: their event time, or readings
-        # that keep arriving ahead of the clock (one stamp far off is no evidence).
-        readings_time = store.event_times().newest()
+        with store.read() as view:
+            oldest = view.outbox(after=0 if self.cfg.ack else self.sent, limit=1)
+            # Right when near where the readings put time: their event time, or readings
+            # that keep arriving ahead of the clock (one stamp far off is no evidence).
+            readings_time = view.event_times().newest()
+            depth, counters = self._unsent_depth(view), view.counters()
         clock_ok = readings_time is None or abs(now - readings_time) <= CLOCK_TOLERANCE_S
         frame = {
             "type": "HLT", "time": int(now),
             "uptime_s": int(time.monotonic() - stats.started_monotonic),
-            "outbox_depth": self.unsent_depth(),
+            "outbox_depth": depth,
             "oldest_unsent_s": max(0, int(now - oldest[0].created)) if oldest else 0,
             "restarts": stats.total_restarts(),
-            "rejects": _reject_total(store.counters()) - self._rejects_at_start,
+            "rejects": _reject_total(counters) - self._rejects_at_start,
             "store_used_pct": round(store.used_pct(), 1), "clock": clock_ok,
         }
         try:

@@ -109,7 +109,10 @@ def run_once(workdir: Path, broker: Broker, frames: int) -> tuple[float, list[fl
     started = time.perf_counter()
     ref = TimedPublisher.start(context)
     try:
-        while store.offset("mqtt") < frames and not done.is_set():
+        while not done.is_set():
+            with store.read() as view:
+                if view.offset("mqtt") >= frames:
+                    break
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
     finally:

@@ -52,6 +52,12 @@ BUDGET_WARM_MS = 25.0  # issue 10
 BUDGET_COLD_MS = 1000.0
 
 
+def _reading_arrays(store: Store, sensor: SensorId, *, since: int, until: int):
+    """A sensor's readings in [since, until), in one read of the store (as the Predictor reads)."""
+    with store.read() as view:
+        return view.reading_arrays(sensor, since=since, until=until)
+
+
 def random_model(quantity: str, path: Path, units: int = 32, seed: int = 0) -> Path:
     spec = forecast.FeatureSpec(quantity, lookback_hours=336, step_hours=24, timezone="Asia/Seoul",
                                 holidays="KR", base_weeks=forecast.BASE_WEEKS,
@@ -72,7 +78,8 @@ def forecast_once(store: Store, flow_model: forecast.ExportedModel,
                   pressure_model: forecast.ExportedModel, issued: int) -> forecast.Forecast:
     """What the Predictor does for one sensor and hour."""
     hours = forecast.history_hours(flow_model, pressure_model)
-    arrays = store.reading_arrays(SID, since=issued - hours * 3600, until=issued)
+    with store.read() as view:
+        arrays = view.reading_arrays(SID, since=issued - hours * 3600, until=issued)
     history = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
     return forecast.lstm_forecast(flow_model, pressure_model, SID, history, EpochSeconds(issued))
 
@@ -88,11 +95,11 @@ def warm_forecasts(store: Store, flow_model: forecast.ExportedModel,
     out = []
     for i in range(runs):
         if i % 24 == 0:
-            arrays = store.reading_arrays(SID, since=first - hours * 3600, until=first)
+            arrays = _reading_arrays(store, SID, since=first - hours * 3600, until=first)
             kept = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
         t = first + (i % 24) * 3600
         t0 = time.perf_counter()
-        arrays = store.reading_arrays(SID, since=t, until=t + 3600)
+        arrays = _reading_arrays(store, SID, since=t, until=t + 3600)
         fresh = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
         since = t + 3600 - hours * 3600
         kept = forecast.HourlySeries(EpochSeconds(since), *(
@@ -138,8 +145,9 @@ def main() -> int:
             cold.append((time.perf_counter() - t0) * 1000)
         warm, fc = warm_forecasts(store, flow_model, pressure_model, issued, args.warm_runs)
         # The numpy part alone (history already read): the store read is the rest.
-        arrays = store.reading_arrays(SID, since=issued - forecast.history_hours(flow_model) * 3600,
-                                      until=issued)
+        with store.read() as view:
+            arrays = view.reading_arrays(
+                SID, since=issued - forecast.history_hours(flow_model) * 3600, until=issued)
         compute = []
         for _ in range(args.warm_runs):
             t0 = time.perf_counter()
@@ -149,7 +157,7 @@ def main() -> int:
         # The Predictor's daily check of the model against seasonal-naive, both quantities.
         hours = forecast_check.history_hours(flow_model, pressure_model)
         since = issued - hours * 3600
-        arrays = store.reading_arrays(SID, since=since, until=issued)
+        arrays = _reading_arrays(store, SID, since=since, until=issued)
         history = forecast.hourly_means(arrays.time, arrays.flow, arrays.pressure)
         check = []
         for _ in range(args.cold_runs):

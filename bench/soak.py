@@ -77,11 +77,11 @@ def expected(url: str, start: int, end: int) -> tuple[set[tuple[str, int]], int,
 def progress(site: Site, start: int, end: int) -> tuple[float, bool]:
     """(share of the period in event time for the slowest sensor, everything stored
     processed and sent); event time, so the simulator's stamps far ahead count not."""
-    with site.open_store() as store:
-        event_times = store.event_times().sensors
-        newest = min((event_times.get(s, start) for s in store.sensors()), default=start)
-        idle = (store.offset("detector") == store.journal_head()
-                and store.offset("transmitter") == store.peek_outbox_seq())
+    with site.open_store() as store, store.read() as view:
+        event_times = view.event_times().sensors
+        newest = min((event_times.get(s, start) for s in view.sensors()), default=start)
+        idle = (view.offset("detector") == view.journal_head()
+                and view.offset("transmitter") == view.peek_sequence())
         return (newest - start) / (end - start), idle
 
 
@@ -186,11 +186,11 @@ def main() -> None:
             anon_end = rss_mb(site.pid, "RssAnon")
             store_pages_end = mapped_store_mb(site.pid)
             elapsed = time.monotonic() - began
-            with site.open_store() as store:
-                stored_in_period = sum(store.count_readings(s, start, end) for s in store.sensors())
+            with site.open_store() as store, store.read() as view:
+                stored_in_period = sum(view.count_readings(s, start, end) for s in view.sensors())
                 stored_keys = {(r.sensor, r.time)
-                               for sensor in store.sensors() for r in store.readings(sensor)}
-                counters = store.counters()
+                               for sensor in view.sensors() for r in view.readings(sensor)}
+                counters = view.counters()
             # Now in real time, readings go on arriving: give the last ones stored
             # their $ALR before counting what went out.
             time.sleep(2.0)

@@ -27,10 +27,17 @@ from cli import arguments
 from cli.store_repair import damaged_advice
 from core.frames import UPSTREAM_REJECT
 from core.localtime import local_datetime
-from core.replay import REPAIR_DOC
 from core.types import SensorId
+from storage import documents
 from storage.lock import holder
-from storage.store import Store, StoreDamagedError, StoreError, history_sensor_years
+from storage.store import (
+    OUTBOX_PUBLISHER,
+    ReadView,
+    Store,
+    StoreDamagedError,
+    StoreError,
+    history_sensor_years,
+)
 
 FLAG_NAMES = ((0x01, "SYSTEM"), (0x02, "VALUE"), (0x04, "PREDICT"), (0x08, "NIGHT"))
 MB = 1024 * 1024
@@ -94,7 +101,8 @@ def flag_names(flags: int) -> str:
 
 def _sensors(store: Store, sensor: SensorId | None) -> list[SensorId]:
     """The sensor asked for (one the store knows: else UsageError), or every stored one."""
-    stored = store.sensors()
+    with store.read() as view:
+        stored = view.sensors()
     if sensor is None:
         return stored
     arguments.check_sensor(sensor, stored)
@@ -102,43 +110,49 @@ def _sensors(store: Store, sensor: SensorId | None) -> list[SensorId]:
 
 
 def write_status(store: Store, config: Any, out: TextIO) -> None:
+    """The service's state from one snapshot of the store (one read transaction)."""
+    with store.read() as view:
+        _write_status(store, view, config, out)
+
+
+def _write_status(store: Store, view: ReadView, config: Any, out: TextIO) -> None:
     tz = config.site.tz
-    detector = store.consumer_state("detector") or {}
+    detector = documents.actor_state(view, "detector") or {}
     last_flags = detector.get("last_flags", {})
-    night_states = (store.consumer_state("night_flow") or {}).get("model", {})
-    counters = store.counters()
+    night_states = (documents.actor_state(view, "night_flow") or {}).get("model", {})
+    counters = view.counters()
     room = history_sensor_years(store.map_max_mb, config.upstream.outbox_max)
     print(f"site {config.site.name} ({config.site.timezone}); store {config.storage.path} "
           f"{store.used_pct():.1f}% used of {store.map_max_mb} MB (room for about "
           f"{room:.0f} sensor-years of readings)", file=out)
     print(disk_line(Path(config.storage.path), store.reserve_left()), file=out)
-    print(f"arrivals {store.journal_head()}; detector at {store.offset('detector')}, "
-          f"night flow at {store.offset('night_flow')}; outbox sent through "
-          f"{store.offset('transmitter')}, {store.outbox_depth()} kept", file=out)
+    print(f"arrivals {view.journal_head()}; detector at {view.offset('detector')}, "
+          f"night flow at {view.offset('night_flow')}; outbox sent through "
+          f"{view.offset('transmitter')}, {view.outbox_depth()} kept", file=out)
     print("sensors:", file=out)
-    event_times = store.event_times().sensors
-    for sensor in store.sensors():
-        count = store.count_readings(sensor)
+    event_times = view.event_times().sensors
+    for sensor in view.sensors():
+        count = view.count_readings(sensor)
         flags = last_flags.get(sensor)
         active = (f"flow {flag_names(flags[1])}, pressure {flag_names(flags[2])}"
                   if flags else "none in event time yet")
-        criteria = store.doc("criteria", f"{sensor}/current")
+        criteria = documents.current_criteria(view, sensor)
         crit = (f"criteria v{criteria['version']} from {criteria['source']}" if criteria
                 else "no criteria (no history yet): SYSTEM detection only")
-        last = _last_reading(store, sensor, event_times.get(sensor), tz)
+        last = _last_reading(view, sensor, event_times.get(sensor), tz)
         print(f"  {sensor}: {count} readings; last {last}", file=out)
         print(f"       flags: {active}; {crit}", file=out)
-        repairs = store.docs(REPAIR_DOC, prefix=f"{sensor}/", newest_first=True, limit=1)
+        repairs = documents.repairs(view, sensor, newest_first=True, limit=1)
         night = night_line(night_states.get(sensor), config.night,
-                           repairs[0][1] if repairs else None, tz)
+                           repairs[0] if repairs else None, tz)
         print(f"       {night}", file=out)
-        print(f"       {_model_line(store, sensor, tz)}", file=out)
+        print(f"       {_model_line(view, sensor, tz)}", file=out)
     print("rejects: " + _counts(counters, "reject."), file=out)
     print("upstream rejects: " + _counts(counters, UPSTREAM_REJECT), file=out)
     print(f"duplicates: {counters.get('duplicates', 0)} (differing: {counters.get('conflicts', 0)}); "
           f"{_outbox_drops(counters, config.upstream.ack)}", file=out)
     if config.mqtt.enabled:
-        print(mqtt_line(store, config), file=out)
+        print(mqtt_line(view, config), file=out)
     print("actor restarts: " + _counts(counters, "restart."), file=out)
 
 
@@ -148,14 +162,14 @@ def _counts(counters: dict[str, int], prefix: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(named.items())) or "none"
 
 
-def _last_reading(store: Store, sensor: SensorId, event_time: int | None, tz: ZoneInfo) -> str:
+def _last_reading(view: ReadView, sensor: SensorId, event_time: int | None, tz: ZoneInfo) -> str:
     """The reading at the sensor's event time, and how many are stored past it
     (stamped ahead, or not processed yet): never the newest stamp as "last"."""
-    at = [] if event_time is None else store.readings(sensor, event_time, event_time + 1)
+    at = [] if event_time is None else view.readings(sensor, event_time, event_time + 1)
     text = (f"{local_iso(at[0].time, tz)} flow={_v(at[0].flow)} pressure={_v(at[0].pressure)} "
             f"status={at[0].status:02X}" if at else "none")
-    beyond = store.count_readings(sensor, None if event_time is None else event_time + 1)
-    newest = store.latest_reading(sensor) if beyond else None
+    beyond = view.count_readings(sensor, None if event_time is None else event_time + 1)
+    newest = view.latest_reading(sensor) if beyond else None
     if newest is not None:
         text += (f"; {beyond} stored past its event time (stamped ahead, or not processed "
                  f"yet), newest {local_iso(newest.time, tz)}")
@@ -192,10 +206,12 @@ def repaired(store: Store, config: Any, sensor: SensorId, out: TextIO) -> int:
     from core.replay import repair_record
 
     _sensors(store, sensor)
-    record = repair_record(sensor, store.event_time(sensor), time.time())
+    with store.read() as view:
+        event_time = view.event_time(sensor)
+    record = repair_record(sensor, event_time, time.time())
     store.close()
     with Store(Path(config.storage.path)) as writer:
-        writer.transact(lambda b: b.put_doc(REPAIR_DOC, record["key"], record))
+        writer.transact(lambda b: documents.put_repair(b, record))
     service = holder(config.storage.path)
     when = ("its next readings" if service is not None
             else "its next readings once the service runs")
@@ -228,18 +244,18 @@ def disk_line(path: Path, reserve_left: int = 0) -> str:
                    "(or lower storage.retention_days)")
 
 
-def mqtt_line(store: Store, config: Any) -> str:
+def mqtt_line(view: ReadView, config: Any) -> str:
     """The MQTT uplink: broker state, backlog, age of the oldest unpublished frame, losses."""
     tz = config.site.tz
-    state = store.doc("uplink", "mqtt") or {}
-    delivered = store.offset("mqtt")
-    backlog = max(0, store.peek_outbox_seq() - delivered)
-    oldest = store.outbox(after=delivered, limit=1)
+    state = documents.uplink_state(view, OUTBOX_PUBLISHER) or {}
+    delivered = view.offset(OUTBOX_PUBLISHER)
+    backlog = max(0, view.peek_sequence() - delivered)
+    oldest = view.outbox(after=delivered, limit=1)
     age = f"{max(0.0, time.time() - oldest[0].created):.0f} s" if oldest else "none"
     broker = (f"{state.get('state', 'unknown')} since {local_iso(state['since'], tz)}"
               if "since" in state else "not started yet")
     detail = f" ({state['detail']})" if state.get("detail") else ""
-    lost = store.counters().get("outbox_dropped_unpublished", 0)
+    lost = view.counters().get("outbox_dropped_unpublished", 0)
     return (f"mqtt {config.mqtt.url}: {broker}{detail}; published through {delivered}, "
             f"backlog {backlog} frame(s), oldest unpublished {age}; "
             f"dropped unpublished: {lost}")
@@ -255,11 +271,9 @@ def _outbox_drops(counters: dict[str, int], ack: bool) -> str:
             f"from the audit trail")
 
 
-def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
-    from core.forecast_check import CHOICE_DOC
-
-    model = store.doc("model", sensor)
-    training = store.doc("training", sensor)
+def _model_line(view: ReadView, sensor: SensorId, tz: ZoneInfo) -> str:
+    model = documents.model(view, sensor)
+    training = documents.training(view, sensor)
     parts = []
     if model:
         parts.append(
@@ -267,7 +281,7 @@ def _model_line(store: Store, sensor: SensorId, tz: ZoneInfo) -> str:
             f"data {local_iso(model.get('data_since', 0), tz)}..{local_iso(model.get('data_until', 0), tz)}, "
             f"MAE model {json.dumps(model.get('mae_model'))} vs naive {json.dumps(model.get('mae_naive'))}, "
             f"residual band {json.dumps(model.get('residual_band'))}")
-        choice = store.doc(CHOICE_DOC, sensor)  # the Predictor's daily check
+        choice = documents.forecast_choice(view, sensor)  # the Predictor's daily check
         if choice and choice.get("version") == model["version"]:
             parts.append(forecast_choice_text(choice, tz))
     else:
@@ -315,36 +329,41 @@ def export(store: Store, config: Any, args: Any, out: TextIO) -> int:
                     for moment in (args.since, args.until))
     arguments.check_range(since, until)
     sensors = _sensors(store, args.sensor)
-    if args.what == "readings":
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["sensor", "time", "flow", "pressure", "status"])
-        for sensor in sensors:
-            for r in store.readings(sensor, since, until):
-                w.writerow([r.sensor, local_iso(r.time, tz), _v(r.flow), _v(r.pressure), f"{r.status:02X}"])
-    elif args.what == "criteria":
-        versions = {s: [doc for key, doc in store.docs("criteria", prefix=f"{s}/") if not key.endswith("current")]
-                    for s in sensors}
-        json.dump({s: v for s, v in versions.items() if v}, out, indent=2, default=str)
-        out.write("\n")
-    elif args.what == "night":
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["sensor", "night", "block_start", "readings", "mean", "complete"])
-        for sensor in sensors:
-            for b in store.night_blocks(sensor, since, until):
-                w.writerow([sensor, b.get("night"), local_iso(b["start"], tz), b.get("readings"),
-                            _v(b.get("mean")), b.get("complete")])
-    elif args.what == "detections":
-        for sensor in sensors:
-            verdicts = night_verdicts(store, sensor)
-            for d in store.detections(sensor, since, until):
-                out.write(detection_line(d, tz, verdicts) + "\n")
+    with store.read() as view:
+        _export(view, sensors, args.what, since, until, tz, out)
     return 0
 
 
-def night_verdicts(store: Store, sensor: SensorId) -> list[dict[str, Any]]:
+def _export(view: ReadView, sensors: list[SensorId], what: str, since: int | None,
+            until: int | None, tz: ZoneInfo, out: TextIO) -> None:
+    if what == "readings":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["sensor", "time", "flow", "pressure", "status"])
+        for sensor in sensors:
+            for r in view.readings(sensor, since, until):
+                w.writerow([r.sensor, local_iso(r.time, tz), _v(r.flow), _v(r.pressure), f"{r.status:02X}"])
+    elif what == "criteria":
+        versions = {s: documents.criteria_versions(view, s) for s in sensors}
+        json.dump({s: v for s, v in versions.items() if v}, out, indent=2, default=str)
+        out.write("\n")
+    elif what == "night":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["sensor", "night", "block_start", "readings", "mean", "complete"])
+        for sensor in sensors:
+            for b in view.night_blocks(sensor, since, until):
+                w.writerow([sensor, b.get("night"), local_iso(b["start"], tz), b.get("readings"),
+                            _v(b.get("mean")), b.get("complete")])
+    elif what == "detections":
+        for sensor in sensors:
+            verdicts = night_verdicts(view, sensor)
+            for d in view.detections(sensor, since, until):
+                out.write(detection_line(d, tz, verdicts) + "\n")
+
+
+def night_verdicts(view: ReadView, sensor: SensorId) -> list[dict[str, Any]]:
     """The sensor's stored night verdicts that raised or held NIGHT, by the time they apply."""
-    found = [rec for _, rec in store.docs("night", prefix=f"{sensor}/",
-                                          where=lambda rec: rec.get("leak") is True)]
+    found = [rec for _, rec in documents.night_verdicts(
+        view, sensor, where=lambda rec: rec.get("leak") is True)]
     return sorted(found, key=lambda rec: rec["ends"])
 
 
@@ -371,8 +390,9 @@ def write_forecast(store: Store, config: Any, sensor: SensorId | None, out: Text
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["sensor", "time", "flow", "pressure", *BAND_FIELDS])
     nothing = [math.nan] * HORIZON_HOURS
-    for s in sensors:
-        doc = store.doc("forecast", s)
+    with store.read() as view:
+        docs = {s: documents.forecast(view, s) for s in sensors}
+    for s, doc in docs.items():
         if not doc:
             continue
         fc = Forecast.from_record(doc)

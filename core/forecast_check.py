@@ -28,7 +28,6 @@ import numpy as np
 from core import forecast as forecasting
 from core.forecast import HORIZON_HOURS, HOUR_S, ExportedModel, Forecast
 
-CHOICE_DOC = "forecast_choice"  # the store's document of a sensor's current Choice
 QUANTITIES = ("flow", "pressure")
 MODEL = "model"
 NAIVE = "naive"

@@ -8,7 +8,7 @@ have judged them: the evaluator (``bench/leak_eval.py``) and the tests call it,
 so the service, the tests and the bench judge nights with one piece of code.
 
 **Repairs.** The operator's ``repaired`` command stores a repair record (kind
-:data:`REPAIR_DOC`) with the sensor's event time then; the engine applies it
+:func:`storage.documents.put_repair`) with the sensor's event time then; the engine applies it
 (:func:`core.night_model.mark_repaired`: NIGHT clears, the evidence restarts)
 before the first reading of that sensor stamped after that event time, so a
 NightFlow behind the Detector still judges the nights before the repair as
@@ -31,9 +31,6 @@ from core.night_model import NightModel, NightVerdict
 from core.types import Reading
 
 MINUTE_S = 60
-REPAIR_DOC = "repair"
-
-
 def repair_record(sensor: str, event_time: int | None, wall_time: float) -> dict[str, Any]:
     """The stored repair of ``sensor``: keyed by sensor and wall-clock time (ms), with
     the sensor's event time then; ``applied`` is the stamp of the reading it was

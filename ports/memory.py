@@ -1,4 +1,4 @@
-"""Keeping the heap compact and giving freed memory back to the OS (glibc)."""
+"""Keeping the heap compact and giving memory back to the OS (glibc, Linux)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import ctypes
 import functools
 import sys
 from collections.abc import Callable
-
+from pathlib import Path
 
 _M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
 @functools.cache
-def _libc_function(name: str) -> Callable[..., int] | None:
+def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -20,6 +20,8 @@ def _libc_function(name: str) -> Callable[..., int] | None:
     except (OSError, AttributeError):  # not glibc (musl has neither)
         return None
     function.restype = ctypes.c_int
+    if argtypes:
+        function.argtypes = list(argtypes)
     return function
 
 
@@ -47,3 +49,34 @@ def release_free_heap() -> bool:
     """
     trim = _libc_function("malloc_trim")
     return bool(trim(ctypes.c_size_t(0))) if trim is not None else False
+
+
+_MADV_DONTNEED = 4  # Linux <sys/mman.h>
+
+
+def release_file_mapping(path: Path) -> int:
+    """Drop this process's read-only mappings of ``path`` from RSS; returns bytes advised.
+
+    A page ever read through a shared, read-only file mapping stays counted in
+    the process's RSS until the kernel wants the memory back.
+    ``madvise(MADV_DONTNEED)`` drops the page-table entries only: the pages stay
+    in the page cache and the next read maps them again. Safe on a read-only
+    file mapping (nothing there is dirty); the caller keeps the mapping from
+    moving meanwhile. Linux only; elsewhere (or without ``/proc``) nothing happens.
+    """
+    madvise = _libc_function("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if madvise is None:
+        return 0
+    target = str(path.resolve())
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return 0
+    advised = 0
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target and "w" not in fields[1]:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if madvise(start, end - start, _MADV_DONTNEED) == 0:
+                advised += end - start
+    return advised

@@ -26,12 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.datafile import DataFile, Damage
-from storage.store import (
-    _ARRIVAL, _DB_NAMES, _OUTBOX, _READING_RECORD, _REJECT, _SENSOR_TIME, _SEQ, _VALUES,
-    FORMAT_VERSION, OUTBOX_SENDER, Store, StoreError, UndecodableRecord, _outbox_entry, _pack,
-    _unpack, _unpack_map, _why,
+from storage._errors import StoreError, UndecodableRecord, why
+from storage._keys import (
+    ARRIVAL,
+    DB_NAMES,
+    FORMAT_VERSION,
+    OUTBOX,
+    OUTBOX_SENDER,
+    READING_RECORD,
+    REJECT,
+    SENSOR_TIME,
+    SEQ,
+    VALUES,
 )
+from storage._records import outbox_entry, pack, unpack, unpack_map
+from storage.datafile import Damage, DataFile
+from storage.store import Store
 
 # Problem lines shown per database; the rest are counted.
 LINES_PER_DATABASE = 20
@@ -45,36 +55,36 @@ def _sized(data: bytes, form: struct.Struct, what: str) -> None:
 
 
 def _reading(key: bytes, value: bytes) -> None:
-    _sized(key, _SENSOR_TIME, "the key")
-    _sized(value, _VALUES, "the reading")
+    _sized(key, SENSOR_TIME, "the key")
+    _sized(value, VALUES, "the reading")
 
 
 def _journal(key: bytes, value: bytes) -> None:
-    _sized(key, _SEQ, "the key")
-    _sized(value, _READING_RECORD, "the reading")
+    _sized(key, SEQ, "the key")
+    _sized(value, READING_RECORD, "the reading")
 
 
 def _by_sensor_time(key: bytes, value: bytes) -> None:
-    _sized(key, _SENSOR_TIME, "the key")
-    _unpack_map(value)
+    _sized(key, SENSOR_TIME, "the key")
+    unpack_map(value)
 
 
 def _doc(key: bytes, value: bytes) -> None:
     if b"\x00" not in key:
         raise UndecodableRecord("the key has no kind")
     key.decode()
-    _unpack(value)
+    unpack(value)
 
 
 def _outbox(key: bytes, value: bytes) -> None:
-    entry = _outbox_entry(key, value)
+    entry = outbox_entry(key, value)
     if not isinstance(entry.frame, dict) or not isinstance(entry.wire, bytes | None):
         raise UndecodableRecord("not an outbox frame")
 
 
 def _reject(key: bytes, value: bytes) -> None:
-    _sized(key, _SEQ, "the key")
-    received, reason, line = _unpack(value)
+    _sized(key, SEQ, "the key")
+    received, reason, line = unpack(value)
     if not isinstance(reason, str) or not isinstance(line, bytes):
         raise UndecodableRecord("not a reject")
     float(received)
@@ -82,7 +92,7 @@ def _reject(key: bytes, value: bytes) -> None:
 
 def _meta(key: bytes, value: bytes) -> None:
     name = key.decode()
-    decoded = _unpack(value)
+    decoded = unpack(value)
     if (name == "format" or name[:2] in ("c:", "o:", "q:")) and (
             type(decoded) is not int or decoded < 0):
         raise UndecodableRecord(f"{decoded!r} is not a count")
@@ -91,9 +101,9 @@ def _meta(key: bytes, value: bytes) -> None:
 def _other_format(meta: dict[bytes, bytes]) -> str | None:
     """Why the store is not this version's to judge or recover (None: it is)."""
     raw = meta.get(b"format")
-    if raw is None or _unpack(raw) == FORMAT_VERSION:
+    if raw is None or unpack(raw) == FORMAT_VERSION:
         return None
-    return (f"the store has format {_unpack(raw)}, this version reads {FORMAT_VERSION}: "
+    return (f"the store has format {unpack(raw)}, this version reads {FORMAT_VERSION}: "
             "use the gateway version that wrote it")
 
 
@@ -103,10 +113,10 @@ DECODERS: dict[str, Callable[[bytes, bytes], None]] = {
     "meta": _meta,
 }
 """Each database's record check: raises when a record is not in the store's format."""
-assert tuple(DECODERS) == _DB_NAMES, "a database of the store without a record check"
+assert tuple(DECODERS) == DB_NAMES, "a database of the store without a record check"
 
 # The sequence counters in ``meta`` and the database each numbers.
-_SEQUENCES = ((_ARRIVAL, "journal"), (_OUTBOX, "outbox"), (_REJECT, "rejects"))
+_SEQUENCES = ((ARRIVAL, "journal"), (OUTBOX, "outbox"), (REJECT, "rejects"))
 
 
 def describe_key(database: str, key: bytes | None) -> str:
@@ -115,10 +125,10 @@ def describe_key(database: str, key: bytes | None) -> str:
         return "the first record"
     try:
         if database in ("readings", "detections", "night_blocks"):
-            sensor, t = _SENSOR_TIME.unpack(key)
+            sensor, t = SENSOR_TIME.unpack(key)
             return f"sensor {sensor:03d} at {dt.datetime.fromtimestamp(t, dt.UTC):%Y-%m-%dT%H:%MZ}"
         if database in ("journal", "outbox", "rejects"):
-            return f"#{_SEQ.unpack(key)[0]}"
+            return f"#{SEQ.unpack(key)[0]}"
         return repr(key.decode())
     except (ValueError, OverflowError, OSError):
         return f"key {key.hex()}"
@@ -190,7 +200,7 @@ def _good_records(data: DataFile, report: DatabaseReport,
             check(key, value)
         except Exception as exc:  # any failure to decode is a damaged record
             report.undecodable += 1
-            report.problem(f"{describe_key(report.name, key)}: {_why(exc)}")
+            report.problem(f"{describe_key(report.name, key)}: {why(exc)}")
             continue
         report.kept += 1
         yield key, value
@@ -210,7 +220,7 @@ def _walk_store(path: Path, report: Report,
         if data.meta is None:
             report.file_problems.append("no meta page is sound: no database in data.mdb can "
                                         "be read")
-            for name in _DB_NAMES:
+            for name in DB_NAMES:
                 report.databases[name] = DatabaseReport(name)
                 each_database(name, iter(()))
             if damaged_readings is not None:
@@ -222,7 +232,7 @@ def _walk_store(path: Path, report: Report,
         named, damage = data.databases()
         report.file_problems += [f"{d.describe()}: the databases below it are lost"
                                  for d in damage]
-        for name in _DB_NAMES:
+        for name in DB_NAMES:
             db = report.databases[name] = DatabaseReport(name)
             record = named.get(name)
             if record is None:
@@ -252,10 +262,10 @@ def check_store(path: Path) -> Report:
     other = _other_format(kept_meta)
     if other is not None:
         report.file_problems.insert(0, other)
-    counters = {key.decode()[2:]: _unpack(value) for key, value in kept_meta.items()
+    counters = {key.decode()[2:]: unpack(value) for key, value in kept_meta.items()
                 if key.startswith(b"q:")}
     for sequence, database in _SEQUENCES:
-        newest = _SEQ.unpack(last[database])[0] if database in last else 0
+        newest = SEQ.unpack(last[database])[0] if database in last else 0
         if meta is not None and newest > counters.get(sequence, 0):
             meta.problem(f"the {sequence} counter ({counters.get(sequence, 0)}) is behind the "
                          f"last {database} record (#{newest}): the next one cannot be stored")
@@ -298,7 +308,7 @@ def recover_store(path: Path, *, map_max_mb: int, now: Callable[[], float] = tim
 class _Copier:
     """Writes each database's good records into the fresh store, in bounded transactions.
 
-    ``meta`` comes last (as in ``_DB_NAMES``): by then the last key of every
+    ``meta`` comes last (as in ``DB_NAMES``): by then the last key of every
     numbered database is known, and each sequence counter is written at or past
     it and past every offset a consumer recorded (a lost counter must not give
     a number again, nor put the service's consumers ahead of the journal).
@@ -337,7 +347,7 @@ class _Copier:
         back until its next pass. What the tree gave wins.
         """
         for _, records in data.loose_leaves():
-            if not all(len(k) == _SENSOR_TIME.size and len(v) == _VALUES.size
+            if not all(len(k) == SENSOR_TIME.size and len(v) == VALUES.size
                        for k, v in records):
                 continue
             items = list(records)
@@ -348,19 +358,19 @@ class _Copier:
         items = list(chunk)
         self.store.transact(lambda b: b.put_records(name, items))
         if name in dict(_SEQUENCES).values():
-            self.last[name] = max(self.last.get(name, 0), _SEQ.unpack(items[-1][0])[0])
+            self.last[name] = max(self.last.get(name, 0), SEQ.unpack(items[-1][0])[0])
         chunk.clear()
 
     def _counters(self, meta: dict[bytes, bytes]) -> dict[bytes, bytes]:
         def stored(key: str) -> int:
             raw = meta.get(key.encode())
-            return 0 if raw is None else int(_unpack(raw))
+            return 0 if raw is None else int(unpack(raw))
 
-        offsets = {key.decode()[2:]: int(_unpack(raw)) for key, raw in meta.items()
+        offsets = {key.decode()[2:]: int(unpack(raw)) for key, raw in meta.items()
                    if key.startswith(b"o:")}
         sender = offsets.pop(OUTBOX_SENDER, 0)
-        floors = {_ARRIVAL: max(offsets.values(), default=0), _OUTBOX: sender, _REJECT: 0}
-        return {f"q:{sequence}".encode(): _pack(max(stored(f"q:{sequence}"),
+        floors = {ARRIVAL: max(offsets.values(), default=0), OUTBOX: sender, REJECT: 0}
+        return {f"q:{sequence}".encode(): pack(max(stored(f"q:{sequence}"),
                                                      self.last.get(database, 0),
                                                      floors[sequence]))
                 for sequence, database in _SEQUENCES}

@@ -14,12 +14,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from core import frames
+from storage.store import ReadView, Store
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Asia/Seoul")
@@ -181,6 +185,14 @@ class StalledPeer:
 
 def decoded_frames(lines: Iterable[bytes]) -> list[object]:
     return [frames.decode(line, TZ) for line in lines]
+
+
+def read(store: Store, what: Callable[[ReadView], T]) -> T:
+    """``what`` read in one read transaction of ``store``: a poll's predicate
+    (``wait_for(lambda: read(store, lambda v: v.offset("detector")) == 5)``),
+    where a ``with store.read()`` block cannot go."""
+    with store.read() as view:
+        return what(view)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):

@@ -29,7 +29,7 @@ from core.forecast import HORIZON_HOURS, Forecast
 from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
 from tests.faults.helpers import parse_frames
-from tests.harness import TZ, PeerServer, StalledPeer, run_cli, wait_for, write_config
+from tests.harness import TZ, PeerServer, StalledPeer, read, run_cli, wait_for, write_config
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp())
 S1 = SensorId("001")
@@ -46,7 +46,8 @@ def commit(store, readings):
 
 
 def alerts(store):
-    return [e for e in store.outbox(limit=10_000) if e.frame["type"] == "ALR"]
+    with store.read() as view:
+        return [e for e in view.outbox(limit=10_000) if e.frame["type"] == "ALR"]
 
 
 def test_detector_flags_each_reading_once_and_tells_the_transmitter(harness, store):
@@ -57,22 +58,24 @@ def test_detector_flags_each_reading_once_and_tells_the_transmitter(harness, sto
     flags = [(e.frame["flow_flags"], e.frame["pressure_flags"]) for e in alerts(store)]
     assert flags == [(0, 0), (FLAG_SYSTEM, 0), (0, FLAG_SYSTEM)]
     assert max(m.seq for m in told if isinstance(m, messages.OutboxAppended)) == 3
-    assert store.offset("detector") == 3
-    assert store.detections(S1)[0]["time"] == T0 + 60
+    with store.read() as view:
+        assert view.offset("detector") == 3
+        assert view.detections(S1)[0]["time"] == T0 + 60
 
 
 def test_detector_restarted_resumes_from_its_offset(harness, store):
     harness.record("transmitter", "predictor")
     detector = harness.start(Detector)
     harness.tell(detector, commit(store, [reading(m) for m in range(5)]))
-    wait_for(lambda: store.offset("detector") == 5)
+    wait_for(lambda: read(store, lambda v: v.offset("detector") == 5))
     detector.stop()
     # Committed while the detector was down, never told to anyone:
     store.ingest([reading(m) for m in range(5, 8)])
     detector = harness.start(Detector)
-    wait_for(lambda: store.offset("detector") == 8)
+    wait_for(lambda: read(store, lambda v: v.offset("detector") == 8))
     # The same batch told again (a late duplicate message) changes nothing.
-    harness.tell(detector, messages.ReadingsCommitted.of(store.journal(0, 100)))
+    with store.read() as view:
+        harness.tell(detector, messages.ReadingsCommitted.of(view.journal(0, 100)))
     harness.ask(detector, messages.Ping())
     assert [e.frame["time"] for e in alerts(store)] == [T0 + m * 60 for m in range(8)]
 
@@ -82,7 +85,7 @@ def test_detector_fills_a_gap_from_the_store(harness, store):
     detector = harness.start(Detector)
     store.ingest([reading(m) for m in range(3)])  # committed, message lost
     harness.tell(detector, commit(store, [reading(3)]))
-    wait_for(lambda: store.offset("detector") == 4)
+    wait_for(lambda: read(store, lambda v: v.offset("detector") == 4))
     assert len(alerts(store)) == 4
 
 
@@ -122,7 +125,7 @@ def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store
         decoded = [frames.decode(line, TZ) for line in lines]
         assert [f.seq for f in decoded] == seqs
         assert decoded[0] == frames.AlertFrame(seqs[0], S1, T0, 1.5, None, 0, 1)
-        wait_for(lambda: store.offset("transmitter") == seqs[-1])
+        wait_for(lambda: read(store, lambda v: v.offset("transmitter") == seqs[-1]))
     finally:
         upstream.close()
 
@@ -146,12 +149,14 @@ def test_transmitter_answers_while_the_upstream_stalls_and_sends_once_it_drains(
             started = time.monotonic()
             assert harness.ask(transmitter, messages.Ping()) == "pong"
             assert time.monotonic() - started < 3.0, "a write to a stalled peer holds the actor"
-        assert store.offset("transmitter") < seqs[-1]
+        with store.read() as view:
+            assert view.offset("transmitter") < seqs[-1]
         upstream.drain()
 
         def ticked_through() -> bool:  # the supervisor's ticks retry a stalled upstream
             harness.tell(transmitter, messages.Tick(time.time()))
-            return store.offset("transmitter") == seqs[-1]
+            with store.read() as view:
+                return view.offset("transmitter") == seqs[-1]
 
         wait_for(ticked_through, timeout=60, interval=0.25,
                  what="every frame sent once the peer reads")
@@ -176,10 +181,11 @@ def test_transmitter_ignores_an_ack_of_a_frame_not_sent_yet(harness, store, tmp_
         harness.tell(transmitter, messages.Tick(time.time()))  # sends it, records the count
         wait_for(lambda: upstream.lines(), what="the frame sent")
         harness.ask(transmitter, messages.Ping())
-        assert [e.seq for e in store.outbox()] == [seq], "an ACK removed a frame never sent"
-        assert store.counters()["upstream_reject.ack_unsent"] == 1
+        with store.read() as view:
+            assert [e.seq for e in view.outbox()] == [seq], "an ACK removed a frame never sent"
+            assert view.counters()["upstream_reject.ack_unsent"] == 1
         harness.tell(transmitter, messages.AckReceived(seq))  # now it counts
-        wait_for(lambda: store.outbox() == [], what="the frame acknowledged")
+        wait_for(lambda: read(store, lambda v: v.outbox() == []), what="the frame acknowledged")
     finally:
         upstream.close()
 
@@ -196,9 +202,11 @@ def test_serial_reader_commits_before_telling(harness, store, tmp_path):
         # Every reading told had already been committed.
         for message in told:
             for stored in message.stored():
-                assert stored.reading in store.readings(stored.reading.sensor)
-        assert store.journal_head() == 2
-        assert store.counters()["reject.no_start"] == 1
+                with store.read() as view:
+                    assert stored.reading in view.readings(stored.reading.sensor)
+        with store.read() as view:
+            assert view.journal_head() == 2
+            assert view.counters()["reject.no_start"] == 1
     finally:
         rtu.close()
 
@@ -211,10 +219,12 @@ def test_night_flow_stores_blocks_and_tells_the_detector(harness, store):
     harness.tell(night_flow, commit(store, night))
     told = detector.wait_for(lambda r: any(isinstance(m, messages.NightClosed) for m in r))
     assert told[-1] == messages.NightClosed(S1, "2026-01-05")
-    blocks = store.night_blocks(S1)
+    with store.read() as view:
+        blocks = view.night_blocks(S1)
     assert len(blocks) == 42 and all(b["complete"] for b in blocks)
-    assert store.doc("night", "001/2026-01-05")["mnf"] == pytest.approx(3.03, abs=0.01)
-    assert store.offset("night_flow") == len(night)
+    with store.read() as view:
+        assert view.doc("night", "001/2026-01-05")["mnf"] == pytest.approx(3.03, abs=0.01)
+        assert view.offset("night_flow") == len(night)
 
 
 def test_night_flow_lets_no_reading_stamped_ahead_of_the_gateway_clock_close_a_night(
@@ -227,14 +237,16 @@ def test_night_flow_lets_no_reading_stamped_ahead_of_the_gateway_clock_close_a_n
     first = [reading(m, flow=3.0, base=start) for m in range(60)]
     ahead = reading(60, flow=9.0, base=start + 8 * 3600 + 17)  # an RTU clock 8 h ahead
     harness.tell(night_flow, commit(store, first + [ahead]))
-    wait_for(lambda: store.offset("night_flow") == 61)
-    assert store.docs("night", prefix="001/") == [], "a future stamp closed the night"
+    wait_for(lambda: read(store, lambda v: v.offset("night_flow") == 61))
+    with store.read() as view:
+        assert view.docs("night", prefix="001/") == [], "a future stamp closed the night"
     clock["now"] = start + 8 * 3600  # the night goes on in real time and ends
     rest = [reading(m, flow=3.0, base=start) for m in range(60, 7 * 60 + 1)]
     harness.tell(night_flow, commit(store, rest))
     detector.wait_for(lambda r: any(isinstance(m, messages.NightClosed) for m in r))
-    assert store.doc("night", "001/2026-01-05")["complete_blocks"] == 42
-    assert all(b["mean"] == 3.0 for b in store.night_blocks(S1))
+    with store.read() as view:
+        assert view.doc("night", "001/2026-01-05")["complete_blocks"] == 42
+        assert all(b["mean"] == 3.0 for b in view.night_blocks(S1))
 
 
 def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
@@ -245,9 +257,13 @@ def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
     issued = T0 + 8 * 24 * 3600
     harness.tell(predictor, messages.HourClosed(S1, issued))
     recorder.wait_for(lambda r: messages.ForecastIssued(S1, issued) in r)
-    fcd = [e.frame for e in store.outbox(limit=100) if e.frame["type"] == "FCD"]
+    with store.read() as view:
+        fcd = [e.frame for e in view.outbox(limit=100) if e.frame["type"] == "FCD"]
+        assert view.doc("forecast", S1)["source"] == "naive"
+        # Its state is saved alone: the Predictor reads no journal, so it has no offset.
+        assert view.consumer_state("predictor") == {"issued": {S1: issued}}
+        assert view._meta_get("o:predictor") is None
     assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
-    assert store.doc("forecast", S1)["source"] == "naive"
 
 
 def test_predictor_warns_of_a_short_forecast_and_not_of_a_complete_one(harness, store, caplog):
@@ -364,10 +380,12 @@ def test_first_store_criteria_come_when_the_store_holds_min_days(harness, store,
 
     harness.tell(detector, commit(store, flows(0, seven_days)))
     harness.ask(detector, messages.Ping())
-    assert store.doc("criteria", "001/current") is None, "built before min_days"
+    with store.read() as view:
+        assert view.doc("criteria", "001/current") is None, "built before min_days"
     harness.tell(detector, commit(store, flows(seven_days, seven_days + 60)))
     harness.ask(detector, messages.Ping())
-    built = store.doc("criteria", "001/current")
+    with store.read() as view:
+        built = view.doc("criteria", "001/current")
     assert built is not None, "no criteria at min_days"
     assert built["source"] == "store" and built["days"] == pytest.approx(7.0, abs=1 / 24)
 
@@ -381,13 +399,14 @@ def test_repaired_is_recorded_beside_the_store_and_night_flow_applies_it(harness
     before = time.time()
     result = run_cli(site, "repaired", "--sensor", "001")
     assert result.returncode == 0 and "001: repair recorded" in result.stdout, result.stderr
-    [(key, record)] = store.docs("repair")
+    with store.read() as view:
+        [(key, record)] = view.docs("repair")
     assert record["sensor"] == "001" and record["applied"] is None
     assert before <= record["wall_time"] <= time.time()
     assert record["event_time"] is None  # no Detector has taken a reading in yet
     assert "not applied yet" in run_cli(site, "status").stdout
     harness.start(NightFlow)  # catches up with the journal: reading 0 comes after the repair
-    wait_for(lambda: store.doc("repair", key)["applied"] == T0)
+    wait_for(lambda: read(store, lambda v: v.doc("repair", key)["applied"] == T0))
     assert "repaired marked" in (status := run_cli(site, "status").stdout)
     assert ", applied" in status, status
 
@@ -400,4 +419,5 @@ def test_repaired_needs_a_known_sensor(tmp_path, store):
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
     assert "009" in unknown.stderr
     assert run_cli(site, "repaired").returncode == 2  # --sensor is required
-    assert store.docs("repair") == []
+    with store.read() as view:
+        assert view.docs("repair") == []

@@ -54,15 +54,17 @@ class OutboxDelivery(RuleBasedStateMachine):
         return Store(self.dir / "store.lmdb", outbox_max=OUTBOX_MAX, sync=False)
 
     def _resume(self) -> Delivery:
-        return Delivery.resume(self.store.offset(OUTBOX_SENDER), ack=True,
-                               ack_timeout_s=ACK_TIMEOUT_S, resend_per_s=RESEND_PER_S)
+        with self.store.read() as view:
+            return Delivery.resume(view.offset(OUTBOX_SENDER), ack=True,
+                                   ack_timeout_s=ACK_TIMEOUT_S, resend_per_s=RESEND_PER_S)
 
     def teardown(self) -> None:
         self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kept(self) -> list[int]:
-        return [e.seq for e in self.store.outbox(after=0, limit=10_000)]
+        with self.store.read() as view:
+            return [e.seq for e in view.outbox(after=0, limit=10_000)]
 
     def _went_out(self, seqs: list[int]) -> None:
         self.written.update(seqs)
@@ -96,7 +98,8 @@ class OutboxDelivery(RuleBasedStateMachine):
     def drain(self, take: int, record: bool) -> None:
         """The link takes ``take`` frames whole (fewer: it stalled); the offset is
         recorded unless the process dies first."""
-        entries = self.store.outbox(after=self.delivery.sent, limit=CHUNK)
+        with self.store.read() as view:
+            entries = view.outbox(after=self.delivery.sent, limit=CHUNK)
         done = [e.seq for e in entries[:take]]
         self.delivery.written(done, self.now)
         self._went_out(done)
@@ -129,7 +132,8 @@ class OutboxDelivery(RuleBasedStateMachine):
 
     @rule()
     def tick_resends(self) -> None:
-        oldest = [e.seq for e in self.store.outbox(after=0, limit=self.delivery.resend_window())]
+        with self.store.read() as view:
+            oldest = [e.seq for e in view.outbox(after=0, limit=self.delivery.resend_window())]
         due = self.delivery.due(oldest, self.now)
         assert len(due) <= RESEND_PER_S
         for seq in due:
@@ -142,7 +146,8 @@ class OutboxDelivery(RuleBasedStateMachine):
     @rule()
     def link_reconnects(self) -> None:
         """What went out on the old link may be lost: all that is kept goes again, in order."""
-        oldest = self.store.outbox_oldest()
+        with self.store.read() as view:
+            oldest = view.outbox_oldest()
         self.delivery.link_up(oldest.seq if oldest is not None else None)
         assert oldest is None or self.delivery.sent < oldest.seq
 
@@ -155,7 +160,8 @@ class OutboxDelivery(RuleBasedStateMachine):
         self.delivery = self._resume()
         self.last_try = {}
         self.link_reconnects()
-        assert self.store.peek_outbox_seq() == max(self.given, default=0)
+        with self.store.read() as view:
+            assert view.peek_sequence() == max(self.given, default=0)
 
     @rule()
     def link_works_until_the_outbox_is_empty(self) -> None:
@@ -180,7 +186,8 @@ class OutboxDelivery(RuleBasedStateMachine):
         assert kept <= set(self.given) and not kept & self.acked
         assert self.acked <= self.written
         dropped = set(self.given) - kept - self.acked
-        assert len(dropped) == self.store.counters().get("outbox_dropped", 0)
+        with self.store.read() as view:
+            assert len(dropped) == view.counters().get("outbox_dropped", 0)
         if dropped and kept:
             assert max(dropped) < min(kept), "only the oldest may be dropped"
 

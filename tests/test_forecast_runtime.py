@@ -18,9 +18,10 @@ from cli.commands import write_status
 from core import forecast_check, messages
 from core.forecast import HORIZON_HOURS, Forecast, HourlySeries, lstm_forecast, naive_forecast
 from core.types import EpochSeconds, EventTimes, Reading, SensorId
+from storage import documents
 from storage.store import Store
 from tests.conftest import make_config
-from tests.harness import TZ, run_cli, write_config
+from tests.harness import TZ, read, run_cli, write_config
 from tests.test_forecast_check import noisy_weeks, offset_model
 
 S1 = SensorId("001")
@@ -62,7 +63,7 @@ def test_predictor_falls_back_to_naive_per_quantity_says_so_once_and_returns(
         issued = EpochSeconds(START + hour * H)
         harness.tell(predictor, messages.HourClosed(S1, issued))
         recorder.wait_for(lambda r: messages.ForecastIssued(S1, issued) in r)
-        return Forecast.from_record(store.doc("forecast", S1))
+        return Forecast.from_record(read(store, lambda v: documents.forecast(v, S1)))
 
     end = WEEKS * 168
     fc = forecast_at(end)
@@ -72,7 +73,7 @@ def test_predictor_falls_back_to_naive_per_quantity_says_so_once_and_returns(
     np.testing.assert_allclose(fc.flow, naive.flow)
     np.testing.assert_allclose(fc.pressure, by_model.pressure)
     assert (fc.source, fc.model_version, fc.flow_band, fc.pressure_band) == ("lstm", "v1", None, 1.0)
-    choice = forecast_check.Choice.from_record(store.doc(forecast_check.CHOICE_DOC, S1))
+    choice = forecast_check.Choice.from_record(read(store, lambda v: documents.forecast_choice(v, S1)))
     assert choice.use == {"flow": "naive", "pressure": "model"}
     assert choice.scores["flow"].model_mae > choice.scores["flow"].naive_mae
     assert choice.scores["flow"].hours == 24 * 28
@@ -85,7 +86,7 @@ def test_predictor_falls_back_to_naive_per_quantity_says_so_once_and_returns(
 
     forecast_at(end + 1)  # not due again within the day
     forecast_at(end + 25)  # due: checked again, the same verdict
-    assert store.doc(forecast_check.CHOICE_DOC, S1)["checked"] == START + (end + 25) * H
+    assert read(store, lambda v: documents.forecast_choice(v, S1))["checked"] == START + (end + 25) * H
     switched = [r.getMessage() for r in caplog.records if "switched" in r.getMessage()]
     assert len(switched) == 1 and "sensor 001: flow forecast switched to seasonal-naive" \
         in switched[0] and r"model v1's MAE" in switched[0], switched
@@ -96,7 +97,7 @@ def test_predictor_falls_back_to_naive_per_quantity_says_so_once_and_returns(
     harness.tell(predictor, messages.ModelChanged(S1, "v2"))
     fc = forecast_at(end + 26)
     assert fc.model_version == "v2" and fc.flow_band == 1.0
-    choice = forecast_check.Choice.from_record(store.doc(forecast_check.CHOICE_DOC, S1))
+    choice = forecast_check.Choice.from_record(read(store, lambda v: documents.forecast_choice(v, S1)))
     assert choice.version == "v2" and not choice.uses_naive()
 
 
@@ -120,10 +121,10 @@ def test_retraining_starts_at_the_quiet_hour_and_a_failed_one_waits_a_day(
     result = ('{"sensor": "001", "accepted": false, "version": "w", "paths": {"flow": "x"}, '
               '"metadata": {"data_until": 1}}')
     assert not commit_training(store, S1, "rejected", "does not beat seasonal-naive", result, 40.0)
-    assert store.doc("model", S1) == {"version": "v", "data_until": until}
-    assert store.doc("training", S1)["event_time"] == store.event_time(S1)
+    assert read(store, lambda v: documents.model(v, S1)) == {"version": "v", "data_until": until}
+    assert read(store, lambda v: documents.training(v, S1))["event_time"] == read(store, lambda v: v.event_time(S1))
     store.transact(lambda b: b.put_doc("training", S1, {
-        **store.doc("training", S1), "retry_after": time.time() - 1}))
+        **read(store, lambda v: documents.training(v, S1)), "retry_after": time.time() - 1}))
     assert not due_at(2026, 1, 13, 15, 0), "a rejected retraining does not run again hourly"
     assert due_at(2026, 1, 14, 3, 0)
 

@@ -89,7 +89,8 @@ def _forecast_source(config: Path) -> str | None:
     from storage.store import Store
 
     with Store(Path(_store_path(config)), readonly=True) as store:
-        doc = store.doc("forecast", "001")
+        with store.read() as view:
+            doc = view.doc("forecast", "001")
         return doc and doc["source"]
 
 

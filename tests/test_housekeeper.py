@@ -9,7 +9,7 @@ from actors.housekeeper import Housekeeper
 from core import messages
 from core.types import EpochSeconds, Reading, SensorId
 from tests.conftest import Harness, make_config
-from tests.harness import TZ, wait_for
+from tests.harness import TZ, read, wait_for
 
 T0 = int(datetime(2026, 1, 5, 0, 0, tzinfo=TZ).timestamp())
 DAY = 86_400
@@ -28,12 +28,14 @@ def test_the_journal_is_trimmed_up_to_the_slowest_consumer(tmp_path, store):
     store.transact(lambda b: b.set_offset("night_flow", 25))
     housekeeper = harness.start(Housekeeper)
     harness.tell(housekeeper, messages.Tick(0.0))
-    wait_for(lambda: store.journal(0, 100)[0].arrival == 26, what="journal trimmed")
-    assert [j.arrival for j in store.journal(0, 100)] == list(range(26, 51))
-    assert store.journal_head() == 50, "trimming must not move the head"
-    assert store.count_readings(SensorId("001")) == 50, "readings are not the journal's to trim"
+    wait_for(lambda: read(store, lambda v: v.journal(0, 100)[0].arrival == 26), what="journal trimmed")
+    with store.read() as view:
+        assert [j.arrival for j in view.journal(0, 100)] == list(range(26, 51))
+        assert view.journal_head() == 50, "trimming must not move the head"
+        assert view.count_readings(SensorId("001")) == 50, "readings are not the journal's to trim"
     # A consumer that resumes from its offset still finds everything after it.
-    assert [j.arrival for j in store.journal(25, 5)] == [26, 27, 28, 29, 30]
+    with store.read() as view:
+        assert [j.arrival for j in view.journal(25, 5)] == [26, 27, 28, 29, 30]
 
 
 def process_all(harness: Harness, store) -> None:
@@ -41,7 +43,7 @@ def process_all(harness: Harness, store) -> None:
     decides each sensor's event time); it is stopped once it has them all."""
     harness.record("transmitter", "predictor")
     detector = harness.start(Detector)
-    wait_for(lambda: store.offset("detector") == store.journal_head(), what="readings processed")
+    wait_for(lambda: read(store, lambda v: v.offset("detector") == v.journal_head()), what="readings processed")
     detector.stop()
 
 
@@ -54,10 +56,11 @@ def test_retention_keeps_retention_days_before_each_sensors_event_time(tmp_path,
     housekeeper = harness.start(Housekeeper)
     harness.tell(housekeeper, messages.Tick(0.0))
     newest = T0 + (3 * 1440 - 1) * 60
-    wait_for(lambda: store.first_reading(SensorId("001")).time >= newest - DAY,
+    wait_for(lambda: read(store, lambda v: v.first_reading(SensorId("001")).time >= newest - DAY),
              what="retention applied")
-    assert store.first_reading(SensorId("001")).time == newest - DAY
-    assert store.count_readings(SensorId("002")) == 1440, "each sensor keeps its own year"
+    with store.read() as view:
+        assert view.first_reading(SensorId("001")).time == newest - DAY
+        assert view.count_readings(SensorId("002")) == 1440, "each sensor keeps its own year"
     assert harness.crashes == []
 
 
@@ -72,13 +75,15 @@ def test_one_reading_stamped_far_ahead_does_not_make_retention_delete_the_histor
     store.ingest([Reading(SensorId("001"), EpochSeconds(FAR_AHEAD), 10.0, 4.0, 0)])
     store.ingest(readings("001", newest + 60, 1))
     process_all(harness, store)
-    assert store.event_time(SensorId("001")) == newest + 60, "2099 moved the event time"
-    (detection,) = store.detections(SensorId("001"), FAR_AHEAD, FAR_AHEAD + 1)
+    with store.read() as view:
+        assert view.event_time(SensorId("001")) == newest + 60, "2099 moved the event time"
+        (detection,) = view.detections(SensorId("001"), FAR_AHEAD, FAR_AHEAD + 1)
     assert {c["reason"] for c in detection["causes"]} == {"clock_ahead"}
     housekeeper = harness.start(Housekeeper)
     harness.tell(housekeeper, messages.Tick(0.0))
-    wait_for(lambda: store.first_reading(SensorId("001")).time > T0, what="retention applied")
-    assert store.first_reading(SensorId("001")).time == newest + 60 - DAY
-    assert store.count_readings(SensorId("001")) == 1440 + 2, "the history must stay"
-    assert store.latest_reading(SensorId("001")).time == FAR_AHEAD, "and so must the 2099 reading"
+    wait_for(lambda: read(store, lambda v: v.first_reading(SensorId("001")).time > T0), what="retention applied")
+    with store.read() as view:
+        assert view.first_reading(SensorId("001")).time == newest + 60 - DAY
+        assert view.count_readings(SensorId("001")) == 1440 + 2, "the history must stay"
+        assert view.latest_reading(SensorId("001")).time == FAR_AHEAD, "and so must the 2099 reading"
     assert harness.crashes == []

@@ -302,8 +302,8 @@ def test_with_serial_acks_a_frame_waits_in_the_outbox_for_the_broker(tmp_path, p
         alerts = {seq for seq, f in serial_frames(upstream).items() if f.startswith(b"$ALR")}
 
         def alerts_gone() -> bool:  # (health and silence frames keep coming meanwhile)
-            with Store(tmp_path / "store", readonly=True) as store:
-                return not alerts & {e.seq for e in store.outbox(limit=10_000)}
+            with Store(tmp_path / "store", readonly=True) as store, store.read() as view:
+                return not alerts & {e.seq for e in view.outbox(limit=10_000)}
 
         wait_for(alerts_gone, timeout=30, what="the alerts gone once both uplinks had them")
     finally:

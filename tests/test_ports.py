@@ -3,11 +3,14 @@ write_lines on a tty (pty), a socket and loop:// whose far end stops taking byte
 
 from __future__ import annotations
 
+import mmap
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +21,8 @@ from core import frames
 from core.simulator import Simulator, SimulatorSettings
 from core.types import Reading
 from ports import PortError, Written, open_port, write_lines
-from ports.memory import limit_malloc_arenas, release_free_heap
+from ports.disk import reserve_file
+from ports.memory import limit_malloc_arenas, release_file_mapping, release_free_heap
 from tests.harness import StalledPeer, wait_for
 
 TZ = ZoneInfo("Asia/Seoul")
@@ -220,6 +224,29 @@ def test_freed_heap_goes_back_to_the_os() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_malloc_takes_the_arena_limit() -> None:
     assert limit_malloc_arenas(2) is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps is Linux's")
+def test_a_read_only_file_mapping_leaves_rss_and_reads_back(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    with data.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert sum(mapped[::4096]) == 0  # every page touched: resident
+        assert release_file_mapping(data) == len(mapped)
+        assert mapped[:256] == bytes(range(256))  # read back from the page cache
+    assert release_file_mapping(data) == 0  # no longer mapped
+    assert release_file_mapping(tmp_path / "absent") == 0
+
+
+def test_reserving_disk_lengthens_a_file_and_never_shortens_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"kept")
+    reserve_file(data, 1 << 20)
+    assert data.stat().st_size == 1 << 20 and data.read_bytes()[:4] == b"kept"
+    reserve_file(data, 1024)
+    assert data.stat().st_size == 1 << 20
+    with pytest.raises(OSError):
+        reserve_file(tmp_path / "absent", 1024)
 
 
 # -- write_lines: a far end that stops taking bytes ----------------------------------------

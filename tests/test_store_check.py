@@ -49,20 +49,22 @@ def test_a_garbled_record_is_a_named_damage_the_store_remembers(tmp_path: Path) 
     raw_put(path, b"meta", b"s:detector", b"\xc1")  # 0xc1: never used by msgpack
     with Store(path) as store, Store(path, readonly=True) as other:
         assert store.damage is None
-        with pytest.raises(StoreDamagedError) as damaged:
-            store.consumer_state("detector")
+        with pytest.raises(StoreDamagedError) as damaged, store.read() as view:
+            view.consumer_state("detector")
         assert str(damaged.value) == (f"store at {path} is damaged: a record cannot be decoded "
                                       "(FormatError)")
         assert other.damage is damaged.value, "one environment, one damage for the process"
-        assert len(store.readings(S1)) == 50, "what is sound still reads"
+        with store.read() as view:
+            assert len(view.readings(S1)) == 50, "what is sound still reads"
 
 
 def test_a_garbled_outbox_record_does_not_desync_the_batch_silently(tmp_path: Path) -> None:
     path = tmp_path / "store.lmdb"
     filled(path).close()
     raw_put(path, b"outbox", (3).to_bytes(8, "big"), msgpack.packb([1.0, 0]) + b"\x01")
-    with Store(path) as store, pytest.raises(StoreDamagedError, match="outbox record"):
-        store.outbox(0, 10)
+    with Store(path) as store, pytest.raises(StoreDamagedError, match="outbox record"), \
+            store.read() as view:
+        view.outbox(0, 10)
 
 
 def test_check_lists_each_damaged_record_and_a_counter_behind(tmp_path: Path) -> None:
@@ -90,9 +92,10 @@ def test_recovery_keeps_what_decodes_and_never_reuses_a_number(tmp_path: Path) -
     assert recovery.report.databases["readings"].undecodable == 1
     assert recovery.report.databases["meta"].undecodable == 2
     with Store(path) as store:
-        assert len(store.readings(S1)) == 49
-        assert store.offset("detector") == 20 and store.consumer_state("detector") == {"state": 1}
-        assert store.journal_head() == 50 and store.peek_outbox_seq() == 5
+        with store.read() as view:
+            assert len(view.readings(S1)) == 49
+            assert view.offset("detector") == 20 and view.consumer_state("detector") == {"state": 1}
+            assert view.journal_head() == 50 and view.peek_sequence() == 5
         assert store.transact(lambda b: b.append_outbox({"type": "HLT"})) == 6
         assert [s.arrival for s in store.ingest(minutes(2, start=1_900_000_000)).stored] == [51, 52]
     assert check_store(path).sound

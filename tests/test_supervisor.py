@@ -42,7 +42,8 @@ def test_each_crashed_actor_is_restarted_within_a_second(tmp_path, store):
             assert time.monotonic() - crashed_at < 1.0, role
             assert sup.all_answer(timeout=2)
         assert sup.stats.restarts == {role: 1 for role in sup.order}
-        assert store.counters()["restart.detector"] == 1
+        with store.read() as view:
+            assert view.counters()["restart.detector"] == 1
     finally:
         stop.set()
         wait_for(lambda: result, timeout=10)

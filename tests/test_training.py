@@ -232,9 +232,9 @@ def test_training_process_end_to_end(tmp_path):
 
     # The exported pair forecasts from the same store, as the service will.
     flow_m, pressure_m = (ExportedModel.load(result["paths"][q]) for q in ("flow", "pressure"))
-    with Store(store_path, readonly=True) as store:
-        arrays = store.reading_arrays(SID, until=FAR_AHEAD)
-        assert store.doc("model", SID) == {"version": "old"}  # the trainer never writes
+    with Store(store_path, readonly=True) as store, store.read() as view:
+        arrays = view.reading_arrays(SID, until=FAR_AHEAD)
+        assert view.doc("model", SID) == {"version": "old"}  # the trainer never writes
     series = hourly_means(arrays.time, arrays.flow, arrays.pressure)
     fc = lstm_forecast(flow_m, pressure_m, SID, series, EpochSeconds(series.end))
     assert np.isfinite(fc.flow).all() and np.isfinite(fc.pressure).all()

@@ -220,7 +220,8 @@ def test_chart_data_marks_the_flag_with_the_export_text(config, store):
     data = json.loads(body)
     assert status == 200 and data["readings"] == 600
     [marker] = data["charts"]["flow"]["markers"]
-    stored = store.detections(SensorId("001"))[0]
+    with store.read() as view:
+        stored = view.detections(SensorId("001"))[0]
     assert marker["t"] == record["time"] and marker["methods"] == ["VALUE"]
     assert marker["text"] == detection_line(stored, config.site.tz)
     assert data["charts"]["pressure"]["markers"] == []
@@ -326,7 +327,9 @@ def test_an_unusable_token_file_is_named(tmp_path, content):
 def test_with_the_mqtt_uplink_on_its_backlog_is_a_second_uplink(tmp_path, store):
     config = make_config(tmp_path, mqtt={"url": "mqtt://127.0.0.1:1883"})
     fill(store)  # one frame in the outbox, sent on neither uplink
-    store.transact(lambda b: b.set_offset("transmitter", store.peek_outbox_seq()))
+    with store.read() as view:
+        sent = view.peek_sequence()
+    store.transact(lambda b: b.set_offset("transmitter", sent))
     client = Client(build_app(config, store, live, clock=lambda: T0 + 36_000))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(client.get("/metrics")[2].decode())

@@ -83,9 +83,10 @@ class Site:
             self.rtu.send(b"".join(lines[i:i + 5000]))
         with Store(self.store_path, readonly=True) as store:
             def caught_up() -> bool:
-                head = store.journal_head()
-                return (head >= len(self.readings) and store.offset("detector") == head
-                        and store.offset("night_flow") == head)
+                with store.read() as view:
+                    head = view.journal_head()
+                    return (head >= len(self.readings) and view.offset("detector") == head
+                            and view.offset("night_flow") == head)
             wait_for(caught_up, timeout=240, interval=0.5, what="the replay stored and judged")
 
     def spikes(self, sensor: int, since: int) -> list[int]:

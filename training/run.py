@@ -112,11 +112,11 @@ def load_history(store_path: Path, sensor: SensorId) -> dict[str, Any] | None:
     NaN; None before the Detector has processed the sensor."""
     from storage.store import Store
 
-    with Store(store_path, readonly=True) as store:
-        until = store.event_time(sensor)
+    with Store(store_path, readonly=True) as store, store.read() as view:
+        until = view.event_time(sensor)
         if until is None:
             return None
-        arrays = store.reading_arrays(sensor, since=until - YEAR_S + 1, until=until + 1)
+        arrays = view.reading_arrays(sensor, since=until - YEAR_S + 1, until=until + 1)
     time_ = np.asarray(arrays.time, dtype=np.int64)
     status = np.asarray(arrays.status, dtype=np.int64)
     out: dict[str, Any] = {"time": time_}

@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from actors.supervision import Liveness
 from core.config import Config
 from core.types import SensorId
-from storage.store import Store
+from storage import documents
+from storage.store import ReadView, Store
 from web.series import METHOD_BITS
 from web.view import QUANTITIES, ROLES, counters_with_prefix, disk_of, uplink_state, uplinks
 
@@ -105,12 +106,14 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:  # two scrapes at once would count the same new readings twice
             families = {name: self._family(name) for name in METRICS}
-            self._collect(families, self.clock())
+            with self.store.read() as view:  # one snapshot of the store per scrape
+                self._collect(view, families, self.clock())
         yield from families.values()
 
-    def _collect(self, m: dict[str, CounterMetricFamily | GaugeMetricFamily], now: float) -> None:
+    def _collect(self, view: ReadView, m: dict[str, CounterMetricFamily | GaugeMetricFamily],
+                 now: float) -> None:
         store = self.store
-        counters = store.counters()
+        counters = view.counters()
         for reason, n in sorted(counters_with_prefix(counters, "reject.").items()):
             m["wdn_rejects"].add_metric([reason], n)
         m["wdn_duplicates"].add_metric([], counters.get("duplicates", 0))
@@ -119,7 +122,7 @@ class GatewayCollector(Collector):
         for role in ROLES:
             m["wdn_actor_restarts"].add_metric([role], restarts.get(role, 0))
         for uplink in uplinks(self.config):
-            state = uplink_state(store, uplink, now)
+            state = uplink_state(view, uplink, now)
             m["wdn_outbox_backlog_frames"].add_metric([uplink.name], state.backlog)
             m["wdn_outbox_oldest_unsent_age_seconds"].add_metric(
                 [uplink.name], state.oldest_unsent_s or 0.0)
@@ -138,18 +141,17 @@ class GatewayCollector(Collector):
         if disk is not None:
             m["wdn_disk_free_bytes"].add_metric([], disk.free)
             m["wdn_disk_total_bytes"].add_metric([], disk.total)
-        detector = store.consumer_state("detector") or {}
+        detector = documents.actor_state(view, "detector") or {}
         last_flags = detector.get("last_flags", {})
-        for sensor in store.sensors():
-            self._sensor(m, sensor, now, last_flags.get(sensor))
+        for sensor in view.sensors():
+            self._sensor(view, m, sensor, now, last_flags.get(sensor))
 
-    def _sensor(self, m: dict[str, CounterMetricFamily | GaugeMetricFamily], sensor: SensorId,
-                now: float, flags: list[int] | None) -> None:
-        store = self.store
-        last = store.latest_reading(sensor)
+    def _sensor(self, view: ReadView, m: dict[str, CounterMetricFamily | GaugeMetricFamily],
+                sensor: SensorId, now: float, flags: list[int] | None) -> None:
+        last = view.latest_reading(sensor)
         tally = self._tallies.setdefault(sensor, _Tally())
         if last is not None:
-            self._count(sensor, tally, int(last.time), None if not flags else int(flags[0]))
+            self._count(view, sensor, tally, int(last.time), None if not flags else int(flags[0]))
             m["wdn_last_reading_timestamp_seconds"].add_metric([sensor], last.time)
             m["wdn_last_reading_age_seconds"].add_metric([sensor], now - last.time)
         m["wdn_readings"].add_metric([sensor], tally.readings)
@@ -160,11 +162,11 @@ class GatewayCollector(Collector):
                 if flags:
                     active = flags[1 if quantity == "flow" else 2] & bit
                     m["wdn_flag_active"].add_metric(label, 1.0 if active else 0.0)
-        criteria = store.doc("criteria", f"{sensor}/current")
+        criteria = documents.current_criteria(view, sensor)
         if criteria:
             m["wdn_criteria_version"].add_metric([sensor], criteria["version"])
-        nights = store.docs("night", prefix=f"{sensor}/", newest_first=True, limit=1,
-                            where=lambda doc: doc.get("leak") is not None)
+        nights = documents.night_verdicts(view, sensor, newest_first=True, limit=1,
+                                          where=lambda doc: doc.get("leak") is not None)
         if nights:
             night = nights[0][1]
             for name, value in (("wdn_night_mnf", night.get("mnf")),
@@ -172,39 +174,39 @@ class GatewayCollector(Collector):
                                 ("wdn_night_leak", 1.0 if night.get("leak") else 0.0)):
                 if value is not None:
                     m[name].add_metric([sensor], value)
-        model = store.doc("model", sensor)
+        model = documents.model(view, sensor)
         if model:
             for forecast, key in (("model", "mae_model"), ("naive", "mae_naive")):
                 for quantity, value in (model.get(key) or {}).items():
                     if value is not None:
                         m["wdn_model_mae"].add_metric([sensor, quantity, forecast], value)
-        training = store.doc("training", sensor)
+        training = documents.training(view, sensor)
         if training:
             m["wdn_training_last_timestamp_seconds"].add_metric([sensor], training.get("at", 0))
             if training.get("duration_s") is not None:
                 m["wdn_training_last_duration_seconds"].add_metric([sensor], training["duration_s"])
             m["wdn_training_last_outcome"].add_metric([sensor, str(training.get("outcome"))], 1.0)
 
-    def _count(self, sensor: SensorId, tally: _Tally, newest: int, judged: int | None) -> None:
+    def _count(self, view: ReadView, sensor: SensorId, tally: _Tally, newest: int,
+               judged: int | None) -> None:
         """Add the readings and flags stored since the last scrape (see the module doc).
 
         ``judged`` is the newest reading time the Detector had committed when the
         scrape began (read before the detections): its detections are all stored,
         later ones may not be yet and are left for the next scrape.
         """
-        store = self.store
         if newest > tally.readings_through:
-            tally.readings += store.count_readings(sensor, tally.readings_through + 1, newest + 1)
+            tally.readings += view.count_readings(sensor, tally.readings_through + 1, newest + 1)
             tally.readings_through = newest
         if judged is None or judged <= tally.detections_through:
             return
         since = tally.detections_through + 1
         if since == 0:  # the first count: from the oldest reading, not from 1970
-            first = store.first_reading(sensor)
+            first = view.first_reading(sensor)
             since = 0 if first is None else int(first.time)
         while since <= judged:
             until = min(since + DETECTION_CHUNK_S, judged + 1)
-            for record in store.detections(sensor, since, until):
+            for record in view.detections(sensor, since, until):
                 for quantity in QUANTITIES:
                     flags = int(record.get(f"{quantity}_flags", 0))
                     for method, bit in METHOD_BITS.items():

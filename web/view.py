@@ -20,7 +20,8 @@ from actors import ACTOR_CLASSES
 from cli.commands import detection_line, flag_names, local_iso, night_verdicts
 from core.config import Config
 from core.types import SensorId
-from storage.store import OUTBOX_PUBLISHER, OUTBOX_SENDER, Store
+from storage import documents
+from storage.store import OUTBOX_PUBLISHER, OUTBOX_SENDER, ReadView, Store
 from web import series as S
 
 DAY_S = 86_400
@@ -66,13 +67,13 @@ class UplinkState:
     oldest_unsent_s: float | None  # age of the oldest of them; None when none waits
 
 
-def uplink_state(store: Store, uplink: Uplink, now: float) -> UplinkState:
+def uplink_state(view: ReadView, uplink: Uplink, now: float) -> UplinkState:
     if uplink.acknowledged:
-        backlog, oldest = store.outbox_depth(), store.outbox_oldest()
+        backlog, oldest = view.outbox_depth(), view.outbox_oldest()
     else:
-        sent = store.offset(uplink.cursor)
-        backlog = max(0, store.peek_outbox_seq() - sent)
-        waiting = store.outbox(after=sent, limit=1) if backlog else []
+        sent = view.offset(uplink.cursor)
+        backlog = max(0, view.peek_sequence() - sent)
+        waiting = view.outbox(after=sent, limit=1) if backlog else []
         oldest = waiting[0] if waiting else None
     return UplinkState(backlog, None if oldest is None else max(0.0, now - oldest.created))
 
@@ -108,12 +109,17 @@ class SiteView:
     # -- overview -------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
-        """The site (uplinks, restarts, store, disk) and one row per sensor."""
+        """The site (uplinks, restarts, store, disk) and one row per sensor, from one
+        snapshot of the store."""
+        with self.store.read() as view:
+            return self._overview(view)
+
+    def _overview(self, view: ReadView) -> dict[str, Any]:
         store, now = self.store, self.clock()
-        counters = store.counters()
+        counters = view.counters()
         restarts = counters_with_prefix(counters, "restart.")
         disk = disk_of(store.path)
-        detector = store.consumer_state("detector") or {}
+        detector = documents.actor_state(view, "detector") or {}
         last_flags = detector.get("last_flags", {})
         return {
             "site": self.config.site.name,
@@ -123,22 +129,22 @@ class SiteView:
             "store_used_pct": round(store.used_pct(), 1),
             "disk_free": disk.free if disk else None,
             "disk_total": disk.total if disk else None,
-            "uplinks": [{"name": u.name, **_as_dict(uplink_state(store, u, now))}
+            "uplinks": [{"name": u.name, **_as_dict(uplink_state(view, u, now))}
                         for u in uplinks(self.config)],
             "restarts": {role: restarts.get(role, 0) for role in ROLES},
             "rejects": sum(counters_with_prefix(counters, "reject.").values()),
-            "sensors": [self._row(sensor, now, last_flags.get(sensor))
-                        for sensor in store.sensors()],
+            "sensors": [self._row(view, sensor, now, last_flags.get(sensor))
+                        for sensor in view.sensors()],
         }
 
-    def _row(self, sensor: SensorId, now: float, flags: list[int] | None) -> dict[str, Any]:
-        store = self.store
-        last = store.latest_reading(sensor)
+    def _row(self, view: ReadView, sensor: SensorId, now: float,
+             flags: list[int] | None) -> dict[str, Any]:
+        last = view.latest_reading(sensor)
         age = None if last is None else now - last.time
-        criteria = store.doc("criteria", f"{sensor}/current")
-        model = store.doc("model", sensor)
-        training = store.doc("training", sensor)
-        nights = store.docs("night", prefix=f"{sensor}/", newest_first=True, limit=NIGHT_TREND)
+        criteria = documents.current_criteria(view, sensor)
+        model = documents.model(view, sensor)
+        training = documents.training(view, sensor)
+        nights = documents.night_verdicts(view, sensor, newest_first=True, limit=NIGHT_TREND)
         return {
             "sensor": sensor,
             "last_time": None if last is None else local_iso(last.time, self.tz),
@@ -156,9 +162,9 @@ class SiteView:
             "training": None if not training else {
                 "outcome": training.get("outcome"), "detail": training.get("detail"),
                 "at": local_iso(training.get("at", 0), self.tz)},
-            "nights": [{"night": key.split("/", 1)[1], "leak": doc.get("leak"),
+            "nights": [{"night": night, "leak": doc.get("leak"),
                         "mnf": doc.get("mnf"), "threshold": doc.get("threshold")}
-                       for key, doc in reversed(nights)],
+                       for night, doc in reversed(nights)],
         }
 
     # -- one sensor's charts ------------------------------------------------------------
@@ -171,21 +177,21 @@ class SiteView:
         ahead as the range reaches back, at most its seven days.
         """
         span = RANGES[range_name]
-        store = self.store
         sensor_id = SensorId(sensor)
-        last = store.latest_reading(sensor_id)
-        if last is None:
-            raise UnknownSensor(sensor)
-        end = int(last.time)
-        first = store.first_reading(sensor_id)
-        since = max(end - span, int(first.time) if first else end)
-        ahead = end + min(span, FORECAST_DAYS * DAY_S)
-        arrays = store.reading_arrays(sensor_id, since, end + 1)
-        versions = [doc for key, doc in store.docs("criteria", prefix=f"{sensor}/")
-                    if not key.endswith("/current")]
-        forecast = store.doc("forecast", sensor_id)
-        detections = store.detections(sensor_id, since, end + 1)
-        verdicts = night_verdicts(store, sensor_id)
+        with self.store.read() as view:
+            last = view.latest_reading(sensor_id)
+            if last is None:
+                raise UnknownSensor(sensor)
+            end = int(last.time)
+            first = view.first_reading(sensor_id)
+            since = max(end - span, int(first.time) if first else end)
+            ahead = end + min(span, FORECAST_DAYS * DAY_S)
+            arrays = view.reading_arrays(sensor_id, since, end + 1)
+            versions = documents.criteria_versions(view, sensor_id)
+            forecast = documents.forecast(view, sensor_id)
+            detections = view.detections(sensor_id, since, end + 1)
+            verdicts = night_verdicts(view, sensor_id)
+            night = self._nights(view, sensor_id, end - max(span, MNF_MIN_SPAN_S))
         grid = S.hourly_grid(since, ahead)
         charts = {}
         for quantity in QUANTITIES:
@@ -212,7 +218,7 @@ class SiteView:
             "forecast_issued": None if not forecast else local_iso(forecast["issued"], self.tz),
             "forecast_source": None if not forecast else forecast.get("source"),
             "readings": len(arrays), "charts": charts,
-            "night": self._nights(sensor, end - max(span, MNF_MIN_SPAN_S)),
+            "night": night,
         }
 
     def _markers(self, detections: list[dict[str, Any]], quantity: str, values: np.ndarray,
@@ -227,10 +233,10 @@ class SiteView:
                  "text": detection_line(record, self.tz, verdicts)}
                 for record, methods in raises]
 
-    def _nights(self, sensor: str, since: int) -> dict[str, Any]:
+    def _nights(self, view: ReadView, sensor: SensorId, since: int) -> dict[str, Any]:
         """Each judged night's MNF, the value expected (baseline) and the threshold."""
         since_day = local_iso(since, self.tz)[:10]
-        nights = self.store.docs("night", prefix=f"{sensor}/", after=f"{sensor}/{since_day}")
+        nights = documents.night_verdicts(view, sensor, after=since_day)
         t = np.array([int(d.get("mnf_block_start") or d["ends"]) for _, d in nights],
                      dtype=np.int64)
 
@@ -241,7 +247,7 @@ class SiteView:
         data = S.align({name: S.Series(t, column(name))
                         for name in ("mnf", "baseline", "threshold")}
                        | {"leak": S.Series(t, column("mnf", only_leaks=True))})
-        return {"data": data, "nights": [key.split("/", 1)[1] for key, _ in nights]}
+        return {"data": data, "nights": [night for night, _ in nights]}
 
 
 def _as_dict(state: UplinkState) -> dict[str, Any]:

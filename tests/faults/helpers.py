@@ -25,7 +25,7 @@ from actors.test_hooks import CLOCK_OFFSET_FILE, hooks_dir
 from core import frames, messages
 from core.config import load_config
 from core.types import EpochSeconds, Reading, SensorId
-from storage.store import Store
+from storage.store import ReadView, Store
 from tests.harness import TZ, PeerServer, Service, run_cli, send_all, wait_for, write_config
 
 _hook_numbers = itertools.count(1)
@@ -194,26 +194,33 @@ class Site:
 
 
 def stored_everything(store: Store) -> dict[tuple[str, int], Reading]:
-    return {(r.sensor, r.time): r for s in store.sensors() for r in store.readings(s)}
+    with store.read() as view:
+        return _stored(view)
+
+
+def _stored(view: ReadView) -> dict[tuple[str, int], Reading]:
+    return {(r.sensor, r.time): r for s in view.sensors() for r in view.readings(s)}
 
 
 def assert_store_consistent(store: Store) -> None:
-    """Journal and readings agree; every consumer is within the journal.
+    """Journal and readings agree; every consumer is within the journal (one snapshot).
 
     The journal may have been trimmed (the Housekeeper): what is left runs
     without gaps to the head, and no trimmed arrival was still unconsumed.
     """
-    head = store.journal_head()
-    journal = store.journal(0, head + 10)
+    with store.read() as view:
+        head = view.journal_head()
+        journal = view.journal(0, head + 10)
+        stored = _stored(view)
+        offsets = {consumer: view.offset(consumer) for consumer in JOURNAL_CONSUMERS}
     first = journal[0].arrival if journal else head + 1
     assert [j.arrival for j in journal] == list(range(first, head + 1)), "journal has gaps"
     keys = [(j.reading.sensor, j.reading.time) for j in journal]
     assert len(set(keys)) == len(keys), "a reading arrived twice"
-    stored = stored_everything(store)
     assert set(keys) <= set(stored), "a journal entry is not among the readings"
     assert len(stored) == head, "readings and arrivals differ in number"
-    for consumer in JOURNAL_CONSUMERS:
-        assert first - 1 <= store.offset(consumer) <= head, consumer
+    for consumer, offset in offsets.items():
+        assert first - 1 <= offset <= head, consumer
 
 
 # -- /proc -----------------------------------------------------------------------------

@@ -78,12 +78,13 @@ def test_each_actor_crashed_in_turn_is_back_within_a_second_and_nothing_is_lost(
     with site.open_store() as store:
         assert_store_consistent(store)
         assert set(stored_everything(store)) == {(r.sensor, r.time) for r in readings}
-        assert store.offset("detector") == store.offset("night_flow") == store.journal_head()
+        with store.read() as view:
+            assert view.offset("detector") == view.offset("night_flow") == view.journal_head()
 
 
 def _journal_head(site) -> int:
-    with site.open_store() as store:
-        return store.journal_head()
+    with site.open_store() as store, store.read() as view:
+        return view.journal_head()
 
 
 def test_crash_loop_beyond_the_restart_intensity_stops_in_order(make_site):

@@ -81,15 +81,19 @@ def test_readings_stamped_far_ahead_or_back_move_no_schedule(make_site):
 
     with site.open_store() as store:
         for sensor in ("001", "002"):
-            issued = store.doc("forecast", sensor)["issued"]
+            with store.read() as view:
+                issued = view.doc("forecast", sensor)["issued"]
             assert issued <= now, f"{sensor}: a forecast issued from the future"
             assert issued >= jumped_at, f"{sensor}: forecasts stalled after the jump"
         for reading in jumps:
-            assert store.readings(reading.sensor, reading.time, reading.time + 1) == [reading]
+            with store.read() as view:
+                assert view.readings(reading.sensor, reading.time, reading.time + 1) == [reading]
         for ahead in jumps[:2]:
-            (detection,) = store.detections(ahead.sensor, ahead.time, ahead.time + 1)
+            with store.read() as view:
+                (detection,) = view.detections(ahead.sensor, ahead.time, ahead.time + 1)
             assert {c["reason"] for c in detection["causes"]} == {"clock_ahead"}
-        assert store.consumer_state("detector")["event_now"] <= now, "event time jumped ahead"
+        with store.read() as view:
+            assert view.consumer_state("detector")["event_now"] <= now, "event time jumped ahead"
     log = site.log()
     assert "restarting" not in log and "Traceback" not in log
     assert site.stop() == 0
@@ -116,9 +120,11 @@ def test_a_reading_jumping_ahead_during_a_replay_stalls_no_server_report(make_si
         & FLAG_SYSTEM, "a clock jump is a SYSTEM (clock) fault"
     assert not any(alerts[r.time].flow_flags & FLAG_SYSTEM for r in normal)
     with site.open_store() as store:
-        (detection,) = store.detections(jump.sensor, jump.time, jump.time + 1)
+        with store.read() as view:
+            (detection,) = view.detections(jump.sensor, jump.time, jump.time + 1)
         assert {c["reason"] for c in detection["causes"]} == {"clock_ahead"}
-        assert store.consumer_state("detector")["event_now"] == normal[-1].time
+        with store.read() as view:
+            assert view.consumer_state("detector")["event_now"] == normal[-1].time
     assert site.stop() == 0
 
 
@@ -188,10 +194,11 @@ def test_one_reading_stamped_in_2099_loses_no_history_and_fools_no_clock_check(m
     wait_for(lambda: "retention deleted" in site.log(), timeout=20, what="a retention pass")
     with site.open_store() as store:
         sensor = SensorId("001")
-        assert store.event_time(sensor) == history[-1].time
-        assert store.readings(sensor, now - 120 * 60, now) == history, "the history was deleted"
-        assert store.readings(sensor, FAR_AHEAD, FAR_AHEAD + 1) == [far_ahead]
-        assert store.count_readings(sensor, until=now - 120 * 60) == 0, "retention did not run"
+        with store.read() as view:
+            assert view.event_time(sensor) == history[-1].time
+            assert view.readings(sensor, now - 120 * 60, now) == history, "the history was deleted"
+            assert view.readings(sensor, FAR_AHEAD, FAR_AHEAD + 1) == [far_ahead]
+            assert view.count_readings(sensor, until=now - 120 * 60) == 0, "retention did not run"
     status = site.status()  # "last" is the latest in event time; the 2099 stamp is told apart
     assert f"last {local_iso(history[-1].time, TZ)} flow=" in status, status
     assert ("1 stored past its event time (stamped ahead, or not processed yet), "

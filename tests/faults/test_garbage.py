@@ -124,8 +124,9 @@ def test_a_hundred_thousand_garbage_lines_between_valid_readings(make_site):
              >= len(expected), timeout=90, what="an $ALR for every valid reading")
     with site.open_store() as store:
         stored = stored_everything(store)
-        counters = store.counters()
-        kept = store.rejects(limit=5000)
+        with store.read() as view:
+            counters = view.counters()
+            kept = view.rejects(limit=5000)
     assert set(stored) == set(expected), "a valid reading was lost (or an invalid one stored)"
     assert all(stored[key] == reading for key, reading in expected.items())
     assert {k.removeprefix("reject."): v for k, v in counters.items() if k.startswith("reject.")} \

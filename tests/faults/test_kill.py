@@ -112,17 +112,22 @@ def test_kill_9_twenty_times_while_readings_stream(make_site):
         stored = stored_everything(store)
         assert set(stored) == set(index_of), "a reading of the script was lost"
         assert all(stored[(r.sensor, r.time)] == r for r in readings)
-        head = store.journal_head()
+        with store.read() as view:
+            head = view.journal_head()
         assert head == len(readings), "a reading was given two arrival numbers"
-        assert store.offset("detector") == store.offset("night_flow") == head
+        with store.read() as view:
+            assert view.offset("detector") == view.offset("night_flow") == head
         expected_starts = night_block_starts(BASE, BASE + (MINUTES - 1) * 60)
         for sensor in SENSORS:
-            blocks = store.night_blocks(sensor)
+            with store.read() as view:
+                blocks = view.night_blocks(sensor)
             assert [b["start"] for b in blocks] == expected_starts, sensor
             for block in blocks:
                 start = block["start"]
-                flows = [r.flow for r in store.readings(sensor, start, start + 600)]
+                with store.read() as view:
+                    flows = [r.flow for r in view.readings(sensor, start, start + 600)]
                 assert block["readings"] == len(flows) == 10, block
                 assert block["mean"] == pytest.approx(sum(flows) / len(flows)), block
-            nights = store.docs("night", prefix=f"{sensor}/")
+            with store.read() as view:
+                nights = view.docs("night", prefix=f"{sensor}/")
             assert [n for n, _ in nights] == [f"{sensor}/2026-01-0{d}" for d in (5, 6, 7, 8)]

@@ -53,7 +53,8 @@ def test_the_map_grows_under_load_and_nothing_is_lost(make_site):
     with site.open_store() as store:
         assert_store_consistent(store)
         assert len(stored_everything(store)) == len(readings)
-        assert store.offset("detector") == len(readings)
+        with store.read() as view:
+            assert view.offset("detector") == len(readings)
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ def test_a_full_disk_is_reported_and_caught_up_on_when_space_returns(small_disk,
     log = site.log()
     assert "disk full" in log and "free disk space" in log
     assert "restart intensity" not in log and not site.exited()
-    with site.open_store() as store:
-        held_back = store.journal_head()
+    with site.open_store() as store, store.read() as view:
+        held_back = view.journal_head()
     assert held_back < len(readings), "the disk was meant to fill up"
 
     time.sleep(1.0)  # the reader reads on into memory: a serial line does not wait
@@ -119,7 +120,8 @@ def test_a_full_disk_is_reported_and_caught_up_on_when_space_returns(small_disk,
     with site.open_store() as store:
         assert_store_consistent(store)
         assert set(stored_everything(store)) == {(r.sensor, r.time) for r in readings}
-        assert store.offset("detector") == store.offset("night_flow") == len(readings)
+        with store.read() as view:
+            assert view.offset("detector") == view.offset("night_flow") == len(readings)
 
 
 def fill(disk: Path) -> Path:
@@ -184,10 +186,11 @@ def test_a_disk_that_stays_full_stops_the_service_in_order_and_the_store_survive
 
     small_disk.resize(64)
     site.start()  # as systemd would, once space is freed: the store opens and catches up
-    with site.open_store() as store:
-        head = store.journal_head()
+    with site.open_store() as store, store.read() as view:
+        head = view.journal_head()
     wait_for(lambda: alerted(site) >= head, timeout=30, what="the catch-up after the restart")
     assert site.stop() == 0
     with site.open_store() as store:
         assert_store_consistent(store)
-        assert store.offset("detector") == store.offset("night_flow") == store.journal_head()
+        with store.read() as view:
+            assert view.offset("detector") == view.offset("night_flow") == view.journal_head()

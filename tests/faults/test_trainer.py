@@ -61,8 +61,8 @@ def training_child(site) -> int | None:
 
 
 def model_docs(site) -> dict[str, dict]:
-    with site.open_store() as store:
-        return {s: store.doc("model", s) for s in SENSORS}
+    with site.open_store() as store, store.read() as view:
+        return {s: view.doc("model", s) for s in SENSORS}
 
 
 def assert_old_model_kept(site, models, sensor: str, outcome: str) -> None:

@@ -73,8 +73,8 @@ class Acker(threading.Thread):
 
 def outbox(site) -> tuple[int, list[int]]:
     """(last sequence number given, sequence numbers kept)."""
-    with site.open_store() as store:
-        return store.peek_outbox_seq(), [e.seq for e in store.outbox(0, 10_000)]
+    with site.open_store() as store, store.read() as view:
+        return view.peek_sequence(), [e.seq for e in view.outbox(0, 10_000)]
 
 
 @pytest.mark.slow
@@ -213,8 +213,8 @@ def test_sigterm_with_a_stalled_upstream_stops_in_time(make_site):
     site.send(b"".join(encode_all(minute_stream(["001", "002"], BASE, 600))))
     # (Not just "stalled": the test's own directory, in the log's store path, says that.)
     wait_for(lambda: "took nothing for" in site.log(), timeout=30, what="the stall noticed")
-    with site.open_store() as store:
-        assert store.offset("transmitter") < store.peek_outbox_seq(), "nothing stalled"
+    with site.open_store() as store, store.read() as view:
+        assert view.offset("transmitter") < view.peek_sequence(), "nothing stalled"
     started = time.monotonic()
     assert site.stop(timeout=10) == 0
     assert time.monotonic() - started < 5.0
