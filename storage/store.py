@@ -56,7 +56,10 @@ import lmdb
 import msgpack
 import numpy as np
 
+from core.frames import OutboundFrame
 from core.messages import fast_constructor, fast_init
+from core.outbox import KINDS as _OUTBOUND_KINDS
+from core.outbox import outbox_form, outbox_frame
 from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
 from storage.datafile import check_length
 
@@ -178,11 +181,14 @@ class RejectRecord:
     line: bytes
 
 
+_OUTBOUND_FRAMES = tuple(_OUTBOUND_KINDS.values())
+
+
 class OutboxEntry:
     """An outbound frame kept until sent (and acknowledged when ACK is on).
 
     ``wire`` is the line it goes out as (None: the store was given no encoder);
-    ``frame`` its outbox form, unpacked on first use: the sender needs the line only.
+    ``frame`` the frame, numbered, decoded on first use: the sender needs the line only.
     ``acked``: the serial upstream acknowledged it; it stays only until the other
     uplinks have it too, and is never resent on the serial line.
     """
@@ -196,10 +202,16 @@ class OutboxEntry:
         self._frame = frame
 
     @property
-    def frame(self) -> dict[str, Any]:
-        if type(self._frame) is bytes:
-            self._frame = _unpack(self._frame)
-        return self._frame
+    def frame(self) -> OutboundFrame:
+        frame = self._frame
+        if not isinstance(frame, _OUTBOUND_FRAMES):
+            # Its outbox form, packed (a record with its line) or not (one without).
+            form = _unpack(frame) if type(frame) is bytes else frame
+            if not isinstance(form, dict):
+                raise UndecodableRecord(f"an outbox frame is a {type(form).__name__}, not a map")
+            with _decoding():
+                frame = self._frame = outbox_frame(self.seq, form)
+        return frame
 
     def _fields(self) -> tuple[Any, ...]:
         return self.seq, self.frame, self.created, self.attempts, self.wire, self.acked
@@ -952,7 +964,7 @@ class WriteBatch(ReadView):
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, rejects_max: int,
                  outbox_max: int, clock: Callable[[], float],
-                 outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
+                 outbox_wire: Callable[[int, OutboundFrame], bytes] | None = None,
                  outbox_publisher: bool = False) -> None:
         super().__init__(txn, dbs)
         self._rejects_max = rejects_max
@@ -1141,8 +1153,10 @@ class WriteBatch(ReadView):
 
     # outbox --------------------------------------------------------------------
 
-    def append_outbox(self, frame: dict[str, Any]) -> int:
+    def append_outbox(self, frame: OutboundFrame) -> int:
         """Keep ``frame`` for sending; returns its sequence number (1, 2, ... never reused).
+
+        The record holds the frame's outbox form (:func:`core.outbox.outbox_form`).
 
         Beyond ``outbox_max`` entries the oldest are dropped (and counted as
         ``outbox_dropped``) when the batch commits.
@@ -1151,12 +1165,12 @@ class WriteBatch(ReadView):
         packer = self._packer
         if packer is None:
             packer = self._packer = _packer()
-        wire = self._outbox_wire
+        wire, form = self._outbox_wire, outbox_form(frame)
         if wire is None:
-            value = packer.pack([self._clock(), 0, frame])
+            value = packer.pack([self._clock(), 0, form])
         else:
             # The frame packed on its own: a reader unpacks it only if it asks.
-            value = packer.pack([self._clock(), 0, packer.pack(frame), wire(seq, frame)])
+            value = packer.pack([self._clock(), 0, packer.pack(form), wire(seq, frame)])
         self._buffer("outbox", _SEQ.pack(seq), value)
         self._bounded["outbox"] = self._outbox_max
         return seq
@@ -1308,7 +1322,7 @@ class Store:
         self, path: str | os.PathLike[str], *, readonly: bool = False, map_size_mb: int = 64,
         map_max_mb: int = 1024, rejects_max: int = 1000, outbox_max: int = 100_000,
         sync: bool = True, clock: Callable[[], float] | None = None, reserve_mb: int = 0,
-        outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
+        outbox_wire: Callable[[int, OutboundFrame], bytes] | None = None,
         outbox_publisher: bool = False,
     ) -> None:
         self.path = Path(path)
