@@ -58,7 +58,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.criteria import QuantityCriteria, SensorCriteria, slot_of
-from core.messages import fast_init
 from core.types import (
     FLAG_NIGHT,
     FLAG_PREDICT,
@@ -105,7 +104,6 @@ class SystemLimits:
         return self.pressure_min, self.pressure_max
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Cause:
     """One finding: which method fired on which quantity, why, on what, against what.
@@ -144,7 +142,6 @@ class Cause:
         )
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """The verdict on one reading: flags per quantity and every cause behind them."""
@@ -269,7 +266,6 @@ class SensorState:
         )
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Expectation:
     """The forecast for one minute and the band PREDICT allows around it (None = none)."""
@@ -455,7 +451,6 @@ JUMP = "jump"
 CONFIRMED = "confirmed"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Admission:
     """:meth:`ClockGuard.admit`'s verdict on one reading.

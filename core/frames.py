@@ -56,9 +56,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from core.messages import fast_constructor, fast_init
 from core.localtime import local_datetime
-from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId
+from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, new_reading
 
 MAX_LINE = 256
 """Longest accepted line in bytes, terminator excluded."""
@@ -89,7 +88,6 @@ class RejectReason(enum.StrEnum):
 UPSTREAM_REJECT = "upstream_reject."
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A refused line: the reason, the line (terminator stripped, at most
@@ -100,7 +98,6 @@ class Reject:
     detail: str
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Ack:
     """``$ACK``: the upstream has the outbound frame with this sequence number."""
@@ -168,8 +165,6 @@ OutboundFrame = AlertFrame | ServerReportLine | DailyForecastLine | HealthFrame
 """A frame the gateway sends: built by its producer, numbered by the outbox."""
 Frame = Reading | Ack | OutboundFrame
 
-# The decoder builds a reading per inbound line from fields it has just checked.
-_new_reading = fast_constructor(Reading)
 
 # ---------------------------------------------------------------------------------------------
 # Checksum and small field codecs
@@ -497,7 +492,7 @@ def _clock(text: str) -> bool:
 
 
 def _decode_wdn(f: list[str], tz: ZoneInfo) -> Reading:
-    return _new_reading(
+    return new_reading(  # from fields just checked
         _sid(f[1]), _when("time", f[2], tz), _measured("flow", f[3]), _measured("pressure", f[4]),
         _hex2("status", f[5]),
     )

@@ -61,7 +61,6 @@ from zoneinfo import ZoneInfo
 
 from core.detection import AHEAD, JUMP, ClockGuard
 from core.localtime import local_datetime
-from core.messages import fast_init
 from core.types import (
     STATUS_COMM_ERROR,
     STATUS_FLOW_FAULT,
@@ -305,7 +304,6 @@ def _clock_change(
 # -- what the aggregator hands on ---------------------------------------------------
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class NightBlock:
     """One closed block of one sensor's night.
@@ -337,7 +335,6 @@ class NightBlock:
         )
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class NightSummary:
     """One closed night of one sensor.

@@ -57,10 +57,11 @@ import msgpack
 import numpy as np
 
 from core.frames import OutboundFrame
-from core.messages import fast_constructor, fast_init
 from core.outbox import KINDS as _OUTBOUND_KINDS
 from core.outbox import outbox_form, outbox_frame
-from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
+from core.types import (
+    EpochSeconds, EventTimes, Reading, SensorId, StoredReading, new_reading, new_stored_reading,
+)
 from storage.datafile import check_length
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,6 @@ class UndecodableRecord(StoreDamagedError):
 _SHAPE_ERRORS = (ValueError, TypeError, IndexError, KeyError, struct.error)
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """What one :meth:`Store.ingest` did.
@@ -171,7 +171,6 @@ class IngestResult:
     conflicts: int
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class RejectRecord:
     """An input line the reader refused: wall-clock time, reason, raw bytes."""
@@ -228,10 +227,6 @@ class OutboxEntry:
                 f"attempts={self.attempts}, wire={self.wire!r}, acked={self.acked})")
 
 
-# Records read back from the store (trusted values) are built past the frozen
-# dataclasses' slow generated __init__ (see core.messages.fast_constructor).
-_new_reading = fast_constructor(Reading)
-_new_stored = fast_constructor(StoredReading)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -784,13 +779,13 @@ class ReadView:
         # Catch-up reads whole chunks of the journal: one sensor id string per
         # sensor number, NaN -> None inline, records built without __init__.
         ids: dict[int, SensorId] = {}
-        new_stored, new_reading = _new_stored, _new_reading
+        new_stored, new = new_stored_reading, new_reading
         out: list[StoredReading] = []
         for seq, n, t, f, p, st in _JOURNAL_RECORD.iter_unpack(blob):
             sid = ids.get(n)
             if sid is None:
                 sid = ids[n] = _sensor_id(n)
-            out.append(new_stored(seq, new_reading(
+            out.append(new_stored(seq, new(
                 sid, t, None if f != f else f, None if p != p else p, st)))
         return out
 
@@ -1075,7 +1070,7 @@ class WriteBatch(ReadView):
         # LMDB asked three times per batch (getmulti, putmulti x2) instead of
         # twice per reading: each call releases the GIL (see WriteBatch).
         pack_key, pack_values, pack_seq = _SENSOR_TIME.pack, _VALUES.pack, _SEQ.pack
-        new_stored = _new_stored
+        new_stored = new_stored_reading
         numbers: dict[str, int] = {}
         rows: list[tuple[Reading, bytes, bytes]] = []
         for r in readings:
