@@ -16,7 +16,12 @@ from zoneinfo import ZoneInfo
 from core import detection
 from core.criteria import SensorCriteria
 from core.detection import (
-    AHEAD, JUMP, ClockGuard, Expectation, SensorState, SystemLimits,
+    AHEAD,
+    JUMP,
+    ClockGuard,
+    Expectation,
+    SensorState,
+    SystemLimits,
 )
 from core.forecast import Forecast
 from core.frames import AlertFrame, OutboundFrame
@@ -84,7 +89,7 @@ class SiteMonitor:
         self.tz = tz
         state = state or {}
         self.sensors: dict[SensorId, SensorState] = {
-            SensorId(s): SensorState.from_dict(d) for s, d in state.get("sensors", {}).items()
+            SensorId(s): SensorState.from_record(d) for s, d in state.get("sensors", {}).items()
         }
         # sensor -> its event time: the newest reading the clock guard took in
         self.last_seen: dict[SensorId, EpochSeconds] = {
@@ -106,7 +111,7 @@ class SiteMonitor:
 
     def state(self) -> dict[str, Any]:
         return {
-            "sensors": {s: st.to_dict() for s, st in self.sensors.items()},
+            "sensors": {s: st.to_record() for s, st in self.sensors.items()},
             "last_seen": dict(self.last_seen),
             "last_alerted": dict(self.last_alerted),
             "event_now": self.event_now,

@@ -435,7 +435,7 @@ def test_clock_ahead_flags_both_and_keeps_state() -> None:
 def test_late_reading_gets_stateless_checks_only() -> None:
     run = Run()
     run.flows([20.0, 20.0])
-    before = SensorState.from_dict(run.state.to_dict())
+    before = SensorState.from_record(run.state.to_record())
     late = run.step(20.0, None, time=run.t - 600)
     assert late.flow_flags == 0  # would have completed the VALUE run if in order
     assert late.pressure_flags == FLAG_SYSTEM and reasons(late) == {"missing"}
@@ -711,7 +711,7 @@ def test_night_verdict_is_carried_on_every_flow_evaluation() -> None:
     for ev in (run.step(), run.step(None), run.step(time=run.t - 3000)):
         assert ev.flow_flags & FLAG_NIGHT and not ev.pressure_flags & FLAG_NIGHT
         assert Cause("NIGHT", "flow", "mnf", 2.6, 2.3, 7) in ev.causes
-    restored = SensorState.from_dict(msgpack.unpackb(msgpack.packb(run.state.to_dict())))
+    restored = SensorState.from_record(msgpack.unpackb(msgpack.packb(run.state.to_record())))
     assert restored.night_active and restored.night_cause == cause
     apply_night_verdict(run.state, False, None)
     assert run.step().flow_flags == 0 and run.state.night_cause is None
@@ -750,11 +750,11 @@ json_scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.float
     night_cause=st.none() | st.dictionaries(st.text(max_size=10), json_scalars, max_size=4),
 ))
 def test_state_round_trip(state: SensorState) -> None:
-    assert SensorState.from_dict(msgpack.unpackb(msgpack.packb(state.to_dict()))) == state
+    assert SensorState.from_record(msgpack.unpackb(msgpack.packb(state.to_record()))) == state
 
 
 def test_fresh_state_from_empty_dict() -> None:
-    assert SensorState.from_dict({}) == SensorState()
+    assert SensorState.from_record({}) == SensorState()
 
 
 # -- silence --------------------------------------------------------------------------------
@@ -796,9 +796,10 @@ def test_flat_band_helpers_are_sane() -> None:
 
 
 def test_predict_judges_against_a_model_band_without_criteria() -> None:
+    from zoneinfo import ZoneInfo
+
     from core.detection import Expectation, SensorState, SystemLimits, evaluate
     from core.types import FLAG_PREDICT, Reading, SensorId
-    from zoneinfo import ZoneInfo
 
     state = SensorState()
     flags = []
