@@ -140,7 +140,7 @@ class Detector(JournalConsumer):
 
     def _load_criteria(self, sensor: SensorId) -> None:
         doc = self.store.doc("criteria", f"{sensor}/current")
-        self.criteria[sensor] = SensorCriteria.from_dict(doc) if doc else None
+        self.criteria[sensor] = SensorCriteria.from_record(doc) if doc else None
 
     def _load_forecast(self, sensor: SensorId) -> None:
         doc = self.store.doc("forecast", sensor)
@@ -173,8 +173,8 @@ class Detector(JournalConsumer):
         if built is None:
             return False
         self.store.transact(lambda b: (
-            b.put_doc("criteria", f"{sensor}/{built.version:06d}", built.to_dict()),
-            b.put_doc("criteria", f"{sensor}/current", built.to_dict()),
+            b.put_doc("criteria", f"{sensor}/{built.version:06d}", built.to_record()),
+            b.put_doc("criteria", f"{sensor}/current", built.to_record()),
         ))
         self.criteria[sensor] = built
         self.log.info("sensor %s: criteria v%d from %s (%s, %.1f days)",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 __all__ = ["ISO_DATE", "Codec", "Recorded", "declared", "listed", "spread", "tuple_of"]
@@ -118,10 +118,17 @@ class _Format:
     """One type's declared format: its fields, each with key, codec and default."""
 
     def __init__(self, cls: type, keys: Mapping[str, str],
-                 codecs: Mapping[str, Codec | type]) -> None:
+                 codecs: Mapping[str, Codec | type], *, order: Sequence[str] = (),
+                 constants: Mapping[str, Any] | None = None,
+                 error: type[Exception] | None = None, what: str = "") -> None:
         self.cls = cls
+        self.constants = dict(constants or {})
+        self.error, self.what = error, what or cls.__name__
+        ranked = {name: i for i, name in enumerate(order)}
+        declared_fields = sorted(dataclasses.fields(cls),
+                                 key=lambda f: ranked.get(f.name, len(ranked)))
         fields = []
-        for f in dataclasses.fields(cls):
+        for f in declared_fields:
             given = codecs.get(f.name)
             codec = _codec_of(given) if given is not None else None
             annotation = str(f.type).replace(" ", "")
@@ -144,7 +151,7 @@ class _Format:
         self.keys = tuple(f.key for f in fields)
 
     def dump(self, obj: Any) -> dict[str, Any]:
-        record: dict[str, Any] = {}
+        record: dict[str, Any] = dict(self.constants)
         for f in self.fields:
             value = f.dump(getattr(obj, f.name))
             if f.spread:
@@ -154,8 +161,22 @@ class _Format:
         return record
 
     def load(self, record: Mapping[str, Any]) -> Any:
+        if self.error is None:
+            return self._load(record)
+        try:
+            return self._load(record)
+        except self.error:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self.error(f"bad {self.what}: {exc!r}") from exc
+
+    def _load(self, record: Mapping[str, Any]) -> Any:
         if not isinstance(record, Mapping):
             raise TypeError(f"{self.cls.__name__}: a {type(record).__name__}, not a map")
+        for key, value in self.constants.items():
+            if record.get(key, value) != value:  # absent: written before it was declared
+                kind = self.what.removesuffix(" document")
+                raise (self.error or ValueError)(f"unknown {kind} {key} {record.get(key)!r}")
         values = {}
         for f in self.fields:
             if f.spread:
@@ -165,22 +186,28 @@ class _Format:
             elif f.default is not None:
                 values[f.name] = f.default()
             else:
-                raise KeyError(f"{self.cls.__name__}: no {f.key!r}")
+                raise KeyError(f.key)
         return self.cls(**values)
 
 
 def declared(keys: Mapping[str, str] | None = None,
-             codecs: Mapping[str, Codec | type] | None = None,
+             codecs: Mapping[str, Codec | type] | None = None, *,
+             order: Sequence[str] = (), constants: Mapping[str, Any] | None = None,
+             error: type[Exception] | None = None, what: str = "",
              ) -> Callable[[type[R]], type[R]]:
     """Class decorator (above ``@dataclass``): declare the type's stored format.
 
     ``keys`` renames fields in the map (``{"last_value": "last"}``); ``codecs``
     gives the fields that are not written as they are their :class:`Codec`, or
-    the (dataclass) type of a nested record.
+    the (dataclass) type of a nested record. The map lists the fields named in
+    ``order`` first, then the others in declaration order; ``constants`` come
+    before them all and are checked when read (a format version). With ``error``
+    a record that cannot be read raises that type, naming ``what`` was read.
     """
 
     def declare(cls: type[R]) -> type[R]:
-        cls._record_format = _Format(cls, keys or {}, codecs or {})
+        cls._record_format = _Format(cls, keys or {}, codecs or {}, order=order,
+                                     constants=constants, error=error, what=what)
         return cls
 
     return declare

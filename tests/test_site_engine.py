@@ -114,7 +114,7 @@ def test_criteria_lifecycle_builds_at_min_days_from_the_window_before_event_time
     at_min = life.due(S1, None, first + 3 * DAY_S)
     assert at_min is not None and (at_min.reason, at_min.source) == ("first", "store")
     assert (at_min.since, at_min.until) == (first + 3 * DAY_S - 7 * DAY_S, first + 3 * DAY_S + 1)
-    built = SensorCriteria.from_dict({**_criteria_doc(), "source": "store",
+    built = SensorCriteria.from_record({**_criteria_doc(), "source": "store",
                                       "built_at": first + 3 * DAY_S})
     assert life.due(S1, built, first + 4 * DAY_S) is None
     again = life.due(S1, built, first + 5 * DAY_S)
@@ -137,7 +137,7 @@ def _criteria_doc() -> dict[str, Any]:
     assert plan is not None
     built = life.build(plan, arrays)
     assert built is not None
-    return built.to_dict()
+    return built.to_record()
 
 
 def test_hourly_history_read_an_hour_at_a_time_equals_one_whole_read() -> None:
