@@ -177,7 +177,7 @@ class Persistence(Recorded):
           codecs={"value": listed(Persistence), "predict": listed(Persistence)})
 @dataclass(slots=True)
 class QuantityState(Recorded):
-    """Per-quantity detection state of one sensor (persistences stored as ``[run, active, clear]``)."""
+    """Per-quantity detection state of one sensor (persistences as ``[run, active, clear]``)."""
 
     last_value: float | None = None  # newest trusted-or-not present value (stuck check)
     same_since: int | None = None  # time of the first reading with last_value in a row
