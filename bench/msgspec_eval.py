@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgpack  # noqa: E402
+import msgpack
 
-from core import messages, outbox  # noqa: E402
-from core.frames import AlertFrame  # noqa: E402
-from core.types import EpochSeconds, Reading, SensorId, StoredReading  # noqa: E402
+from core import messages, outbox
+from core.frames import AlertFrame
+from core.types import EpochSeconds, Reading, SensorId, StoredReading
 
 BATCH = 500  # readings per message, as the reader's group commit sends them
 T0 = 1_735_657_200
