@@ -143,7 +143,7 @@ class Detector(JournalConsumer):
     def _load_criteria(self, sensor: SensorId) -> None:
         with self.store.read() as view:
             doc = documents.current_criteria(view, sensor)
-        self.criteria[sensor] = SensorCriteria.from_dict(doc) if doc else None
+        self.criteria[sensor] = SensorCriteria.from_record(doc) if doc else None
 
     def _load_forecast(self, sensor: SensorId) -> None:
         with self.store.read() as view:
@@ -179,7 +179,7 @@ class Detector(JournalConsumer):
         if built is None:
             return False
         self.store.transact(
-            lambda b: documents.put_criteria(b, sensor, built.version, built.to_dict()))
+            lambda b: documents.put_criteria(b, sensor, built.version, built.to_record()))
         self.criteria[sensor] = built
         self.log.info("sensor %s: criteria v%d from %s (%s, %.1f days)",
                       sensor, built.version, built.source, plan.reason, built.days)

@@ -34,7 +34,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from actors.base import ActorContext, GatewayActor
 from core.messages import BrokerConnected, BrokerDelivered, BrokerDown, OutboxAppended, Tick
 from core.mqtt_payload import publication, status_topic
-from core.outbox import frame_object
 from core import frames
 from storage import documents
 from storage.store import OUTBOX_PUBLISHER, OutboxEntry, StoreError
@@ -159,7 +158,7 @@ class MqttPublisher(GatewayActor):
 
     def _wire(self, entry: OutboxEntry) -> bytes:
         """The line of an entry stored without one (written before lines were kept)."""
-        return frames.encode(frame_object(entry.seq, entry.frame), self.tz)
+        return frames.encode(entry.frame, self.tz)
 
     def _commit(self, *, force: bool) -> None:
         if self.delivered == self._committed:

@@ -28,8 +28,8 @@ HOUR_S = 3600
 NAIVE_WEEKS = 3
 
 
-def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[dict[str, Any]]:
-    """The ``$FCD`` lines of a forecast, in outbox form.
+def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[frames.DailyForecastLine]:
+    """The ``$FCD`` lines of a forecast (numbered by the outbox).
 
     A day with an hour without forecast (a sensor with less than a week of
     history) has no line: the mean of part of a day is not the day's mean. Nor
@@ -37,8 +37,8 @@ def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[dict[str, Any]]:
     readings too long for the field): ``$FCD`` has no flag to say so.
     """
     return [
-        {"type": "FCD", "sensor": fc.sensor, "issued": fc.issued, "day": day.isoformat(),
-         "flow_mean": round(float(flow), 3), "pressure_mean": round(float(pressure), 3)}
+        frames.DailyForecastLine(fc.sensor, fc.issued, day, round(float(flow), 3),
+                                 round(float(pressure), 3))
         for day, flow, pressure in fc.daily_means(tz)
         if frames.value_fits("FCD", float(flow)) and frames.value_fits("FCD", float(pressure))
     ]

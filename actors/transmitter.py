@@ -25,7 +25,7 @@ from actors.base import ActorContext, GatewayActor
 from core import frames
 from core.delivery import Delivery
 from core.messages import AckReceived, OutboxAppended, Tick
-from core.outbox import frame_object
+from core.types import EpochSeconds
 from ports import Drain, PortError, open_port, write_lines
 from storage.store import OUTBOX_SENDER, OutboxEntry, ReadView, StoreFullError
 
@@ -324,7 +324,7 @@ class Transmitter(GatewayActor):
 
     def _wire(self, entry: OutboxEntry) -> bytes:
         """The line of an entry stored without one (written before lines were kept)."""
-        return frames.encode(frame_object(entry.seq, entry.frame), self.tz)
+        return frames.encode(entry.frame, self.tz)
 
     def _persist(self, write: Any) -> None:
         """Record sending progress; with the store full, keep sending from the outbox.
@@ -368,15 +368,15 @@ class Transmitter(GatewayActor):
             readings_time = view.event_times().newest()
             depth, counters = self._unsent_depth(view), view.counters()
         clock_ok = readings_time is None or abs(now - readings_time) <= CLOCK_TOLERANCE_S
-        frame = {
-            "type": "HLT", "time": int(now),
-            "uptime_s": int(time.monotonic() - stats.started_monotonic),
-            "outbox_depth": depth,
-            "oldest_unsent_s": max(0, int(now - oldest[0].created)) if oldest else 0,
-            "restarts": stats.total_restarts(),
-            "rejects": _reject_total(counters) - self._rejects_at_start,
-            "store_used_pct": round(store.used_pct(), 1), "clock": clock_ok,
-        }
+        frame = frames.HealthFrame(
+            time=EpochSeconds(int(now)),
+            uptime_s=int(time.monotonic() - stats.started_monotonic),
+            outbox_depth=depth,
+            oldest_unsent_s=max(0, int(now - oldest[0].created)) if oldest else 0,
+            restarts=stats.total_restarts(),
+            rejects=_reject_total(counters) - self._rejects_at_start,
+            store_used_pct=round(store.used_pct(), 1), clock=clock_ok,
+        )
         try:
             seq = store.transact(lambda b: b.append_outbox(frame))
         except StoreFullError as exc:  # a health frame needs its sequence number from the store

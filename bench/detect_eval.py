@@ -81,6 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from actors.predictor import NAIVE_WEEKS  # noqa: E402
 from core.config import Config, default_config, load_config  # noqa: E402
 from core.criteria import InitialData  # noqa: E402
+from core.frames import AlertFrame  # noqa: E402
 from core.monitor import Outcome  # noqa: E402
 from core.simulator import FAULT_KINDS, Episode, Simulator, SimulatorSettings  # noqa: E402
 from core.site_engine import NightRecord, SiteEngine  # noqa: E402
@@ -154,14 +155,14 @@ class OfflineSite:
 
     def _record(self, out: Outcome, arrived: int | None) -> None:
         for frame in out.frames:
-            if frame["type"] != "ALR":
+            if not isinstance(frame, AlertFrame):
                 continue
-            at = frame["time"] if arrived is None else arrived
+            at = frame.time if arrived is None else arrived
             i = (at - self.start) // MINUTE_S
             if 0 <= i < self.minutes:
-                flags = self.flags[frame["sensor"]]
-                flags[0, i] |= frame["flow_flags"]
-                flags[1, i] |= frame["pressure_flags"]
+                flags = self.flags[frame.sensor]
+                flags[0, i] |= frame.flow_flags
+                flags[1, i] |= frame.pressure_flags
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 from actors.base import ActorContext, Peers, RuntimeStats  # noqa: E402
 from actors.mqtt_publisher import MqttPublisher  # noqa: E402
 from core.config import parse_config  # noqa: E402
+from core.frames import AlertFrame  # noqa: E402
 from core.outbox import wire_encoder  # noqa: E402
+from core.types import EpochSeconds, SensorId  # noqa: E402
 from storage.store import Store  # noqa: E402
 from tests.mosquitto import PASSWORD, USER, Broker  # noqa: E402
 
@@ -71,9 +73,9 @@ def fill(store: Store, frames: int) -> None:
     for start in range(0, frames, chunk):
         def write(batch: Any, start: int = start) -> None:
             for i in range(start, min(frames, start + chunk)):
-                batch.append_outbox({"type": "ALR", "sensor": f"{1 + i % 3:03d}",
-                                     "time": T0 + (i // 3) * 60, "flow": 12.5 + i % 7,
-                                     "pressure": 4.1, "flow_flags": 0, "pressure_flags": 0})
+                batch.append_outbox(AlertFrame(
+                    SensorId(f"{1 + i % 3:03d}"), EpochSeconds(T0 + (i // 3) * 60),
+                    12.5 + i % 7, 4.1, 0, 0))
         store.transact(write)
 
 

@@ -36,7 +36,7 @@ model brings a tighter band of its own.
 Criteria are built first from ``initial_data`` (a CSV shipped with the site
 config, see :func:`read_initial_data`) and later from the store
 (:func:`rebuild_reason` says when). They are versioned and serialise to a plain
-dict (:meth:`SensorCriteria.to_dict`) that an operator can read and edit.
+dict (:meth:`SensorCriteria.to_record`) that an operator can read and edit.
 
 Only :func:`read_initial_data` does I/O (it reads the history file); the rest
 is pure computation.
@@ -57,6 +57,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core._codec import Codec, Recorded, declared
 from core.forecast import weekly_medians
 from core.localtime import group_medians, local_datetime, local_seconds
 from core.types import (
@@ -177,8 +178,31 @@ def _slots_of_local(local: np.ndarray) -> np.ndarray:
     return hour + np.where(weekday >= 5, SLOTS_PER_DAY, 0)
 
 
+def _dump_bands(bands: tuple[Band, ...]) -> dict[str, list[list[float]]]:
+    # Keyed by day type, one [low, high] per local hour: an operator reads
+    # "weekday hour 7" straight off the exported file.
+    return {
+        "weekday": [[b.low, b.high] for b in bands[:SLOTS_PER_DAY]],
+        "weekend": [[b.low, b.high] for b in bands[SLOTS_PER_DAY:]],
+    }
+
+
+def _load_bands(document: Any) -> tuple[Band, ...]:
+    bands: list[Band] = []
+    for day_type in ("weekday", "weekend"):
+        rows = document[day_type]
+        if len(rows) != SLOTS_PER_DAY:
+            raise CriteriaError(f"bands.{day_type}: need {SLOTS_PER_DAY} [low, high]")
+        for low, high in rows:
+            bands.append(_band(low, high))
+    return tuple(bands)
+
+
+@declared(codecs={"bands": Codec(_dump_bands, _load_bands)},
+          order=("physical_min", "physical_max", "residual_band", "bands"),
+          error=CriteriaError, what="quantity criteria")
 @dataclass(frozen=True)
-class QuantityCriteria:
+class QuantityCriteria(Recorded):
     """What is normal for one quantity of one sensor."""
 
     bands: tuple[Band, ...]
@@ -194,37 +218,6 @@ class QuantityCriteria:
         """The band of the slot that ``t`` falls in (local time of ``tz``)."""
         return self.bands[slot_of(t, tz)]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "physical_min": self.physical_min,
-            "physical_max": self.physical_max,
-            "residual_band": self.residual_band,
-            # Keyed by day type, one [low, high] per local hour: an operator
-            # reads "weekday hour 7" straight off the exported file.
-            "bands": {
-                "weekday": [[b.low, b.high] for b in self.bands[:SLOTS_PER_DAY]],
-                "weekend": [[b.low, b.high] for b in self.bands[SLOTS_PER_DAY:]],
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> QuantityCriteria:
-        try:
-            bands: list[Band] = []
-            for day_type in ("weekday", "weekend"):
-                rows = d["bands"][day_type]
-                if len(rows) != SLOTS_PER_DAY:
-                    raise CriteriaError(f"bands.{day_type}: need {SLOTS_PER_DAY} [low, high]")
-                for low, high in rows:
-                    bands.append(_band(low, high))
-            return cls(
-                tuple(bands), float(d["physical_min"]), float(d["physical_max"]),
-                float(d["residual_band"]),
-            )
-        except CriteriaError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CriteriaError(f"bad quantity criteria: {exc!r}") from exc
 
 
 def _band(low: Any, high: Any) -> Band:
@@ -234,9 +227,28 @@ def _band(low: Any, high: Any) -> Band:
     return Band(lo, hi)
 
 
+def _source(text: Any) -> str:
+    source = str(text)
+    if source not in SOURCES:
+        raise CriteriaError(f"unknown criteria source {source!r}")
+    return source
+
+
+# A quantity without criteria is None (or, as an operator may write it, empty).
+_QUANTITY = Codec(QuantityCriteria.to_record,
+                  lambda d: QuantityCriteria.from_record(d) if d else None)
+
+
+@declared(codecs={"source": Codec(str, _source), "flow": _QUANTITY, "pressure": _QUANTITY},
+          constants={"format": FORMAT_VERSION}, error=CriteriaError,
+          what="criteria document")
 @dataclass(frozen=True)
-class SensorCriteria:
-    """One version of one sensor's criteria, with where and when it came from."""
+class SensorCriteria(Recorded):
+    """One version of one sensor's criteria, with where and when it came from.
+
+    Its document (:meth:`to_record`, raising :class:`CriteriaError` when read
+    back from a bad one) is what ``export criteria`` shows and an operator may edit.
+    """
 
     sensor: SensorId
     version: int
@@ -253,56 +265,6 @@ class SensorCriteria:
     def quantity(self, name: str) -> QuantityCriteria | None:
         """The criteria of ``"flow"`` or ``"pressure"``."""
         return self.flow if name == "flow" else self.pressure
-
-    def to_dict(self) -> dict[str, Any]:
-        """A msgpack/JSON-able document (plain types only)."""
-        return {
-            "format": FORMAT_VERSION,
-            "sensor": str(self.sensor),
-            "version": self.version,
-            "source": self.source,
-            "built_at": int(self.built_at),
-            "data_since": int(self.data_since),
-            "data_until": int(self.data_until),
-            "days": self.days,
-            "flow": self.flow.to_dict() if self.flow is not None else None,
-            "pressure": self.pressure.to_dict() if self.pressure is not None else None,
-            "mnf_baseline": self.mnf_baseline,
-            "mnf_allowed_excess": self.mnf_allowed_excess,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SensorCriteria:
-        """Inverse of :meth:`to_dict`; raises :class:`CriteriaError` on a bad document."""
-        try:
-            if d.get("format", FORMAT_VERSION) != FORMAT_VERSION:
-                raise CriteriaError(f"unknown criteria format {d.get('format')!r}")
-            source = str(d["source"])
-            if source not in SOURCES:
-                raise CriteriaError(f"unknown criteria source {source!r}")
-            return cls(
-                sensor=SensorId(str(d["sensor"])),
-                version=int(d["version"]),
-                source=source,
-                built_at=EpochSeconds(int(d["built_at"])),
-                data_since=EpochSeconds(int(d["data_since"])),
-                data_until=EpochSeconds(int(d["data_until"])),
-                days=float(d["days"]),
-                flow=QuantityCriteria.from_dict(d["flow"]) if d.get("flow") else None,
-                pressure=(
-                    QuantityCriteria.from_dict(d["pressure"]) if d.get("pressure") else None
-                ),
-                mnf_baseline=_optional_float(d.get("mnf_baseline")),
-                mnf_allowed_excess=_optional_float(d.get("mnf_allowed_excess")),
-            )
-        except CriteriaError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CriteriaError(f"bad criteria document: {exc!r}") from exc
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 # -- building -------------------------------------------------------------------

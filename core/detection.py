@@ -61,8 +61,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core._codec import Recorded, declared, listed, spread, tuple_of
 from core.criteria import BAND_K, RESIDUAL_K, Band, QuantityCriteria, SensorCriteria, slot_of
-from core.messages import fast_init
 from core.types import (
     FLAG_NIGHT,
     FLAG_PREDICT,
@@ -109,9 +109,9 @@ class SystemLimits:
         return self.pressure_min, self.pressure_max
 
 
-@fast_init
+@declared()
 @dataclass(frozen=True, slots=True)
-class Cause:
+class Cause(Recorded):
     """One finding: which method fired on which quantity, why, on what, against what.
 
     ``reason`` is one of ``status_bit`` (observed: the status byte),
@@ -132,57 +132,27 @@ class Cause:
     threshold: float | list[float] | None
     criteria_version: int | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method, "quantity": self.quantity, "reason": self.reason,
-            "observed": self.observed, "threshold": self.threshold,
-            "criteria_version": self.criteria_version,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Cause:
-        threshold = d.get("threshold")
-        return cls(
-            str(d["method"]), str(d["quantity"]), str(d["reason"]), d.get("observed"),
-            list(threshold) if isinstance(threshold, (list, tuple)) else threshold,
-            d.get("criteria_version"),
-        )
 
 
-@fast_init
+@declared(codecs={"reading": spread(Reading), "causes": tuple_of(Cause)})
 @dataclass(frozen=True, slots=True)
-class Evaluation:
-    """The verdict on one reading: flags per quantity and every cause behind them."""
+class Evaluation(Recorded):
+    """The verdict on one reading: flags per quantity and every cause behind them.
+
+    Stored per detection (:meth:`to_record`) as one map: the reading's fields,
+    the flags, the causes.
+    """
 
     reading: Reading
     flow_flags: int
     pressure_flags: int
     causes: tuple[Cause, ...]
 
-    def to_record(self) -> dict[str, Any]:
-        """What the store keeps per detection (msgpack-able)."""
-        r = self.reading
-        return {
-            "sensor": str(r.sensor), "time": int(r.time), "flow": r.flow,
-            "pressure": r.pressure, "status": r.status,
-            "flow_flags": self.flow_flags, "pressure_flags": self.pressure_flags,
-            "causes": [c.to_dict() for c in self.causes],
-        }
-
-    @classmethod
-    def from_record(cls, d: Mapping[str, Any]) -> Evaluation:
-        reading = Reading(
-            SensorId(d["sensor"]), EpochSeconds(int(d["time"])), d.get("flow"),
-            d.get("pressure"), int(d.get("status", 0)),
-        )
-        return cls(
-            reading, int(d["flow_flags"]), int(d["pressure_flags"]),
-            tuple(Cause.from_dict(c) for c in d.get("causes", ())),
-        )
 
 
+@declared()
 @dataclass(slots=True)
-class Persistence:
+class Persistence(Recorded):
     """Run/active/clear counters of one persistent method (VALUE or PREDICT)."""
 
     run: int = 0  # consecutive deviating readings while inactive
@@ -207,43 +177,24 @@ class Persistence:
                 self.active, self.run, self.clear = False, 0, 0
         return self.active
 
-    def to_list(self) -> list[Any]:
-        return [self.run, self.active, self.clear]
 
-    @classmethod
-    def from_list(cls, v: Any) -> Persistence:
-        run, active, clear = v
-        return cls(int(run), bool(active), int(clear))
-
-
+@declared(keys={"last_value": "last", "same_since": "since"},
+          codecs={"value": listed(Persistence), "predict": listed(Persistence)})
 @dataclass(slots=True)
-class QuantityState:
-    """Per-quantity detection state of one sensor."""
+class QuantityState(Recorded):
+    """Per-quantity detection state of one sensor (persistences as ``[run, active, clear]``)."""
 
     last_value: float | None = None  # newest trusted-or-not present value (stuck check)
     same_since: int | None = None  # time of the first reading with last_value in a row
     value: Persistence = field(default_factory=Persistence)
     predict: Persistence = field(default_factory=Persistence)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "last": self.last_value, "since": self.same_since,
-            "value": self.value.to_list(), "predict": self.predict.to_list(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> QuantityState:
-        last, since = d.get("last"), d.get("since")
-        return cls(
-            None if last is None else float(last), None if since is None else int(since),
-            Persistence.from_list(d.get("value", (0, False, 0))),
-            Persistence.from_list(d.get("predict", (0, False, 0))),
-        )
 
 
+@declared(codecs={"flow": QuantityState, "pressure": QuantityState})
 @dataclass
-class SensorState:
-    """Mutable detection state of one sensor; plain data via :meth:`to_dict`."""
+class SensorState(Recorded):
+    """Mutable detection state of one sensor; plain data via :meth:`to_record`."""
 
     last_time: EpochSeconds | None = None
     flow: QuantityState = field(default_factory=QuantityState)
@@ -254,27 +205,8 @@ class SensorState:
     def quantity(self, name: str) -> QuantityState:
         return self.flow if name == "flow" else self.pressure
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "last_time": self.last_time, "flow": self.flow.to_dict(),
-            "pressure": self.pressure.to_dict(), "night_active": self.night_active,
-            "night_cause": self.night_cause,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SensorState:
-        last_time = d.get("last_time")
-        cause = d.get("night_cause")
-        return cls(
-            last_time=None if last_time is None else EpochSeconds(int(last_time)),
-            flow=QuantityState.from_dict(d.get("flow", {})),
-            pressure=QuantityState.from_dict(d.get("pressure", {})),
-            night_active=bool(d.get("night_active", False)),
-            night_cause=dict(cause) if cause is not None else None,
-        )
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Expectation:
     """The forecast for one minute and the band PREDICT allows around it (None = none).
@@ -502,7 +434,6 @@ JUMP = "jump"
 CONFIRMED = "confirmed"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Admission:
     """:meth:`ClockGuard.admit`'s verdict on one reading.

@@ -53,12 +53,11 @@ import datetime
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from core.messages import fast_constructor, fast_init
 from core.localtime import local_datetime
-from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId
+from core.types import FLAG_SYSTEM, EpochSeconds, Reading, SensorId, new_reading
 
 MAX_LINE = 256
 """Longest accepted line in bytes, terminator excluded."""
@@ -89,7 +88,6 @@ class RejectReason(enum.StrEnum):
 UPSTREAM_REJECT = "upstream_reject."
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A refused line: the reason, the line (terminator stripped, at most
@@ -100,7 +98,6 @@ class Reject:
     detail: str
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Ack:
     """``$ACK``: the upstream has the outbound frame with this sequence number."""
@@ -108,12 +105,11 @@ class Ack:
     seq: int
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class AlertFrame:
     """``$ALR``: one processed reading (or a silence alert) with its detection flags."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)  # given by the outbox (0: not yet)
     sensor: SensorId
     time: EpochSeconds
     flow: float | None
@@ -122,13 +118,12 @@ class AlertFrame:
     pressure_flags: int
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class ServerReportLine:
     """``$SRV``: one minute of a finished 10-minute block, with the forecast (0 off ``:00``,
     None where there is none)."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)  # given by the outbox (0: not yet)
     sensor: SensorId
     time: EpochSeconds
     flow: float | None
@@ -139,12 +134,11 @@ class ServerReportLine:
     pred_pressure: float | None
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class DailyForecastLine:
     """``$FCD``: the forecast daily means of one coming (local) day."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)  # given by the outbox (0: not yet)
     sensor: SensorId
     issued: EpochSeconds
     day: datetime.date
@@ -152,12 +146,11 @@ class DailyForecastLine:
     pressure_mean: float
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class HealthFrame:
     """``$HLT``: the gateway's own health, every 10 minutes of wall clock."""
 
-    seq: int
+    seq: int = field(default=0, kw_only=True)  # given by the outbox (0: not yet)
     time: EpochSeconds
     uptime_s: int
     outbox_depth: int
@@ -168,10 +161,10 @@ class HealthFrame:
     clock: bool
 
 
-Frame = Reading | Ack | AlertFrame | ServerReportLine | DailyForecastLine | HealthFrame
+OutboundFrame = AlertFrame | ServerReportLine | DailyForecastLine | HealthFrame
+"""A frame the gateway sends: built by its producer, numbered by the outbox."""
+Frame = Reading | Ack | OutboundFrame
 
-# The decoder builds a reading per inbound line from fields it has just checked.
-_new_reading = fast_constructor(Reading)
 
 # ---------------------------------------------------------------------------------------------
 # Checksum and small field codecs
@@ -499,39 +492,44 @@ def _clock(text: str) -> bool:
 
 
 def _decode_wdn(f: list[str], tz: ZoneInfo) -> Reading:
-    return _new_reading(
+    return new_reading(  # from fields just checked
         _sid(f[1]), _when("time", f[2], tz), _measured("flow", f[3]), _measured("pressure", f[4]),
         _hex2("status", f[5]),
     )
 
 
 def _decode_alr(f: list[str], tz: ZoneInfo) -> AlertFrame:
+    seq = _seq(f[1])  # fields are checked left to right: seq first
     return AlertFrame(
-        _seq(f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
+        _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
         _measured("pressure", f[5]), _hex2("flow_flags", f[6]), _hex2("pressure_flags", f[7]),
+        seq=seq,
     )
 
 
 def _decode_srv(f: list[str], tz: ZoneInfo) -> ServerReportLine:
+    seq = _seq(f[1])
     return ServerReportLine(
-        _seq(f[1]), _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
+        _sid(f[2]), _when("time", f[3], tz), _measured("flow", f[4]),
         _measured("pressure", f[5]), _hex2("flow_flags", f[6]), _hex2("pressure_flags", f[7]),
-        _measured("pred_flow", f[8]), _measured("pred_pressure", f[9]),
+        _measured("pred_flow", f[8]), _measured("pred_pressure", f[9]), seq=seq,
     )
 
 
 def _decode_fcd(f: list[str], tz: ZoneInfo) -> DailyForecastLine:
+    seq = _seq(f[1])
     return DailyForecastLine(
-        _seq(f[1]), _sid(f[2]), _when("issued", f[3], tz), _day(f[4]),
-        _number("flow_mean", f[5]), _number("pressure_mean", f[6]),
+        _sid(f[2]), _when("issued", f[3], tz), _day(f[4]),
+        _number("flow_mean", f[5]), _number("pressure_mean", f[6]), seq=seq,
     )
 
 
 def _decode_hlt(f: list[str], tz: ZoneInfo) -> HealthFrame:
+    seq = _seq(f[1])
     return HealthFrame(
-        _seq(f[1]), _when("time", f[2], tz), _count("uptime_s", f[3]),
+        _when("time", f[2], tz), _count("uptime_s", f[3]),
         _count("outbox_depth", f[4]), _count("oldest_unsent_s", f[5]), _count("restarts", f[6]),
-        _count("rejects", f[7]), _number("store_used_pct", f[8]), _clock(f[9]),
+        _count("rejects", f[7]), _number("store_used_pct", f[8]), _clock(f[9]), seq=seq,
     )
 
 
@@ -711,9 +709,9 @@ def _wire_time(name: str, t: int, tz: ZoneInfo) -> str:
     raise ValueError(f"{name} {t!r} is not a time the protocol carries (1970 UTC to 9999)")
 
 
-def _body(frame: Frame, tz: ZoneInfo) -> str:
+def _body(frame: Frame, tz: ZoneInfo, seq: int) -> str:
     if isinstance(frame, AlertFrame | ServerReportLine):
-        return _minute_body(frame, tz)
+        return _minute_body(frame, tz, seq)
     if isinstance(frame, Reading):
         _check_sensor(frame.sensor)
         _check_byte("status", frame.status)
@@ -724,22 +722,22 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
             f"{_written('pressure', frame.pressure, width, required=False)},{frame.status:02X}"
         )
     if isinstance(frame, DailyForecastLine):
-        _check_seq(frame.seq)
+        _check_seq(seq)
         _check_sensor(frame.sensor)
         width = VALUE_WIDTH["FCD"]
         flow = _written("flow_mean", frame.flow_mean, width, required=True)
         pressure = _written("pressure_mean", frame.pressure_mean, width, required=True)
         return (
-            f"FCD,{frame.seq},{frame.sensor},{_wire_time('issued', frame.issued, tz)},"
+            f"FCD,{seq},{frame.sensor},{_wire_time('issued', frame.issued, tz)},"
             f"{_format_day(frame.day)},{flow},{pressure}"
         )
     if isinstance(frame, HealthFrame):
-        counts = ("seq", "uptime_s", "outbox_depth", "oldest_unsent_s", "restarts", "rejects")
-        for name in counts:
+        _check_count("seq", seq)
+        for name in ("uptime_s", "outbox_depth", "oldest_unsent_s", "restarts", "rejects"):
             _check_count(name, getattr(frame, name))
         pct = _written("store_used_pct", frame.store_used_pct, VALUE_WIDTH["HLT"], required=True)
         return (
-            f"HLT,{frame.seq},{_wire_time('time', frame.time, tz)},{frame.uptime_s},"
+            f"HLT,{seq},{_wire_time('time', frame.time, tz)},{frame.uptime_s},"
             f"{frame.outbox_depth},{frame.oldest_unsent_s},{frame.restarts},{frame.rejects},"
             f"{pct},{1 if frame.clock else 0}"
         )
@@ -752,13 +750,13 @@ def _body(frame: Frame, tz: ZoneInfo) -> str:
 _ALR_WIDTH, _SRV_WIDTH = VALUE_WIDTH["ALR"], VALUE_WIDTH["SRV"]
 
 
-def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
+def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo, seq: int) -> str:
     """``_body`` of the per-minute frames, the hot path (two per reading).
 
     The checks are inline; the helpers only raise, or run for the rare value
     that is missing or does not fit.
     """
-    seq, sensor = frame.seq, frame.sensor
+    sensor = frame.sensor
     flow_flags, pressure_flags = frame.flow_flags, frame.pressure_flags
     if not 0 <= seq <= MAX_SEQ:
         _check_seq(seq)
@@ -794,13 +792,16 @@ def _minute_body(frame: AlertFrame | ServerReportLine, tz: ZoneInfo) -> str:
 
 
 # Exact frame type -> its body; anything else (a subclass, a non-frame) takes _body.
-_FAST_BODIES: dict[type, Callable[[Frame, ZoneInfo], str]] = {
+_FAST_BODIES: dict[type, Callable[[Frame, ZoneInfo, int], str]] = {
     AlertFrame: _minute_body, ServerReportLine: _minute_body,  # type: ignore[dict-item]
 }
 
 
-def encode(frame: Frame, tz: ZoneInfo) -> bytes:
+def encode(frame: Frame, tz: ZoneInfo, seq: int | None = None) -> bytes:
     """One wire line: ``$<body>*<CS>\\r\\n`` with an upper-case hex checksum.
+
+    ``seq`` numbers an outbound frame as the outbox does (the frame keeps its
+    own ``seq``, 0 as its producer built it); None writes the frame's own.
 
     Every line it returns is at most :data:`MAX_LINE` bytes, ``\\r\\n``
     included, and decodes with :func:`decode`: a measured value (or forecast)
@@ -815,7 +816,9 @@ def encode(frame: Frame, tz: ZoneInfo) -> bytes:
     is missing) and :class:`TypeError` for an object that is no frame: both are
     programming errors.
     """
-    body = (_FAST_BODIES.get(type(frame)) or _body)(frame, tz).encode("ascii")
+    if seq is None:
+        seq = getattr(frame, "seq", 0)
+    body = (_FAST_BODIES.get(type(frame)) or _body)(frame, tz, seq).encode("ascii")
     return b"$%s*%02X\r\n" % (body, checksum(body))
 
 

@@ -4,102 +4,20 @@ An envelope is the msgpack array ``[type, version, payload]``. Every message is
 encoded at the boundary so that it can cross to the trainer process, be logged
 and be replayed in tests. Decoding is strict and bounded: anything malformed
 raises :class:`MessageError`, which the receiving actor logs and drops.
-
-It also holds :func:`fast_init` and :func:`fast_constructor`, which build the
-frozen dataclasses that travel with every reading (here, in the codec, the
-detection and the store) without the generated ``__init__``'s overhead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import msgpack
 
-from core.types import Reading, StoredReading
+from core.types import StoredReading, new_reading, new_stored_reading
 
 ENVELOPE_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-T = TypeVar("T")
-
-
-def _fast_fields(cls: type) -> list[dataclasses.Field[Any]]:
-    """The fields of ``cls`` if its instances can be built by slot stores alone."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or "__slots__" not in cls.__dict__:
-        raise TypeError(f"{cls.__name__} is not a frozen slots dataclass")
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} has __post_init__, which this would skip")
-    fields = list(dataclasses.fields(cls))
-    for f in fields:
-        if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: only plain fields are supported")
-    return fields
-
-
-def _generate(cls: type, header: str, target: str, fields: list[dataclasses.Field[Any]],
-              namespace: dict[str, Any], footer: str = "") -> Any:
-    lines = [header]
-    for f in fields:
-        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
-        lines.append(f"    _set_{f.name}({target}, {f.name})")
-    if footer:
-        lines.append(footer)
-    exec("\n".join(lines), namespace)  # generated once per class, from its field names only
-    return namespace
-
-
-def fast_init(cls: type[T]) -> type[T]:
-    """Class decorator: give the frozen slots dataclass ``cls`` a faster ``__init__``.
-
-    A frozen dataclass's generated ``__init__`` sets each field through
-    ``object.__setattr__``, which costs about three times as much as storing
-    through the slot descriptors, as this one does. The signature (names,
-    order, defaults) and the object built are the same; apply it above
-    ``@dataclass``. For the readings' way through the service, where such
-    objects are built several times per reading.
-    """
-    fields = _fast_fields(cls)
-    namespace: dict[str, Any] = {}
-    params = []
-    for f in fields:
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-    header = f"def __init__(self, {', '.join(params)}) -> None:"
-    init = _generate(cls, header, "self", fields, namespace)["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    init.__annotations__ = dict(cls.__init__.__annotations__)
-    cls.__init__ = init  # type: ignore[misc]
-    return cls
-
-
-def fast_constructor(cls: type[T]) -> Callable[..., T]:
-    """A positional constructor (every field, no defaults) for a frozen slots dataclass.
-
-    For the shared types of :mod:`core.types`, which this module cannot give a
-    faster ``__init__`` (see :func:`fast_init`): the result is the object
-    ``cls(...)`` would build, at about a third of the cost.
-    """
-    fields = _fast_fields(cls)
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    header = f"def build({', '.join(f.name for f in fields)}):\n    o = _new(_cls)"
-    footer = "    return o"
-    build: Callable[..., T] = _generate(cls, header, "o", fields, namespace, footer)["build"]
-    build.__name__ = build.__qualname__ = f"build_{cls.__name__}"
-    return build
-
-
-_new_reading = fast_constructor(Reading)
-_new_stored = fast_constructor(StoredReading)
-
 
 class MessageError(ValueError):
     """A message that cannot be decoded into a known, well-formed type."""
@@ -129,9 +47,9 @@ class ReadingsCommitted:
         """The rows as domain objects."""
         # Hot path (every consumer, every reading): the NewTypes SensorId and
         # EpochSeconds are identities at run time and are not called.
-        new_stored, new_reading = _new_stored, _new_reading
+        new_stored, new = new_stored_reading, new_reading
         return [
-            new_stored(int(a), new_reading(s, int(t), f, p, int(st)))
+            new_stored(int(a), new(s, int(t), f, p, int(st)))  # type: ignore[arg-type]
             for a, s, t, f, p, st in self.rows
         ]
 

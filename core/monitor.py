@@ -16,9 +16,15 @@ from zoneinfo import ZoneInfo
 from core import detection
 from core.criteria import SensorCriteria
 from core.detection import (
-    AHEAD, JUMP, ClockGuard, Expectation, SensorState, SystemLimits,
+    AHEAD,
+    JUMP,
+    ClockGuard,
+    Expectation,
+    SensorState,
+    SystemLimits,
 )
 from core.forecast import Forecast
+from core.frames import AlertFrame, OutboundFrame
 from core.server_report import ServerReportBuilder
 from core.types import FLAG_SYSTEM, EpochSeconds, EventTimes, SensorId, StoredReading
 
@@ -40,7 +46,7 @@ class DetectionSettings:
 class Outcome:
     """What one step of the monitor produced, to be committed together."""
 
-    frames: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[OutboundFrame] = field(default_factory=list)  # numbered by the outbox
     detections: list[tuple[SensorId, EpochSeconds, dict[str, Any]]] = field(default_factory=list)
     hours: list[tuple[SensorId, EpochSeconds]] = field(default_factory=list)
     last_arrival: int | None = None
@@ -106,17 +112,6 @@ def _residual(criteria: SensorCriteria | None, quantity: str) -> float | None:
     return q.residual_band if q is not None else None
 
 
-def alert_frame(
-    sensor: SensorId, time: EpochSeconds, flow: float | None, pressure: float | None,
-    flow_flags: int, pressure_flags: int,
-) -> dict[str, Any]:
-    """The outbox form of an ``$ALR`` frame (the sequence number comes from the outbox)."""
-    return {
-        "type": "ALR", "sensor": sensor, "time": time, "flow": flow, "pressure": pressure,
-        "flow_flags": flow_flags, "pressure_flags": pressure_flags,
-    }
-
-
 class SiteMonitor:
     """Detection state of every sensor of the site."""
 
@@ -127,7 +122,7 @@ class SiteMonitor:
         self.tz = tz
         state = state or {}
         self.sensors: dict[SensorId, SensorState] = {
-            SensorId(s): SensorState.from_dict(d) for s, d in state.get("sensors", {}).items()
+            SensorId(s): SensorState.from_record(d) for s, d in state.get("sensors", {}).items()
         }
         # sensor -> its event time: the newest reading the clock guard took in
         self.last_seen: dict[SensorId, EpochSeconds] = {
@@ -149,7 +144,7 @@ class SiteMonitor:
 
     def state(self) -> dict[str, Any]:
         return {
-            "sensors": {s: st.to_dict() for s, st in self.sensors.items()},
+            "sensors": {s: st.to_record() for s, st in self.sensors.items()},
             "last_seen": dict(self.last_seen),
             "last_alerted": dict(self.last_alerted),
             "event_now": self.event_now,
@@ -207,7 +202,7 @@ class SiteMonitor:
                 persist_minutes=persist, clear_minutes=clear, gross_factor=gross,
             )
             ff, pf = evaluation.flow_flags, evaluation.pressure_flags
-            frames.append(alert_frame(sensor, t, r.flow, r.pressure, ff, pf))
+            frames.append(AlertFrame(sensor, t, r.flow, r.pressure, ff, pf))
             causes = evaluation.causes
             if causes:
                 detections.append((sensor, t, evaluation.to_record()))
@@ -236,7 +231,7 @@ class SiteMonitor:
         if t > self.event_now:
             self.event_now = t
         for block in self.reports.add(sensor, t, flow, pressure, ff, pf, predicted):
-            out.frames += [line.to_frame() for line in block]
+            out.frames += block
 
     def tick(self, virtual_now: EpochSeconds, expectation: ExpectationLookup) -> Outcome:
         """Silence alerts and silent sensors' server reports up to ``virtual_now``.
@@ -249,11 +244,11 @@ class SiteMonitor:
         for sensor, minute in detection.silence_alerts(
             self.last_seen, self.last_alerted, virtual_now, limits.silence_minutes
         ):
-            out.frames.append(alert_frame(sensor, minute, None, None, FLAG_SYSTEM, FLAG_SYSTEM))
+            out.frames.append(AlertFrame(sensor, minute, None, None, FLAG_SYSTEM, FLAG_SYSTEM))
         for block in self.reports.close_silent(
             virtual_now, limits.silence_minutes * 60, _predicted(expectation)
         ):
-            out.frames += [line.to_frame() for line in block]
+            out.frames += block
         return out
 
     def schedule_night_verdict(

@@ -58,14 +58,13 @@ import functools
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-
+from core._codec import ISO_DATE, Recorded, declared
 from core.detection import AHEAD, JUMP, ClockGuard
 from core.localtime import local_datetime
-from core.messages import fast_init
 from core.types import (
     STATUS_COMM_ERROR,
     STATUS_FLOW_FAULT,
@@ -313,9 +312,9 @@ def _clock_change(
 # -- what the aggregator hands on ---------------------------------------------------
 
 
-@fast_init
+@declared(codecs={"night": ISO_DATE})
 @dataclass(frozen=True, slots=True)
-class NightBlock:
+class NightBlock(Recorded):
     """One closed block of one sensor's night.
 
     ``readings`` counts the measured readings; ``mean`` is their mean flow (m3/h)
@@ -329,25 +328,11 @@ class NightBlock:
     mean: float | None
     complete: bool
 
-    def to_record(self) -> dict[str, Any]:
-        """A msgpack-able dict (``night`` as ``YYYY-MM-DD``)."""
-        return {
-            "sensor": self.sensor, "night": self.night.isoformat(), "start": self.start,
-            "readings": self.readings, "mean": self.mean, "complete": self.complete,
-        }
-
-    @classmethod
-    def from_record(cls, d: Mapping[str, Any]) -> NightBlock:
-        return cls(
-            SensorId(str(d["sensor"])), datetime.date.fromisoformat(d["night"]),
-            EpochSeconds(int(d["start"])), int(d["readings"]),
-            None if d["mean"] is None else float(d["mean"]), bool(d["complete"]),
-        )
 
 
-@fast_init
+@declared(codecs={"night": ISO_DATE})
 @dataclass(frozen=True, slots=True)
-class NightSummary:
+class NightSummary(Recorded):
     """One closed night of one sensor.
 
     ``mnf`` is the lowest mean of ``mnf_blocks`` contiguous complete blocks (the
@@ -367,70 +352,28 @@ class NightSummary:
     complete_blocks: int
     day_mean: float | None = None
 
-    def to_record(self) -> dict[str, Any]:
-        """A msgpack-able dict (``night`` as ``YYYY-MM-DD``)."""
-        return {
-            "sensor": self.sensor, "night": self.night.isoformat(), "mnf": self.mnf,
-            "mnf_block_start": self.mnf_block_start, "blocks": self.blocks,
-            "complete_blocks": self.complete_blocks, "day_mean": self.day_mean,
-        }
-
-    @classmethod
-    def from_record(cls, d: Mapping[str, Any]) -> NightSummary:
-        block_start = d.get("mnf_block_start")
-        mnf = d.get("mnf")
-        return cls(
-            SensorId(str(d["sensor"])), datetime.date.fromisoformat(d["night"]),
-            None if mnf is None else float(mnf),
-            None if block_start is None else EpochSeconds(int(block_start)),
-            int(d["blocks"]), int(d["complete_blocks"]),
-            None if d.get("day_mean") is None else float(d["day_mean"]),
-        )
-
 
 # -- the aggregator -----------------------------------------------------------------
 
 
-class _OpenNight:
+@declared(codecs={"night": ISO_DATE})
+@dataclass(slots=True)
+class _OpenNight(Recorded):
     """A sensor's night in progress, with its open block (plain mutable data)."""
 
-    __slots__ = ("night", "block", "n", "total", "blocks", "complete", "mnf", "mnf_block",
-                 "run", "lowest", "lowest_block")
-
-    def __init__(self, night: datetime.date, block: int) -> None:
-        self.night = night
-        self.block = block          # start of the open block
-        self.n = 0                  # measured readings in the open block
-        self.total = 0.0            # their sum
-        self.blocks = 0             # closed blocks so far
-        self.complete = 0           # ... of which complete
-        self.mnf: float | None = None
-        self.mnf_block: int | None = None
-        # The latest contiguous complete blocks, [start, mean] (at most mnf_blocks),
-        # and the lowest single block mean (the MNF of a night with no such run).
-        self.run: list[list[Any]] = []
-        self.lowest: float | None = None
-        self.lowest_block: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "night": self.night.isoformat(), "block": self.block, "n": self.n,
-            "total": self.total, "blocks": self.blocks, "complete": self.complete,
-            "mnf": self.mnf, "mnf_block": self.mnf_block, "run": [list(r) for r in self.run],
-            "lowest": self.lowest, "lowest_block": self.lowest_block,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> _OpenNight:
-        o = cls(datetime.date.fromisoformat(d["night"]), int(d["block"]))
-        o.n, o.total = int(d["n"]), float(d["total"])
-        o.blocks, o.complete = int(d["blocks"]), int(d["complete"])
-        o.mnf = None if d["mnf"] is None else float(d["mnf"])
-        o.mnf_block = None if d["mnf_block"] is None else int(d["mnf_block"])
-        o.run = [[int(b), float(m)] for b, m in d.get("run", ())]
-        o.lowest = None if d.get("lowest") is None else float(d["lowest"])
-        o.lowest_block = None if d.get("lowest_block") is None else int(d["lowest_block"])
-        return o
+    night: datetime.date
+    block: int  # start of the open block
+    n: int = 0  # measured readings in the open block
+    total: float = 0.0  # their sum
+    blocks: int = 0  # closed blocks so far
+    complete: int = 0  # ... of which complete
+    mnf: float | None = None
+    mnf_block: int | None = None
+    # The latest contiguous complete blocks, [start, mean] (at most mnf_blocks),
+    # and the lowest single block mean (the MNF of a night with no such run).
+    run: list[list[Any]] = field(default_factory=list)
+    lowest: float | None = None
+    lowest_block: int | None = None
 
 
 class NightFlowAggregator:
@@ -532,7 +475,7 @@ class NightFlowAggregator:
         for sensor, until in self._until.items():
             current = self._open.get(sensor)
             sensors[sensor] = {
-                "until": until, "open": current.to_dict() if current is not None else None,
+                "until": until, "open": current.to_record() if current is not None else None,
                 "day": self._day.get(sensor),
             }
         return {"version": STATE_VERSION, "window": _window_key(self.window), "sensors": sensors,
@@ -549,7 +492,7 @@ class NightFlowAggregator:
                 self._day[sid] = [int(entry["day"][0]), float(entry["day"][1])]
             if entry.get("open") is not None:
                 if same_window:
-                    self._open[sid] = _OpenNight.from_dict(entry["open"])
+                    self._open[sid] = _OpenNight.from_record(entry["open"])
                 else:
                     log.warning("night window changed: dropping sensor %s's open night %s",
                                 sid, entry["open"].get("night"))

@@ -14,12 +14,11 @@ data so the Detector persists it with its offset.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.frames import ServerReportLine
 from core.localtime import local_datetime
-from core.messages import fast_init
 from core.types import FLAG_SYSTEM, EpochSeconds, SensorId
 
 BLOCK_S = 600
@@ -30,30 +29,6 @@ MAX_EMPTY_BLOCKS = 6
 Expected = Callable[[SensorId, EpochSeconds], tuple[float | None, float | None]]
 
 _MISSING = object()
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class ReportLine:
-    """One minute of a finished block, ready to become a ``$SRV`` line."""
-
-    sensor: SensorId
-    time: EpochSeconds
-    flow: float | None
-    pressure: float | None
-    flow_flags: int
-    pressure_flags: int
-    pred_flow: float | None
-    pred_pressure: float | None
-
-    def to_frame(self) -> dict[str, Any]:
-        """The outbox form (a missing forecast stays None: an empty field)."""
-        return {
-            "type": "SRV", "sensor": self.sensor, "time": self.time, "flow": self.flow,
-            "pressure": self.pressure, "flow_flags": self.flow_flags,
-            "pressure_flags": self.pressure_flags, "pred_flow": self.pred_flow,
-            "pred_pressure": self.pred_pressure,
-        }
 
 
 # Per zone: UTC hour -> the zone's UTC offset (s) when it is the same for the whole
@@ -113,14 +88,14 @@ class ServerReportBuilder:
     def add(
         self, sensor: SensorId, time: EpochSeconds, flow: float | None, pressure: float | None,
         flow_flags: int, pressure_flags: int, expected: Expected,
-    ) -> list[list[ReportLine]]:
+    ) -> list[list[ServerReportLine]]:
         """Record one processed reading; return the blocks it finished.
 
         A late reading for an already finished block is not reported again.
         """
         start = block_start(time, self._tz)
         block = self._open.get(sensor)
-        finished: list[list[ReportLine]] = []
+        finished: list[list[ServerReportLine]] = []
         if block is None:
             block = self._open[sensor] = {"start": start, "minutes": {}}
         elif start < block["start"]:
@@ -134,9 +109,9 @@ class ServerReportBuilder:
 
     def close_silent(
         self, now: EpochSeconds, grace_s: int, expected: Expected
-    ) -> list[list[ReportLine]]:
+    ) -> list[list[ServerReportLine]]:
         """Finish blocks of sensors silent for ``grace_s`` past their block's end."""
-        finished: list[list[ReportLine]] = []
+        finished: list[list[ServerReportLine]] = []
         for sensor in list(self._open):
             block = self._open[sensor]
             if now >= block["start"] + BLOCK_S + grace_s:
@@ -147,7 +122,7 @@ class ServerReportBuilder:
 
     def _finish_through(
         self, sensor: SensorId, next_start: int, expected: Expected
-    ) -> list[list[ReportLine]]:
+    ) -> list[list[ServerReportLine]]:
         block = self._open[sensor]
         blocks = [self._lines(sensor, block["start"], block["minutes"], expected)]
         empty_start = block["start"] + BLOCK_S
@@ -161,7 +136,7 @@ class ServerReportBuilder:
 
     def _lines(
         self, sensor: SensorId, start: int, minutes: dict[int, list[Any]], expected: Expected
-    ) -> list[ReportLine]:
+    ) -> list[ServerReportLine]:
         lines = []
         for index in range(BLOCK_S // 60):
             t = start + index * 60
@@ -173,9 +148,9 @@ class ServerReportBuilder:
                 pred_pressure = None if ep is None else round(ep, 3)
             row = minutes.get(index)
             if row is None:
-                lines.append(ReportLine(sensor, t, None, None, FLAG_SYSTEM, FLAG_SYSTEM,
+                lines.append(ServerReportLine(sensor, t, None, None, FLAG_SYSTEM, FLAG_SYSTEM,
                                         pred_flow, pred_pressure))
             else:
-                lines.append(ReportLine(sensor, t, row[0], row[1], int(row[2]), int(row[3]),
+                lines.append(ServerReportLine(sensor, t, row[0], row[1], int(row[2]), int(row[3]),
                                         pred_flow, pred_pressure))
         return lines

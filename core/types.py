@@ -65,6 +65,38 @@ class StoredReading:
     reading: Reading
 
 
+# A reading is built several times on its way (decoded, stored, told to two
+# consumers): these build the two frozen types with the slot stores their fields
+# are, past the generated __init__, which sets each field through
+# object.__setattr__ at about three times the cost (1.1 vs 3.3 us for a Reading
+# on the shared 2-core host). Only for values already checked by the caller.
+_new = object.__new__
+_set_sensor, _set_time, _set_flow, _set_pressure, _set_status = (
+    Reading.__dict__[name].__set__ for name in ("sensor", "time", "flow", "pressure", "status"))
+_set_arrival, _set_reading = (StoredReading.__dict__[name].__set__
+                              for name in ("arrival", "reading"))
+
+
+def new_reading(sensor: SensorId, time: EpochSeconds, flow: float | None,
+                pressure: float | None, status: int) -> Reading:
+    """``Reading(sensor, time, flow, pressure, status)``, faster (the hot path's)."""
+    r = _new(Reading)
+    _set_sensor(r, sensor)
+    _set_time(r, time)
+    _set_flow(r, flow)
+    _set_pressure(r, pressure)
+    _set_status(r, status)
+    return r
+
+
+def new_stored_reading(arrival: int, reading: Reading) -> StoredReading:
+    """``StoredReading(arrival, reading)``, faster (the hot path's)."""
+    s = _new(StoredReading)
+    _set_arrival(s, arrival)
+    _set_reading(s, reading)
+    return s
+
+
 @dataclass(frozen=True)
 class EventTimes:
     """Where the readings put time, as the Detector's clock guard judged them.

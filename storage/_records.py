@@ -8,13 +8,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from core.messages import fast_constructor, fast_init
-from core.types import Reading, StoredReading
+from core.frames import OutboundFrame
+from core.outbox import KINDS as _OUTBOUND_KINDS
+from core.outbox import outbox_frame
+from core.types import StoredReading, new_reading, new_stored_reading
 from storage._errors import UndecodableRecord, decoding, why
 from storage._keys import SEQ
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """What one :meth:`Store.ingest` did.
@@ -29,7 +30,6 @@ class IngestResult:
     conflicts: int
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class RejectRecord:
     """An input line the reader refused: wall-clock time, reason, raw bytes."""
@@ -39,11 +39,14 @@ class RejectRecord:
     line: bytes
 
 
+_OUTBOUND_FRAMES = tuple(_OUTBOUND_KINDS.values())
+
+
 class OutboxEntry:
     """An outbound frame kept until sent (and acknowledged when ACK is on).
 
     ``wire`` is the line it goes out as (None: the store was given no encoder);
-    ``frame`` its outbox form, unpacked on first use: the sender needs the line only.
+    ``frame`` the frame, numbered, decoded on first use: the sender needs the line only.
     ``acked``: the serial upstream acknowledged it; it stays only until the other
     uplinks have it too, and is never resent on the serial line.
     """
@@ -57,10 +60,16 @@ class OutboxEntry:
         self._frame = frame
 
     @property
-    def frame(self) -> dict[str, Any]:
-        if type(self._frame) is bytes:
-            self._frame = unpack(self._frame)
-        return self._frame
+    def frame(self) -> OutboundFrame:
+        frame = self._frame
+        if not isinstance(frame, _OUTBOUND_FRAMES):
+            # Its outbox form, packed (a record with its line) or not (one without).
+            form = unpack(frame) if type(frame) is bytes else frame
+            if not isinstance(form, dict):
+                raise UndecodableRecord(f"an outbox frame is a {type(form).__name__}, not a map")
+            with decoding():
+                frame = self._frame = outbox_frame(self.seq, form)
+        return frame
 
     def _fields(self) -> tuple[Any, ...]:
         return self.seq, self.frame, self.created, self.attempts, self.wire, self.acked
@@ -77,10 +86,11 @@ class OutboxEntry:
                 f"attempts={self.attempts}, wire={self.wire!r}, acked={self.acked})")
 
 
-# Records read back from the store (trusted values) are built past the frozen
-# dataclasses' slow generated __init__ (see core.messages.fast_constructor).
-new_reading = fast_constructor(Reading)
-new_stored = fast_constructor(StoredReading)
+# Records read back from the store (trusted values) are built by the hand-written
+# constructors of core.types (re-exported here for the read and write paths).
+new_stored = new_stored_reading
+__all__ = ["IngestResult", "OutboxEntry", "ReadingArrays", "RejectRecord", "new_reading",
+           "new_stored"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -8,6 +8,8 @@ from typing import Any
 import lmdb
 import msgpack
 
+from core.frames import OutboundFrame
+from core.outbox import outbox_form
 from core.types import EventTimes, Reading, SensorId, StoredReading
 from storage._errors import StoreError
 from storage._keys import (
@@ -59,7 +61,7 @@ class WriteBatch(ReadView):
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, rejects_max: int,
                  outbox_max: int, clock: Callable[[], float],
-                 outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
+                 outbox_wire: Callable[[int, OutboundFrame], bytes] | None = None,
                  outbox_publisher: bool = False) -> None:
         super().__init__(txn, dbs)
         self._rejects_max = rejects_max
@@ -251,8 +253,10 @@ class WriteBatch(ReadView):
 
     # outbox --------------------------------------------------------------------
 
-    def append_outbox(self, frame: dict[str, Any]) -> int:
+    def append_outbox(self, frame: OutboundFrame) -> int:
         """Keep ``frame`` for sending; returns its sequence number (1, 2, ... never reused).
+
+        The record holds the frame's outbox form (:func:`core.outbox.outbox_form`).
 
         Beyond ``outbox_max`` entries the oldest are dropped (and counted as
         ``outbox_dropped``) when the batch commits.
@@ -261,12 +265,12 @@ class WriteBatch(ReadView):
         packer = self._packer
         if packer is None:
             packer = self._packer = new_packer()
-        wire = self._outbox_wire
+        wire, form = self._outbox_wire, outbox_form(frame)
         if wire is None:
-            value = packer.pack([self._clock(), 0, frame])
+            value = packer.pack([self._clock(), 0, form])
         else:
             # The frame packed on its own: a reader unpacks it only if it asks.
-            value = packer.pack([self._clock(), 0, packer.pack(frame), wire(seq, frame)])
+            value = packer.pack([self._clock(), 0, packer.pack(form), wire(seq, frame)])
         self._buffer("outbox", SEQ.pack(seq), value)
         self._bounded["outbox"] = self._outbox_max
         return seq

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from core.frames import OutboundFrame
 from core.types import Reading
 from ports.disk import reserve_file
 from ports.memory import release_file_mapping
@@ -138,7 +139,7 @@ class Store:
         self, path: str | os.PathLike[str], *, readonly: bool = False, map_size_mb: int = 64,
         map_max_mb: int = 1024, rejects_max: int = 1000, outbox_max: int = 100_000,
         sync: bool = True, clock: Callable[[], float] | None = None, reserve_mb: int = 0,
-        outbox_wire: Callable[[int, dict[str, Any]], bytes] | None = None,
+        outbox_wire: Callable[[int, OutboundFrame], bytes] | None = None,
         outbox_publisher: bool = False,
     ) -> None:
         self.path = Path(path)

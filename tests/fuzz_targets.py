@@ -156,8 +156,8 @@ def check_inbound(case: tuple[bytes, list[int], ZoneInfo]) -> None:
 
 def _check_alert_of(reading: Reading, tz: ZoneInfo) -> None:
     """Every reading the reader accepts has an ``$ALR`` within the line limit."""
-    alert = frames.AlertFrame(SEQ_MAX, reading.sensor, reading.time, reading.flow,
-                              reading.pressure, 0, 0)
+    alert = frames.AlertFrame(reading.sensor, reading.time, reading.flow,
+                              reading.pressure, 0, 0, seq=SEQ_MAX)
     line = frames.encode(alert, tz)
     assert len(line) <= frames.MAX_LINE, line
     back = frames.decode(line, tz)

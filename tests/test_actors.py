@@ -24,7 +24,7 @@ from actors.predictor import Predictor, fcd_frames
 from actors.serial_reader import SerialReader
 from actors.trainer import Trainer
 from actors.transmitter import Transmitter
-from core import frames, messages, outbox
+from core import frames, messages
 from core.forecast import HORIZON_HOURS, Forecast
 from core.types import FLAG_NIGHT, FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import make_config
@@ -47,7 +47,7 @@ def commit(store, readings):
 
 def alerts(store):
     with store.read() as view:
-        return [e for e in view.outbox(limit=10_000) if e.frame["type"] == "ALR"]
+        return [e for e in view.outbox(limit=10_000) if isinstance(e.frame, frames.AlertFrame)]
 
 
 def test_detector_flags_each_reading_once_and_tells_the_transmitter(harness, store):
@@ -55,7 +55,7 @@ def test_detector_flags_each_reading_once_and_tells_the_transmitter(harness, sto
     detector = harness.start(Detector)
     harness.tell(detector, commit(store, [reading(0), reading(1, flow=None), reading(2, status=0x02)]))
     told = transmitter.wait_for(lambda r: any(isinstance(m, messages.OutboxAppended) for m in r))
-    flags = [(e.frame["flow_flags"], e.frame["pressure_flags"]) for e in alerts(store)]
+    flags = [(e.frame.flow_flags, e.frame.pressure_flags) for e in alerts(store)]
     assert flags == [(0, 0), (FLAG_SYSTEM, 0), (0, FLAG_SYSTEM)]
     assert max(m.seq for m in told if isinstance(m, messages.OutboxAppended)) == 3
     with store.read() as view:
@@ -77,7 +77,7 @@ def test_detector_restarted_resumes_from_its_offset(harness, store):
     with store.read() as view:
         harness.tell(detector, messages.ReadingsCommitted.of(view.journal(0, 100)))
     harness.ask(detector, messages.Ping())
-    assert [e.frame["time"] for e in alerts(store)] == [T0 + m * 60 for m in range(8)]
+    assert [e.frame.time for e in alerts(store)] == [T0 + m * 60 for m in range(8)]
 
 
 def test_detector_fills_a_gap_from_the_store(harness, store):
@@ -101,15 +101,15 @@ def test_detector_carries_a_night_verdict_only_from_the_night_end(harness, store
     # NightFlow ran ahead: readings from before the night's end come after the verdict.
     harness.tell(detector, commit(store, [reading(m) for m in range(8)]))
     wait_for(lambda: len(alerts(store)) == 8)
-    night = [bool(e.frame["flow_flags"] & FLAG_NIGHT) for e in alerts(store)]
+    night = [bool(e.frame.flow_flags & FLAG_NIGHT) for e in alerts(store)]
     assert night == [False] * 5 + [True] * 3
-    assert all(e.frame["pressure_flags"] == 0 for e in alerts(store))
+    assert all(e.frame.pressure_flags == 0 for e in alerts(store))
     # A restarted detector neither loses nor re-applies it.
     detector.stop()
     detector = harness.start(Detector)
     harness.tell(detector, commit(store, [reading(8)]))
     wait_for(lambda: len(alerts(store)) == 9)
-    assert alerts(store)[-1].frame["flow_flags"] & FLAG_NIGHT
+    assert alerts(store)[-1].frame.flow_flags & FLAG_NIGHT
 
 
 def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store, tmp_path):
@@ -117,14 +117,13 @@ def test_transmitter_sends_outbox_in_order_and_records_its_offset(harness, store
     try:
         harness.context.config = make_config(tmp_path, upstream={"port": upstream.url})
         transmitter = harness.start(Transmitter)
-        seqs = store.transact(lambda b: [b.append_outbox({
-            "type": "ALR", "sensor": "001", "time": T0 + i * 60, "flow": 1.5, "pressure": None,
-            "flow_flags": 0, "pressure_flags": 1}) for i in range(3)])
+        seqs = store.transact(lambda b: [
+            b.append_outbox(frames.AlertFrame(S1, T0 + i * 60, 1.5, None, 0, 1)) for i in range(3)])
         harness.tell(transmitter, messages.OutboxAppended(seqs[-1]))
         lines = wait_for(lambda: len(upstream.lines()) == 3 and upstream.lines())
         decoded = [frames.decode(line, TZ) for line in lines]
         assert [f.seq for f in decoded] == seqs
-        assert decoded[0] == frames.AlertFrame(seqs[0], S1, T0, 1.5, None, 0, 1)
+        assert decoded[0] == frames.AlertFrame(S1, T0, 1.5, None, 0, 1, seq=seqs[0])
         wait_for(lambda: read(store, lambda v: v.offset("transmitter") == seqs[-1]))
     finally:
         upstream.close()
@@ -138,10 +137,9 @@ def test_transmitter_answers_while_the_upstream_stalls_and_sends_once_it_drains(
         harness.context.config = make_config(tmp_path, upstream={
             "port": upstream.url, "write_timeout_s": 0.5})
         transmitter = harness.start(Transmitter)
-        frame = {"type": "ALR", "sensor": "001", "flow": 1.5, "pressure": 4.0,
-                 "flow_flags": 0, "pressure_flags": 0}
-        seqs = store.transact(lambda b: [b.append_outbox({**frame, "time": T0 + i * 60})
-                                         for i in range(3000)])  # some 180 KB
+        seqs = store.transact(lambda b: [
+            b.append_outbox(frames.AlertFrame(S1, T0 + i * 60, 1.5, 4.0, 0, 0))
+            for i in range(3000)])  # some 180 KB
         for seq in seqs[::10]:  # as the Detector tells, one message per few frames
             harness.tell(transmitter, messages.OutboxAppended(seq))
         wait_for(lambda: "stalled" in caplog.text, timeout=10, what="the stall noticed")
@@ -174,9 +172,8 @@ def test_transmitter_ignores_an_ack_of_a_frame_not_sent_yet(harness, store, tmp_
                                                                  "ack": True})
         transmitter = harness.start(Transmitter)
         upstream.wait_connected()
-        seq = store.transact(lambda b: b.append_outbox({
-            "type": "ALR", "sensor": "001", "time": T0, "flow": 1.5, "pressure": None,
-            "flow_flags": 0, "pressure_flags": 0}))
+        seq = store.transact(
+            lambda b: b.append_outbox(frames.AlertFrame(S1, T0, 1.5, None, 0, 0)))
         harness.tell(transmitter, messages.AckReceived(seq))  # before it went out
         harness.tell(transmitter, messages.Tick(time.time()))  # sends it, records the count
         wait_for(lambda: upstream.lines(), what="the frame sent")
@@ -258,12 +255,13 @@ def test_predictor_issues_a_naive_forecast_and_seven_fcd_lines(harness, store):
     harness.tell(predictor, messages.HourClosed(S1, issued))
     recorder.wait_for(lambda r: messages.ForecastIssued(S1, issued) in r)
     with store.read() as view:
-        fcd = [e.frame for e in view.outbox(limit=100) if e.frame["type"] == "FCD"]
+        fcd = [e.frame for e in view.outbox(limit=100)
+               if isinstance(e.frame, frames.DailyForecastLine)]
         assert view.doc("forecast", S1)["source"] == "naive"
         # Its state is saved alone: the Predictor reads no journal, so it has no offset.
         assert view.consumer_state("predictor") == {"issued": {S1: issued}}
         assert view._meta_get("o:predictor") is None
-    assert len(fcd) >= 7 and all(f["issued"] == issued for f in fcd[-7:])
+    assert len(fcd) >= 7 and all(f.issued == issued for f in fcd[-7:])
 
 
 def test_predictor_warns_of_a_short_forecast_and_not_of_a_complete_one(harness, store, caplog):
@@ -322,10 +320,10 @@ def test_fcd_lines_leave_out_days_whose_mean_the_line_cannot_carry():
     issued = EpochSeconds(int(datetime(2026, 1, 5, tzinfo=timezone.utc).timestamp()))
     fc = Forecast(S1, issued, flow, pressure, "naive")
     lines = fcd_frames(fc, ZoneInfo("UTC"))
-    assert [f["day"] for f in lines] == ["2026-01-05", "2026-01-08", "2026-01-09",
-                                         "2026-01-10", "2026-01-11"]
+    assert [f.day.isoformat() for f in lines] == ["2026-01-05", "2026-01-08", "2026-01-09",
+                                                  "2026-01-10", "2026-01-11"]
     for seq, f in enumerate(lines, 1):
-        assert len(frames.encode(outbox.frame_object(seq, f), TZ)) <= frames.MAX_LINE
+        assert len(frames.encode(f, TZ, seq)) <= frames.MAX_LINE
 
 
 @pytest.mark.parametrize("cls", [Detector, NightFlow, Predictor, Transmitter, Trainer, SerialReader])

@@ -355,12 +355,12 @@ def test_nightly_mnf_windows_and_coverage() -> None:
 # -- serialisation ------------------------------------------------------------------------
 
 
-def test_to_dict_is_readable_and_round_trips(clean_criteria) -> None:
-    d = clean_criteria.to_dict()
+def test_the_document_is_readable_and_round_trips(clean_criteria) -> None:
+    d = clean_criteria.to_record()
     assert len(d["flow"]["bands"]["weekday"]) == 24
     assert len(d["flow"]["bands"]["weekend"]) == 24
-    assert SensorCriteria.from_dict(msgpack.unpackb(msgpack.packb(d))) == clean_criteria
-    assert SensorCriteria.from_dict(json.loads(json.dumps(d))) == clean_criteria
+    assert SensorCriteria.from_record(msgpack.unpackb(msgpack.packb(d))) == clean_criteria
+    assert SensorCriteria.from_record(json.loads(json.dumps(d))) == clean_criteria
 
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
@@ -391,8 +391,8 @@ def test_criteria_round_trip_property(flow, pressure, mnf, version, source, time
         SensorId("042"), version, source, EpochSeconds(c), EpochSeconds(a), EpochSeconds(b),
         (b - a) / DAY, flow, pressure, mnf, None if mnf is None else mnf / 10,
     )
-    packed = msgpack.unpackb(msgpack.packb(crit.to_dict()))
-    assert SensorCriteria.from_dict(packed) == crit
+    packed = msgpack.unpackb(msgpack.packb(crit.to_record()))
+    assert SensorCriteria.from_record(packed) == crit
 
 
 @pytest.mark.parametrize("mutate", [
@@ -404,20 +404,20 @@ def test_criteria_round_trip_property(flow, pressure, mnf, version, source, time
     lambda d: d["flow"]["bands"]["weekday"].__setitem__(0, ["x", 1]),
     lambda d: d["pressure"].pop("residual_band"),
 ])
-def test_from_dict_rejects_bad_documents(clean_criteria, mutate) -> None:
-    d = json.loads(json.dumps(clean_criteria.to_dict()))
+def test_reading_back_rejects_bad_documents(clean_criteria, mutate) -> None:
+    d = json.loads(json.dumps(clean_criteria.to_record()))
     mutate(d)
     with pytest.raises(CriteriaError):
-        SensorCriteria.from_dict(d)
+        SensorCriteria.from_record(d)
 
 
 # -- rebuild schedule ------------------------------------------------------------------------
 
 
 def _with_source(crit: SensorCriteria, source: str, built_at: int) -> SensorCriteria:
-    d = crit.to_dict()
+    d = crit.to_record()
     d.update(source=source, built_at=built_at)
-    return SensorCriteria.from_dict(d)
+    return SensorCriteria.from_record(d)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from core import frames, messages
 from core.delivery import Delivery
+from core.frames import HealthFrame
+from core.types import EpochSeconds
 from storage.store import OUTBOX_SENDER, Store
 from tests.harness import TZ
 
@@ -30,6 +32,7 @@ OUTBOX_MAX = 8
 ACK_TIMEOUT_S = 10.0
 RESEND_PER_S = 3.0
 CHUNK = 12
+HEALTH = HealthFrame(EpochSeconds(1_800_000_000), 0, 0, 0, 0, 0, 1.0, True)
 
 # Bad ACKs: small numbers (frames not sent yet, or never given), the edge of what
 # a sequence number can be, and far beyond (2^64 once killed the ACK reader).
@@ -89,7 +92,7 @@ class OutboxDelivery(RuleBasedStateMachine):
     @rule(n=st.integers(1, 5))
     def producers_append(self, n: int) -> None:
         seqs = self.store.transact(
-            lambda b: [b.append_outbox({"type": "HLT", "n": i}) for i in range(n)])
+            lambda b: [b.append_outbox(HEALTH) for _ in range(n)])
         assert seqs == list(range(max(self.given, default=0) + 1, max(self.given, default=0)
                                   + n + 1)), "sequence numbers must only grow"
         self.given += seqs

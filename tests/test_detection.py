@@ -32,6 +32,7 @@ from core.detection import (
     evaluate,
     silence_alerts,
 )
+from core.frames import AlertFrame, OutboundFrame, ServerReportLine
 from core.monitor import DetectionSettings, SiteMonitor
 from core.types import (
     FLAG_NIGHT,
@@ -434,7 +435,7 @@ def test_clock_ahead_flags_both_and_keeps_state() -> None:
 def test_late_reading_gets_stateless_checks_only() -> None:
     run = Run()
     run.flows([20.0, 20.0])
-    before = SensorState.from_dict(run.state.to_dict())
+    before = SensorState.from_record(run.state.to_record())
     late = run.step(20.0, None, time=run.t - 600)
     assert late.flow_flags == 0  # would have completed the VALUE run if in order
     assert late.pressure_flags == FLAG_SYSTEM and reasons(late) == {"missing"}
@@ -621,7 +622,7 @@ def monitor_run(readings: list[Reading], now: int | None = None,
                 monitor: SiteMonitor | None = None) -> tuple[SiteMonitor, list[dict]]:
     """Readings one by one through a SiteMonitor (``now`` None: live, each at its minute)."""
     monitor = monitor or SiteMonitor(DetectionSettings(LIMITS), TZ)
-    frames: list[dict] = []
+    frames: list[OutboundFrame] = []
     for i, r in enumerate(readings, start=1):
         out = monitor.process([StoredReading(i, r)],
                               now=EpochSeconds(r.time // 60 * 60 if now is None else now),
@@ -630,8 +631,12 @@ def monitor_run(readings: list[Reading], now: int | None = None,
     return monitor, frames
 
 
-def reported(frames: list[dict]) -> dict[int, dict]:
-    return {f["time"]: f for f in frames if f["type"] == "SRV" and f["flow"] is not None}
+def reported(frames: list[OutboundFrame]) -> dict[int, ServerReportLine]:
+    return {f.time: f for f in frames if isinstance(f, ServerReportLine) and f.flow is not None}
+
+
+def alerted(frames: list[OutboundFrame]) -> dict[int, AlertFrame]:
+    return {f.time: f for f in frames if isinstance(f, AlertFrame)}
 
 
 def minute_readings(start: int, count: int) -> list[Reading]:
@@ -644,9 +649,9 @@ def test_monitor_replay_a_reading_jumping_ahead_moves_no_event_time() -> None:
     normal = minute_readings(T0, 120)
     jump = Reading(SID, EpochSeconds(T0 + 60 * 60 + 6 * 3600 + 17), 40.0, 4.0, 0)
     monitor, frames = monitor_run(normal[:60] + [jump] + normal[60:], now=T0 + 30 * 86400)
-    alerts = {f["time"]: f for f in frames if f["type"] == "ALR"}
-    assert alerts[jump.time]["flow_flags"] == alerts[jump.time]["pressure_flags"] == FLAG_SYSTEM
-    assert all(alerts[r.time]["flow_flags"] == 0 for r in normal)
+    alerts = alerted(frames)
+    assert alerts[jump.time].flow_flags == alerts[jump.time].pressure_flags == FLAG_SYSTEM
+    assert all(alerts[r.time].flow_flags == 0 for r in normal)
     assert monitor.event_now == normal[-1].time and monitor.last_seen[SID] == normal[-1].time
     lines = reported(frames)
     assert sorted(lines) == [r.time for r in normal[:110]]  # every finished block, in full
@@ -659,30 +664,30 @@ def test_monitor_live_a_stamp_far_ahead_moves_neither_event_time_nor_the_latest_
     monitor, frames = monitor_run(normal[:20] + [ahead] + normal[20:], now=T0 + 30 * 60)
     assert monitor.event_times() == EventTimes({SID: normal[-1].time})
     assert monitor.last_flags[SID] == [normal[-1].time, 0, 0]  # status: the latest in event time
-    alert = next(f for f in frames if f["type"] == "ALR" and f["time"] == ahead.time)
-    assert alert["flow_flags"] == alert["pressure_flags"] == FLAG_SYSTEM
+    alert = alerted(frames)[ahead.time]
+    assert alert.flow_flags == alert.pressure_flags == FLAG_SYSTEM
 
 
 def test_monitor_replay_an_outage_is_reported_once_the_return_is_confirmed() -> None:
     before, after = minute_readings(T0, 30), minute_readings(T0 + 3 * 3600, 30)
     monitor, frames = monitor_run(before + after, now=T0 + 30 * 86400)
-    alerts = {f["time"]: f for f in frames if f["type"] == "ALR"}
+    alerts = alerted(frames)
     # The first five minutes back are flagged until the sixth confirms them ...
-    flagged = [r.time for r in after if alerts[r.time]["flow_flags"] & FLAG_SYSTEM]
+    flagged = [r.time for r in after if alerts[r.time].flow_flags & FLAG_SYSTEM]
     assert flagged == [r.time for r in after[:5]]
     # ... and then reported with the rest: nothing of the sensor's is lost.
     lines = reported(frames)
     assert sorted(lines) == [r.time for r in before + after[:20]]
-    assert [lines[r.time]["flow_flags"] for r in after[:6]] == [FLAG_SYSTEM] * 5 + [0]
+    assert [lines[r.time].flow_flags for r in after[:6]] == [FLAG_SYSTEM] * 5 + [0]
     assert monitor.event_now == after[-1].time
-    hours = {f["time"] // 3600 for f in frames if f["type"] == "SRV"}
+    hours = {f.time // 3600 for f in frames if isinstance(f, ServerReportLine)}
     assert len(hours) >= 2
 
 
 def test_monitor_live_a_sensor_back_after_an_outage_is_not_a_clock_fault() -> None:
     before, after = minute_readings(T0, 30), minute_readings(T0 + 3 * 3600, 30)
     _, frames = monitor_run(before + after)
-    assert not any(f["flow_flags"] for f in frames if f["type"] == "ALR")
+    assert not any(f.flow_flags for f in alerted(frames).values())
 
 
 def test_monitor_state_round_trip_while_a_jump_is_held() -> None:
@@ -706,7 +711,7 @@ def test_night_verdict_is_carried_on_every_flow_evaluation() -> None:
     for ev in (run.step(), run.step(None), run.step(time=run.t - 3000)):
         assert ev.flow_flags & FLAG_NIGHT and not ev.pressure_flags & FLAG_NIGHT
         assert Cause("NIGHT", "flow", "mnf", 2.6, 2.3, 7) in ev.causes
-    restored = SensorState.from_dict(msgpack.unpackb(msgpack.packb(run.state.to_dict())))
+    restored = SensorState.from_record(msgpack.unpackb(msgpack.packb(run.state.to_record())))
     assert restored.night_active and restored.night_cause == cause
     apply_night_verdict(run.state, False, None)
     assert run.step().flow_flags == 0 and run.state.night_cause is None
@@ -745,11 +750,11 @@ json_scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.float
     night_cause=st.none() | st.dictionaries(st.text(max_size=10), json_scalars, max_size=4),
 ))
 def test_state_round_trip(state: SensorState) -> None:
-    assert SensorState.from_dict(msgpack.unpackb(msgpack.packb(state.to_dict()))) == state
+    assert SensorState.from_record(msgpack.unpackb(msgpack.packb(state.to_record()))) == state
 
 
 def test_fresh_state_from_empty_dict() -> None:
-    assert SensorState.from_dict({}) == SensorState()
+    assert SensorState.from_record({}) == SensorState()
 
 
 # -- silence --------------------------------------------------------------------------------
@@ -791,9 +796,10 @@ def test_flat_band_helpers_are_sane() -> None:
 
 
 def test_predict_judges_against_a_model_band_without_criteria() -> None:
+    from zoneinfo import ZoneInfo
+
     from core.detection import Expectation, SensorState, SystemLimits, evaluate
     from core.types import FLAG_PREDICT, Reading, SensorId
-    from zoneinfo import ZoneInfo
 
     state = SensorState()
     flags = []

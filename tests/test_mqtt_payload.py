@@ -22,21 +22,21 @@ values = st.none() | st.floats(-1e6, 1e6, allow_nan=False).map(lambda x: round(x
 flags = st.integers(0, 0x0F)
 seqs = st.integers(1, frames.MAX_SEQ)
 outbound = st.one_of(
-    st.builds(frames.AlertFrame, seqs, sensors, times, values, values, flags, flags),
-    st.builds(frames.ServerReportLine, seqs, sensors, times, values, values, flags, flags,
-              values, values),
-    st.builds(frames.DailyForecastLine, seqs, sensors, times,
+    st.builds(frames.AlertFrame, sensors, times, values, values, flags, flags, seq=seqs),
+    st.builds(frames.ServerReportLine, sensors, times, values, values, flags, flags,
+              values, values, seq=seqs),
+    st.builds(frames.DailyForecastLine, sensors, times,
               st.dates(dt.date(2000, 1, 1), dt.date(2099, 12, 31)),
               st.floats(0, 1e5, allow_nan=False).map(lambda x: round(x, 2)),
-              st.floats(0, 20, allow_nan=False).map(lambda x: round(x, 3))),
-    st.builds(frames.HealthFrame, seqs, times, st.integers(0, 10**9), st.integers(0, 10**7),
+              st.floats(0, 20, allow_nan=False).map(lambda x: round(x, 3)), seq=seqs),
+    st.builds(frames.HealthFrame, times, st.integers(0, 10**9), st.integers(0, 10**7),
               st.integers(0, 10**9), st.integers(0, 1000), st.integers(0, 10**9),
-              st.floats(0, 100, allow_nan=False).map(lambda x: round(x, 1)), st.booleans()),
+              st.floats(0, 100, allow_nan=False).map(lambda x: round(x, 1)), st.booleans(), seq=seqs),
 )
 
 
 def test_an_alert_payload_names_its_fields_and_decodes_its_flags() -> None:
-    line = frames.encode(frames.AlertFrame(12, SensorId("001"), T, 71.58, None, 0x09, 0), TZ)
+    line = frames.encode(frames.AlertFrame(SensorId("001"), T, 71.58, None, 0x09, 0, seq=12), TZ)
     pub = publication("wdn/demo", line, TZ)
     assert pub.topic == "wdn/demo/001/alr" and pub.seq == 12
     assert json.loads(pub.payload) == {
@@ -47,10 +47,10 @@ def test_an_alert_payload_names_its_fields_and_decodes_its_flags() -> None:
 
 def test_each_frame_type_has_its_topic() -> None:
     lines = {
-        "wdn/x/002/srv": frames.ServerReportLine(1, SensorId("002"), T, 1.0, 2.0, 0, 0, 3.0, None),
-        "wdn/x/003/fcd": frames.DailyForecastLine(2, SensorId("003"), T, dt.date(2025, 11, 30),
-                                                  12.5, 4.1),
-        "wdn/x/health": frames.HealthFrame(3, T, 60, 0, 0, 0, 0, 3.7, True),
+        "wdn/x/002/srv": frames.ServerReportLine(SensorId("002"), T, 1.0, 2.0, 0, 0, 3.0, None, seq=1),
+        "wdn/x/003/fcd": frames.DailyForecastLine(SensorId("003"), T, dt.date(2025, 11, 30),
+                                                  12.5, 4.1, seq=2),
+        "wdn/x/health": frames.HealthFrame(T, 60, 0, 0, 0, 0, 3.7, True, seq=3),
     }
     for topic, frame in lines.items():
         pub = publication("wdn/x", frames.encode(frame, TZ), TZ)

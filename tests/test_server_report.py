@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from core import frames
 from core.server_report import BLOCK_S, MAX_EMPTY_BLOCKS, ServerReportBuilder, block_start
 from core.types import FLAG_SYSTEM, SensorId
 
@@ -43,8 +44,8 @@ def test_missing_forecast_gives_no_prediction_on_the_first_line():
     b.add(S, T0, 1.0, 2.0, 0, 0, lambda s, t: (None, None))
     [block] = b.add(S, T0 + 600, 1.0, 2.0, 0, 0, lambda s, t: (None, 4.0))
     assert (block[0].pred_flow, block[0].pred_pressure) == (None, 4.0)
-    frame = block[0].to_frame()  # an empty field on the wire
-    assert (frame["pred_flow"], frame["pred_pressure"]) == (None, 4.0)
+    line = frames.decode(frames.encode(block[0], TZ, 1), TZ)  # an empty field on the wire
+    assert (line.pred_flow, line.pred_pressure) == (None, 4.0)
     assert all(line.pred_flow == 0 and line.pred_pressure == 0 for line in block[1:])
 
 

@@ -18,6 +18,7 @@ from core import forecast as forecasting
 from core.config import Config, parse_config
 from core.criteria import SensorCriteria
 from core.criteria_schedule import CriteriaLifecycle
+from core.frames import AlertFrame, OutboundFrame, ServerReportLine
 from core.hourly_history import HourlyHistory
 from core.simulator import FAULT_KINDS, Simulator, SimulatorSettings
 from core.site_engine import MemoryReadings, SiteEngine
@@ -45,7 +46,7 @@ def replay() -> dict[str, Any]:
         sensors=2, seed=3, start=EpochSeconds(START), faults=frozenset(FAULT_KINDS) - {"clock"},
         leak_day=6, leak_fraction=0.5, realtime_cap=False))
     engine = SiteEngine(engine_config(), naive_weeks=3)
-    frames: list[dict[str, Any]] = []
+    frames: list[OutboundFrame] = []
     forecasts: list[dict[str, Any]] = []
     nights: list[tuple[str, str, bool | None]] = []
     for minute, group in groupby(sim.readings(EpochSeconds(START), DAYS * 1440),
@@ -78,13 +79,13 @@ def test_replaying_the_same_readings_twice_gives_the_same_frames_and_flags(first
     assert first["criteria"] == second["criteria"]
     # ... and the replay has something to compare: every frame kind the Detector and
     # Predictor make, store criteria and their rebuild, NIGHT raised on the leak.
-    kinds = {f["type"] for f in first["frames"]}
-    assert kinds == {"ALR", "SRV"}
+    kinds = {type(f) for f in first["frames"]}
+    assert kinds == {AlertFrame, ServerReportLine}
     assert len(first["forecasts"]) >= DAYS * 24 * 2 - 4
     sources = [(s, v, src) for s, _, v, src in first["criteria"] if s == S1]
     assert [(v, src) for _, v, src in sources] == [(1, "store"), (2, "store")]
     assert any(f for _, _, f in first["nights"]) and any(
-        f["type"] == "ALR" and f["flow_flags"] & FLAG_NIGHT for f in first["frames"])
+        isinstance(f, AlertFrame) and f.flow_flags & FLAG_NIGHT for f in first["frames"])
 
 
 def test_a_replay_in_another_process_gives_the_same_frames(first) -> None:
@@ -113,7 +114,7 @@ def test_criteria_lifecycle_builds_at_min_days_from_the_window_before_event_time
     at_min = life.due(S1, None, first + 3 * DAY_S)
     assert at_min is not None and (at_min.reason, at_min.source) == ("first", "store")
     assert (at_min.since, at_min.until) == (first + 3 * DAY_S - 7 * DAY_S, first + 3 * DAY_S + 1)
-    built = SensorCriteria.from_dict({**_criteria_doc(), "source": "store",
+    built = SensorCriteria.from_record({**_criteria_doc(), "source": "store",
                                       "built_at": first + 3 * DAY_S})
     assert life.due(S1, built, first + 4 * DAY_S) is None
     again = life.due(S1, built, first + 5 * DAY_S)
@@ -136,7 +137,7 @@ def _criteria_doc() -> dict[str, Any]:
     assert plan is not None
     built = life.build(plan, arrays)
     assert built is not None
-    return built.to_dict()
+    return built.to_record()
 
 
 def test_hourly_history_read_an_hour_at_a_time_equals_one_whole_read() -> None:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import storage.store as store_module
+from core.frames import AlertFrame, HealthFrame
 from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
 from storage.store import (
     OUTBOX_SENDER,
@@ -306,12 +307,17 @@ def test_docs_after_newest_first_limit_where_equal_a_plain_filter(
 # -- transactions, offsets, outbox ------------------------------------------------------
 
 
+def _frame(n: int, seq: int = 0) -> HealthFrame:
+    """An outbound frame told apart by ``n`` (``seq``: as the outbox numbers it)."""
+    return HealthFrame(EpochSeconds(1_700_000_000), n, 0, 0, 0, 0, 1.0, True, seq=seq)
+
+
 def test_offset_and_state_commit_with_the_work(store: Store) -> None:
     store.ingest(minutes(S1, 0, 3))
 
     def work(b: WriteBatch) -> int:
         b.put_detection(S1, 60, {"causes": ["value"]})
-        seq = b.append_outbox({"type": "ALR", "sensor": S1})
+        seq = b.append_outbox(_frame(0))
         b.set_offset("detector", 3, {"persist": {S1: [1, 2]}})
         b.count("alerts")
         assert b.peek_sequence() == seq and b.offset("detector") == 3
@@ -324,7 +330,7 @@ def test_offset_and_state_commit_with_the_work(store: Store) -> None:
 
     def failing(b: WriteBatch) -> None:
         b.put_detection(S1, 120, {"causes": ["value"]})
-        b.append_outbox({"type": "ALR"})
+        b.append_outbox(_frame(1))
         b.set_offset("detector", 9, {"persist": {}})
         b.count("alerts")
         raise RuntimeError("detector crashed mid-batch")
@@ -397,22 +403,22 @@ def test_batch_is_unusable_after_its_transaction(store: Store) -> None:
 
 def test_outbox_sequence_survives_reopen_and_is_never_reused(tmp_path: Path) -> None:
     with Store(tmp_path, sync=False, clock=lambda: 1000.0) as store:
-        seqs = store.transact(lambda b: [b.append_outbox({"n": i}) for i in range(3)])
+        seqs = store.transact(lambda b: [b.append_outbox(_frame(i)) for i in range(3)])
         assert seqs == [1, 2, 3]
         with store.read() as view:
-            assert view.outbox(after=1) == [OutboxEntry(2, {"n": 1}, 1000.0, 0),
-                                             OutboxEntry(3, {"n": 2}, 1000.0, 0)]
+            assert view.outbox(after=1) == [OutboxEntry(2, _frame(1, seq=2), 1000.0, 0),
+                                             OutboxEntry(3, _frame(2, seq=3), 1000.0, 0)]
         assert store.transact(lambda b: b.delete_outbox_through(3)) == 3
         with store.read() as view:
             assert view.outbox_depth() == 0 and view.outbox_oldest() is None
     with Store(tmp_path, sync=False) as store:
         with store.read() as view:
             assert view.peek_sequence() == 3
-        assert store.transact(lambda b: b.append_outbox({"n": 3})) == 4
+        assert store.transact(lambda b: b.append_outbox(_frame(3))) == 4
 
 
 def test_outbox_attempts_and_single_delete(store: Store) -> None:
-    store.transact(lambda b: [b.append_outbox({"n": i}) for i in range(4)])
+    store.transact(lambda b: [b.append_outbox(_frame(i)) for i in range(4)])
     store.transact(lambda b: (b.mark_outbox_attempt(2), b.mark_outbox_attempt(2),
                               b.mark_outbox_attempt(99)))
     with store.read() as view:
@@ -427,33 +433,33 @@ def test_outbox_attempts_and_single_delete(store: Store) -> None:
 
 
 def test_outbox_keeps_each_frames_line_beside_records_from_before_lines(tmp_path: Path) -> None:
-    def wire(seq: int, frame: dict) -> bytes:
-        return b"$N,%d,%d*00\r\n" % (seq, frame["n"])
+    def wire(seq: int, frame: HealthFrame) -> bytes:
+        return b"$N,%d,%d*00\r\n" % (seq, frame.uptime_s)
 
     with Store(tmp_path, sync=False, clock=lambda: 5.0) as store:  # an older store: no lines
-        store.transact(lambda b: b.append_outbox({"n": 7}))
+        store.transact(lambda b: b.append_outbox(_frame(7)))
     with Store(tmp_path, sync=False, clock=lambda: 6.0, outbox_wire=wire) as store:
-        store.transact(lambda b: [b.append_outbox({"n": i}) for i in (8, 9)])
+        store.transact(lambda b: [b.append_outbox(_frame(i)) for i in (8, 9)])
         store.transact(lambda b: b.mark_outbox_attempt(2))
         with store.read() as view:
-            assert view.outbox() == [OutboxEntry(1, {"n": 7}, 5.0, 0),
-                                      OutboxEntry(2, {"n": 8}, 6.0, 1, b"$N,2,8*00\r\n"),
-                                      OutboxEntry(3, {"n": 9}, 6.0, 0, b"$N,3,9*00\r\n")]
+            assert view.outbox() == [OutboxEntry(1, _frame(7, seq=1), 5.0, 0),
+                                      OutboxEntry(2, _frame(8, seq=2), 6.0, 1, b"$N,2,8*00\r\n"),
+                                      OutboxEntry(3, _frame(9, seq=3), 6.0, 0, b"$N,3,9*00\r\n")]
             assert view.outbox_oldest().wire is None
         assert store.transact(lambda b: b.outbox(after=2))[0].wire == b"$N,3,9*00\r\n"
 
 
 def test_outbox_bound_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     with Store(tmp_path, outbox_max=3, sync=False) as store:
-        store.transact(lambda b: [b.append_outbox({"n": i}) for i in range(5)])
-        store.transact(lambda b: b.append_outbox({"n": 5}))
+        store.transact(lambda b: [b.append_outbox(_frame(i)) for i in range(5)])
+        store.transact(lambda b: b.append_outbox(_frame(5)))
         with store.read() as view:
             assert [e.seq for e in view.outbox()] == [4, 5, 6]
             assert view.outbox_depth() == 3
             assert view.counters()["outbox_dropped"] == 3
             assert view.counters()["outbox_dropped_unsent"] == 3  # nothing was sent
         store.transact(lambda b: b.set_offset(OUTBOX_SENDER, 5))
-        store.transact(lambda b: [b.append_outbox({"n": i}) for i in (6, 7, 8)])  # drops 4, 5, 6
+        store.transact(lambda b: [b.append_outbox(_frame(i)) for i in (6, 7, 8)])  # drops 4, 5, 6
         with store.read() as view:
             assert view.counters()["outbox_dropped"] == 6
             assert view.counters()["outbox_dropped_unsent"] == 4  # 6 only: 4 and 5 were sent
@@ -828,9 +834,8 @@ def test_used_pct_and_closed_store(tmp_path: Path) -> None:
 # -- the outbox with two uplinks -------------------------------------------------
 
 
-def _alert(i: int) -> dict:
-    return {"type": "ALR", "sensor": "001", "time": 1_700_000_000 + 60 * i, "flow": 1.0,
-            "pressure": 2.0, "flow_flags": 0, "pressure_flags": 0}
+def _alert(i: int) -> AlertFrame:
+    return AlertFrame(S1, EpochSeconds(1_700_000_000 + 60 * i), 1.0, 2.0, 0, 0)
 
 
 def test_a_frame_leaves_the_outbox_only_when_both_uplinks_have_it(tmp_path) -> None:

@@ -14,6 +14,7 @@ import lmdb
 import msgpack
 import pytest
 
+from core.frames import HealthFrame
 from core.types import EpochSeconds, Reading, SensorId
 from storage.check import check_store, recover_store
 from storage.store import Store, StoreDamagedError, StoreError
@@ -25,10 +26,14 @@ def minutes(n: int, start: int = 1_800_000_000) -> list[Reading]:
     return [Reading(S1, EpochSeconds(start + 60 * i), 10.0 + i, 4.0, 0) for i in range(n)]
 
 
+def health(n: int) -> HealthFrame:
+    return HealthFrame(EpochSeconds(1_800_000_000), n, 0, 0, 0, 0, 1.0, True)
+
+
 def filled(path: Path) -> Store:
     store = Store(path)
     store.ingest(minutes(50))
-    store.transact(lambda b: [b.append_outbox({"type": "HLT", "n": i}) for i in range(5)])
+    store.transact(lambda b: [b.append_outbox(health(i)) for i in range(5)])
     store.transact(lambda b: b.set_offset("detector", 20, {"state": 1}))
     store.transact(lambda b: b.set_offset("transmitter", 3))
     return store
@@ -96,7 +101,7 @@ def test_recovery_keeps_what_decodes_and_never_reuses_a_number(tmp_path: Path) -
             assert len(view.readings(S1)) == 49
             assert view.offset("detector") == 20 and view.consumer_state("detector") == {"state": 1}
             assert view.journal_head() == 50 and view.peek_sequence() == 5
-        assert store.transact(lambda b: b.append_outbox({"type": "HLT"})) == 6
+        assert store.transact(lambda b: b.append_outbox(health(5))) == 6
         assert [s.arrival for s in store.ingest(minutes(2, start=1_900_000_000)).stored] == [51, 52]
     assert check_store(path).sound
 

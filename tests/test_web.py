@@ -21,7 +21,8 @@ from actors.supervision import Liveness, Supervisor
 from cli.commands import detection_line
 from core import messages
 from core.config import ConfigError, parse_config, parse_listen
-from core.types import Reading, SensorId
+from core.frames import HealthFrame
+from core.types import EpochSeconds, Reading, SensorId
 from tests.conftest import make_config
 from tests.harness import ROOT, wait_for
 from web import series as S
@@ -149,7 +150,8 @@ def fill(store, sensors=("001", "002"), minutes=600, end=None):
     store.transact(lambda b: (b.put_detection(SensorId("001"), spike, record),
                               b.set_offset("detector", 0, {"last_flags": {"001": [spike, 2, 0]}}),
                               b.count("restart.detector"), b.count("reject.bad_checksum", 3),
-                              b.append_outbox({"type": "HLT", "time": end})))
+                              b.append_outbox(
+                                  HealthFrame(EpochSeconds(end), 0, 0, 0, 0, 0, 1.0, True))))
     return record
 
 

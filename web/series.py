@@ -91,7 +91,7 @@ def band_series(criteria_versions: Sequence[Mapping[str, Any]], quantity: str,
                 time: np.ndarray, tz: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:
     """The VALUE band (low, high) in force at each of ``time``; NaN where none.
 
-    ``criteria_versions`` are stored criteria documents (``SensorCriteria.to_dict``)
+    ``criteria_versions`` are stored criteria documents (``SensorCriteria.to_record``)
     in version order; each applies from its ``built_at`` (event time) until the
     next, the first one also before its own (it is what detection used then).
     """

@@ -26,6 +26,7 @@ import pytest
 from actors.transmitter import Transmitter
 from cli.commands import local_iso
 from core import frames, messages
+from core.frames import AlertFrame
 from core.types import FLAG_SYSTEM, EpochSeconds, EventTimes, Reading, SensorId
 from tests.conftest import Harness, make_config
 from tests.faults.helpers import encode_all, minute_stream, parse_frames, reading_alerts, received
@@ -139,9 +140,9 @@ def test_a_jumping_gateway_clock_neither_stalls_nor_floods_resends(tmp_path, sto
     store.ingest([Reading(SensorId("001"), last, 1.0, 2.0, 0)])
     # What the Detector records once it has taken the reading in.
     store.transact(lambda b: b.set_event_times(EventTimes({SensorId("001"): last})))
-    seqs = [store.transact(lambda b, i=i: b.append_outbox(
-        {"type": "ALR", "sensor": "001", "time": int(time.time()) - 60 * i, "flow": 1.0,
-         "pressure": 2.0, "flow_flags": 0, "pressure_flags": 0})) for i in range(3)]
+    seqs = [store.transact(lambda b, i=i: b.append_outbox(AlertFrame(
+        SensorId("001"), EpochSeconds(int(time.time()) - 60 * i), 1.0, 2.0, 0, 0)))
+        for i in range(3)]
     try:
         transmitter = harness.start(Transmitter)
         upstream.wait_connected()
