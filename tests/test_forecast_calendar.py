@@ -93,16 +93,19 @@ SPRING = [utc(2025, 3, 30, 22), utc(2025, 4, 2, 10)]  # change: Sun 2025-03-30 0
 AUTUMN = [utc(2025, 10, 26, 23), utc(2025, 10, 29, 15)]  # change: Sun 2025-10-26 03:00 -> 02:00
 
 
+def forecast_by(kind: str, history: HourlySeries, issued: int):
+    """The seasonal-naive forecast or a zero-residual model's, in the site's local calendar."""
+    if kind == "naive":
+        return naive_forecast(S, history, EpochSeconds(issued), calendar=LOCAL)
+    return lstm_forecast(zero_model("flow", "Europe/Rome"), zero_model("pressure", "Europe/Rome"),
+                         S, history, EpochSeconds(issued))
+
+
 @pytest.mark.parametrize("issued", SPRING + AUTUMN)
 @pytest.mark.parametrize("kind", ["naive", "lstm"])
 def test_morning_peak_stays_on_its_local_hour_across_a_dst_change(issued, kind):
     history = history_until(issued)
-    if kind == "naive":
-        fc = naive_forecast(S, history, EpochSeconds(issued), calendar=LOCAL)
-    else:
-        fc = lstm_forecast(zero_model("flow", "Europe/Rome"),
-                           zero_model("pressure", "Europe/Rome"), S, history,
-                           EpochSeconds(issued))
+    fc = forecast_by(kind, history, issued)
     # Every hour of the 168 is forecast, from the issue hour on.
     assert fc.hour_times()[0] == issued
     assert np.isfinite(fc.flow).all() and np.isfinite(fc.pressure).all()
@@ -198,12 +201,7 @@ def test_bands_hold_about_eight_in_ten_hours_of_a_noisy_series(kind):
     clean = demand(start, (weeks + 1) * 168)
     noisy = clean * (1 + rng.normal(0, 0.05, clean.shape))
     history = HourlySeries(EpochSeconds(start), noisy[:-168], noisy[:-168] / 10)
-    if kind == "naive":
-        fc = naive_forecast(S, history, EpochSeconds(issued), calendar=LOCAL)
-    else:
-        fc = lstm_forecast(zero_model("flow", "Europe/Rome"),
-                           zero_model("pressure", "Europe/Rome"), S, history,
-                           EpochSeconds(issued))
+    fc = forecast_by(kind, history, issued)
     assert fc.flow_p10 is not None and fc.flow_p90 is not None
     assert (fc.flow_p10 < fc.flow).all() and (fc.flow < fc.flow_p90).all()
     # The band is wider where the flow is higher (errors grow with demand).
