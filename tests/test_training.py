@@ -300,8 +300,8 @@ def test_a_sensor_without_pressure_trains_and_forecasts_flow_only(tmp_path):
     assert result["metadata"]["mae_model"]["pressure"] is None
     flow_m, pressure_m = (ExportedModel.load(result["paths"][q]) for q in ("flow", "pressure"))
     assert flow_m.spec.holidays == "IT" and flow_m.spec.timezone == "Europe/Rome"
-    with Store(store, readonly=True) as s:
-        arrays = s.reading_arrays(SID, until=FAR_AHEAD)
+    with Store(store, readonly=True) as s, s.read() as view:
+        arrays = view.reading_arrays(SID, until=FAR_AHEAD)
     series = hourly_means(arrays.time, arrays.flow, arrays.pressure)
     fc = lstm_forecast(flow_m, pressure_m, SID, series, EpochSeconds(series.end))
     assert np.isfinite(fc.flow).all() and np.isnan(fc.pressure).all()
