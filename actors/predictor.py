@@ -25,7 +25,6 @@ from storage.store import ReadingArrays
 
 CONSUMER = "predictor"
 HOUR_S = 3600
-NAIVE_WEEKS = 3
 
 
 def fcd_frames(fc: forecasting.Forecast, tz: Any) -> list[frames.DailyForecastLine]:
@@ -130,8 +129,7 @@ class Predictor(GatewayActor):
         history = self._history(sensor, issued, hours)
 
         def naive() -> forecasting.Forecast:
-            return forecasting.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS,
-                                              calendar=self.calendar)
+            return forecasting.naive_forecast(sensor, history, issued, calendar=self.calendar)
 
         if model is None:
             return naive()

@@ -78,7 +78,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.predictor import NAIVE_WEEKS  # noqa: E402
 from core.config import Config, default_config, load_config  # noqa: E402
 from core.criteria import InitialData  # noqa: E402
 from core.frames import AlertFrame  # noqa: E402
@@ -136,7 +135,7 @@ class OfflineSite:
 
     def __init__(self, config: Config, initial: InitialData, sensors: Sequence[SensorId],
                  start: int, minutes: int) -> None:
-        self.engine = SiteEngine(config, initial, naive_weeks=NAIVE_WEEKS)
+        self.engine = SiteEngine(config, initial)
         self.tz = config.site.tz
         self.window = self.engine.night_engine.window
         self.start = start

@@ -70,7 +70,6 @@ HOUR_S = 3600
 YEAR_HOURS = 365 * 24
 SPAN_DAYS = 182  # the last six months
 SPACING_DAYS = 8
-NAIVE_WEEKS = 3  # the service's seasonal-naive (actors.predictor.NAIVE_WEEKS)
 PARTS = {"h1_24": slice(0, 24), "h25_168": slice(24, 168), "h1_168": slice(0, 168)}
 BUDGET_SKILL = 0.15
 BUDGET_WORSE = 0.20
@@ -148,7 +147,7 @@ def evaluate_area(name: str, values: np.ndarray, start: int, origins: list[int],
         issued = EpochSeconds(start + origin * HOUR_S)
         history = fc.HourlySeries(EpochSeconds(start), values[:origin],
                                   np.full(origin, np.nan))
-        naive = fc.naive_forecast(sensor, history, issued, weeks=NAIVE_WEEKS, calendar=calendar)
+        naive = fc.naive_forecast(sensor, history, issued, weeks=fc.NAIVE_WEEKS, calendar=calendar)
         served = fc.lstm_forecast(model, None, sensor, history, issued) if model else naive
         truth = fc._take(values, origin + np.arange(fc.HORIZON_HOURS))
         weeks = same_hour(values, start, origin, 3, calendar)

@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core._codec import Codec, Recorded, declared
-from core.forecast import weekly_medians
+from core.forecast import NAIVE_WEEKS, weekly_medians
 from core.localtime import group_medians, local_datetime, local_seconds
 from core.types import (
     STATUS_FLOW_FAULT,
@@ -101,9 +101,6 @@ PART_S = 600
 MIN_PART_SAMPLES = 3
 # PREDICT's default band: this many robust sigmas of the seasonal-naive error.
 RESIDUAL_K = 4.0
-# The seasonal-naive forecast averages the same hour of this many past weeks
-# (as core.forecast.naive_forecast does by default).
-NAIVE_WEEKS = 3
 # Fewer residuals than this give no band (criteria fall back on the VALUE bands' width).
 MIN_RESIDUAL_PAIRS = 50
 # NIGHT: allowed excess = max(MNF_K * robust sigma of nightly MNF, MNF_REL_FLOOR * baseline).

@@ -29,9 +29,9 @@ from typing import Any
 from core import criteria as criteria_logic
 from core.config import Config
 from core.criteria import PhysicalRange, SensorCriteria
+from core.localtime import DAY_S
 from core.types import EpochSeconds, SensorId
 
-DAY_S = 86400
 FIRST_START = "first start"
 
 # (time, flow, pressure, status) columns of one sensor's history.

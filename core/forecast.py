@@ -52,6 +52,8 @@ from core.types import EpochSeconds, SensorId
 HORIZON_HOURS = 168
 HOUR_S = 3600
 WEEK_HOURS = 168
+# The service's seasonal-naive forecast takes the median of this many past weeks.
+NAIVE_WEEKS = 3
 SOURCES = ("lstm", "naive")
 BAND_FIELDS = ("flow_p10", "flow_p90", "pressure_p10", "pressure_p90")
 FIT_HOURS = 168  # the seasonal base adapts its level to this last stretch of history
@@ -575,7 +577,7 @@ def _fit_level(actual: np.ndarray, base: np.ndarray,
 
 
 def naive_forecast(sensor: SensorId, history: HourlySeries, issued: EpochSeconds,
-                   weeks: int = 3, adapt: bool = True,
+                   weeks: int = NAIVE_WEEKS, adapt: bool = True,
                    calendar: Calendar = UTC_CALENDAR) -> Forecast:
     """Seasonal-naive forecast: each hour is the median of its like hour in the last ``weeks`` weeks.
 
@@ -601,7 +603,7 @@ def naive_forecast(sensor: SensorId, history: HourlySeries, issued: EpochSeconds
     return Forecast(sensor, issued, source="naive", **out)
 
 
-def naive_history_hours(weeks: int = 3, adapt: bool = True) -> int:
+def naive_history_hours(weeks: int = NAIVE_WEEKS, adapt: bool = True) -> int:
     """Hours of history before the issue time that :func:`naive_forecast` uses:
     its base's, and the recent forecasts' that set the band."""
     return weeks * WEEK_HOURS + (FIT_HOURS if adapt else 0) + BAND_HOURS
@@ -924,7 +926,7 @@ def lstm_forecast(model_flow: ExportedModel | None, model_pressure: ExportedMode
     )
 
 
-def history_hours(*models: ExportedModel | None, weeks: int = 3) -> int:
+def history_hours(*models: ExportedModel | None, weeks: int = NAIVE_WEEKS) -> int:
     """Hours of history before the issue time that a forecast reads: the seasonal-naive
     one of ``weeks`` weeks and, when given, the ``models``' (bands included)."""
     return max([naive_history_hours(weeks)]

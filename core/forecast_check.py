@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from core import forecast as forecasting
-from core.forecast import HORIZON_HOURS, HOUR_S, ExportedModel, Forecast
+from core.forecast import HORIZON_HOURS, HOUR_S, NAIVE_WEEKS, ExportedModel, Forecast
+from core.types import QUANTITIES
 
-QUANTITIES = ("flow", "pressure")
 MODEL = "model"
 NAIVE = "naive"
 CHECK_DAYS = 7
@@ -36,7 +36,6 @@ DAY_HOURS = 24
 CHECK_EVERY_S = DAY_HOURS * HOUR_S  # re-checked once a day of issue time, and on a new model
 MIN_HOURS = 72  # scored hours a verdict needs: three days' worth
 SWITCH_MARGIN = 0.02
-NAIVE_WEEKS = 3  # as the Predictor's seasonal-naive forecast
 
 
 def history_hours(*models: ExportedModel) -> int:

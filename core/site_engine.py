@@ -135,21 +135,19 @@ class Step:
 class SiteEngine:
     """Detector + Predictor + NightFlow of one site, minute by minute (module docstring).
 
-    ``initial`` is the site's initial data (None: the site names no file);
-    ``naive_weeks`` the seasonal-naive forecast's weeks (the Predictor's).
+    ``initial`` is the site's initial data (None: the site names no file). Its
+    forecasts are the Predictor's seasonal-naive ones (``core.forecast.NAIVE_WEEKS``).
     """
 
-    def __init__(self, config: Config, initial: InitialData | None = None, *,
-                 naive_weeks: int) -> None:
+    def __init__(self, config: Config, initial: InitialData | None = None) -> None:
         self.config = config
         self.initial = initial or {}
-        self.naive_weeks = naive_weeks
         self.monitor = SiteMonitor(detection_settings(config), config.site.tz)
         self.night_engine = NightEngine(config)
         self.readings = MemoryReadings()
         self.lifecycle = CriteriaLifecycle(config, self.readings.first_time)
         self.history = HourlyHistory()
-        self.history_hours = forecasting.history_hours(weeks=naive_weeks)
+        self.history_hours = forecasting.history_hours()
         self.calendar = forecasting.site_calendar(config.site.timezone, config.site.holidays)
         self.criteria: dict[SensorId, SensorCriteria | None] = {}
         self.forecasts: dict[SensorId, forecasting.Forecast | None] = {}
@@ -217,7 +215,7 @@ class SiteEngine:
             sensor, EpochSeconds(hour), self.history_hours,
             lambda since, until: self.readings.reading_arrays(sensor, since, until))
         forecast = forecasting.naive_forecast(sensor, history, EpochSeconds(hour),
-                                              weeks=self.naive_weeks, calendar=self.calendar)
+                                              calendar=self.calendar)
         self.forecasts[sensor] = forecast
         self.issued[sensor] = hour
         return forecast

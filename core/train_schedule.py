@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime
 from zoneinfo import ZoneInfo
 
-from core.localtime import local_datetime
-
-DAY_S = 86400
+from core.localtime import DAY_S, local_datetime
 
 
 def retrain_at(data_until: int, schedule_days: int, hour: int, tz: ZoneInfo,

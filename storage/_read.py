@@ -10,7 +10,15 @@ import lmdb
 import msgpack
 import numpy as np
 
-from core.types import EpochSeconds, EventTimes, Reading, SensorId, StoredReading
+from core.types import (
+    EpochSeconds,
+    EventTimes,
+    Reading,
+    SensorId,
+    StoredReading,
+    new_reading,
+    new_stored_reading,
+)
 from storage._errors import SHAPE_ERRORS, StoreError, UndecodableRecord, decoding, why
 from storage._keys import (
     ARRIVAL,
@@ -34,8 +42,6 @@ from storage._records import (
     OutboxEntry,
     ReadingArrays,
     RejectRecord,
-    new_reading,
-    new_stored,
     outbox_entry,
     unpack,
     unpack_map,
@@ -142,7 +148,7 @@ class ReadView:
         # Catch-up reads whole chunks of the journal: one sensor id string per
         # sensor number, NaN -> None inline, records built without __init__.
         ids: dict[int, SensorId] = {}
-        stored_of, reading_of = new_stored, new_reading
+        stored_of, reading_of = new_stored_reading, new_reading
         out: list[StoredReading] = []
         for seq, n, t, f, p, st in JOURNAL_RECORD.iter_unpack(blob):
             sid = ids.get(n)

@@ -11,7 +11,7 @@ import numpy as np
 from core.frames import OutboundFrame
 from core.outbox import KINDS as _OUTBOUND_KINDS
 from core.outbox import outbox_frame
-from core.types import StoredReading, new_reading, new_stored_reading
+from core.types import StoredReading
 from storage._errors import UndecodableRecord, decoding, why
 from storage._keys import SEQ
 
@@ -84,13 +84,6 @@ class OutboxEntry:
     def __repr__(self) -> str:
         return (f"OutboxEntry(seq={self.seq}, frame={self.frame!r}, created={self.created!r}, "
                 f"attempts={self.attempts}, wire={self.wire!r}, acked={self.acked})")
-
-
-# Records read back from the store (trusted values) are built by the hand-written
-# constructors of core.types (re-exported here for the read and write paths).
-new_stored = new_stored_reading
-__all__ = ["IngestResult", "OutboxEntry", "ReadingArrays", "RejectRecord", "new_reading",
-           "new_stored"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

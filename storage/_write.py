@@ -10,7 +10,7 @@ import msgpack
 
 from core.frames import OutboundFrame
 from core.outbox import outbox_form
-from core.types import EventTimes, Reading, SensorId, StoredReading
+from core.types import EventTimes, Reading, SensorId, StoredReading, new_stored_reading
 from storage._errors import StoreError
 from storage._keys import (
     ARRIVAL,
@@ -35,7 +35,6 @@ from storage._records import (
     OutboxEntry,
     RejectRecord,
     new_packer,
-    new_stored,
     pack,
     unpack,
 )
@@ -175,7 +174,7 @@ class WriteBatch(ReadView):
         # LMDB asked three times per batch (getmulti, putmulti x2) instead of
         # twice per reading: each call releases the GIL (see WriteBatch).
         pack_key, pack_values, pack_seq = SENSOR_TIME.pack, VALUES.pack, SEQ.pack
-        stored_of = new_stored
+        stored_of = new_stored_reading
         numbers: dict[str, int] = {}
         rows: list[tuple[Reading, bytes, bytes]] = []
         for r in readings:

@@ -45,7 +45,7 @@ def replay() -> dict[str, Any]:
     sim = Simulator(SimulatorSettings(
         sensors=2, seed=3, start=EpochSeconds(START), faults=frozenset(FAULT_KINDS) - {"clock"},
         leak_day=6, leak_fraction=0.5, realtime_cap=False))
-    engine = SiteEngine(engine_config(), naive_weeks=3)
+    engine = SiteEngine(engine_config())
     frames: list[OutboundFrame] = []
     forecasts: list[dict[str, Any]] = []
     nights: list[tuple[str, str, bool | None]] = []
